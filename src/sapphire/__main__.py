@@ -1,0 +1,5 @@
+"""`python -m sapphire` runs the command line."""
+
+from sapphire.cli.main import main
+
+main()
