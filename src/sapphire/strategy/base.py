@@ -1,0 +1,215 @@
+"""The vectorised Strategy API: typed parameters in, signal arrays out."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+EntryType = Literal["market", "limit", "stop"]
+ENTRY_TYPES: dict[str, int] = {"market": 0, "limit": 1, "stop": 2}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class Param:
+    """A typed strategy parameter with a default and a search range for the optimiser.
+
+    The type comes from the default (int, float, bool, str) or from `choices`.
+    `low`/`high` bound numbers (inclusive); `log=True` asks the optimiser to search
+    on a log scale; `choices` makes the parameter categorical.
+    """
+
+    def __init__(
+        self,
+        default: Any,
+        *,
+        low: float | None = None,
+        high: float | None = None,
+        choices: Sequence[Any] | None = None,
+        log: bool = False,
+        step: float | None = None,
+        doc: str = "",
+    ) -> None:
+        self.default = default
+        self.low = low
+        self.high = high
+        self.choices = tuple(choices) if choices is not None else None
+        self.log = log
+        self.step = step
+        self.doc = doc
+        self.name = ""
+        self.owner = ""
+        self.kind: type = bool if isinstance(default, bool) else type(default)
+        if self.choices is None and self.kind not in (int, float, bool, str):
+            raise TypeError(f"Param default must be int, float, bool or str, got {default!r}")
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"Param range is empty: low {low} > high {high}")
+        if log and (low is None or low <= 0):
+            raise ValueError(f"Param with log=True needs low > 0, got low={low}")
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.owner = owner.__name__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return instance.__dict__.get("_params", {}).get(self.name, self.default)
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance.__dict__.setdefault("_params", {})[self.name] = self.coerce(value)
+
+    def coerce(self, value: Any) -> Any:
+        """Return `value` converted to this parameter's type, or raise a ValueError."""
+        where = f"{self.owner}.{self.name}"
+        if self.choices is not None:
+            for choice in self.choices:
+                if value == choice or (isinstance(value, str) and str(choice) == value):
+                    return choice
+            raise ValueError(f"{where}: {value!r} is not one of {list(self.choices)}")
+        try:
+            out: Any
+            if self.kind is bool:
+                if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+                    out = value.lower() in _TRUE
+                elif isinstance(value, bool | np.bool_) or value in (0, 1):
+                    out = bool(value)
+                else:
+                    raise ValueError
+            elif self.kind is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                out = int(value)
+            elif self.kind is float:
+                if isinstance(value, bool):
+                    raise ValueError
+                out = float(value)
+                if not np.isfinite(out):
+                    raise ValueError
+            else:
+                out = str(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: {value!r} is not a valid {self.kind.__name__}") from None
+        if self.low is not None and out < self.low:
+            raise ValueError(f"{where}: {out!r} is below the minimum {self.low}")
+        if self.high is not None and out > self.high:
+            raise ValueError(f"{where}: {out!r} is above the maximum {self.high}")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """Return the parameter as a plain dict (name, type, default, range)."""
+        return {
+            "name": self.name,
+            "type": self.kind.__name__ if self.choices is None else "categorical",
+            "default": self.default,
+            "low": self.low,
+            "high": self.high,
+            "choices": list(self.choices) if self.choices is not None else None,
+            "log": self.log,
+            "doc": self.doc,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Bars:
+    """OHLCV bars as NumPy arrays; `time` holds bar open times in int64 UTC nanoseconds."""
+
+    time: NDArray[np.int64]
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+    timeframe_ns: int
+
+    def __len__(self) -> int:
+        return int(self.close.shape[0])
+
+
+@dataclass(eq=False)
+class Signals:
+    """What a strategy wants: boolean entry/exit arrays plus optional per-entry orders.
+
+    `stop_loss`, `take_profit` and `trailing_stop` are distances as fractions of the
+    entry fill price, as a scalar or a per-bar array (read at the signal bar; NaN or
+    <= 0 means none). `entry_type` is "market", "limit" or "stop" (scalar or per-bar
+    array of those names); limit and stop entries need `entry_price` (per bar).
+    """
+
+    enter_long: ArrayLike | None = None
+    exit_long: ArrayLike | None = None
+    enter_short: ArrayLike | None = None
+    exit_short: ArrayLike | None = None
+    stop_loss: ArrayLike | float | None = None
+    take_profit: ArrayLike | float | None = None
+    trailing_stop: ArrayLike | float | None = None
+    entry_type: ArrayLike | EntryType = "market"
+    entry_price: ArrayLike | float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Strategy(ABC):
+    """Base class of vectorised strategies: declare `Param`s, implement `signals`.
+
+    Subclasses get a registry `name` (snake_case of the class name unless set) and a
+    constructor taking parameter values as keyword arguments, validated and coerced.
+    Override `check()` to reject inconsistent combinations (e.g. fast >= slow).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("name"):
+            cls.name = _snake(cls.__name__)
+
+    def __init__(self, **params: Any) -> None:
+        declared = self.params()
+        unknown = sorted(set(params) - set(declared))
+        if unknown:
+            raise ValueError(
+                f"strategy {self.name!r} has no parameter {unknown[0]!r}; "
+                f"its parameters are: {', '.join(declared) or '(none)'}"
+            )
+        for key, value in params.items():
+            setattr(self, key, value)
+        self.check()
+
+    @classmethod
+    def params(cls) -> dict[str, Param]:
+        """Return the declared parameters, in declaration order (base classes first)."""
+        out: dict[str, Param] = {}
+        for klass in reversed(cls.__mro__):
+            for key, value in vars(klass).items():
+                if isinstance(value, Param):
+                    out[key] = value
+        return out
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """Return the current parameter values."""
+        return {key: getattr(self, key) for key in self.params()}
+
+    def check(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Raise ValueError if the parameter values do not make sense together."""
+
+    @abstractmethod
+    def signals(self, bars: Bars) -> Signals:
+        """Compute the signal arrays from the bars (no look-ahead: bar t sees bars <= t)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.values.items())
+        return f"{type(self).__name__}({args})"
