@@ -1,0 +1,92 @@
+"""What a backtest returns: trades, orders, fills, equity, metrics and a report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sapphire.strategy.base import Bars
+
+TRADE_COLUMNS = [
+    "entry_time",
+    "exit_time",
+    "side",
+    "size",
+    "entry_price",
+    "exit_price",
+    "pnl",
+    "return",
+    "fees",
+    "funding",
+    "exit_reason",
+    "entry_bar",
+    "exit_bar",
+]
+
+
+@dataclass(eq=False)
+class BacktestResult:
+    """The outcome of one backtest run.
+
+    `trades` has one row per closed trade (columns `TRADE_COLUMNS`), `equity` the
+    marked equity at each bar's close (UTC index), `metrics` the performance figures
+    (see docs/backtest.md); `orders` and `fills` are built on first access.
+    """
+
+    strategy: str
+    params: dict[str, Any]
+    config: dict[str, Any]
+    symbol: str
+    bars: Bars
+    equity: pd.Series
+    trades: pd.DataFrame
+    metrics: dict[str, float]
+    _orders: Callable[[], pd.DataFrame] = field(repr=False)
+    _fills: Callable[[], pd.DataFrame] = field(repr=False)
+
+    @cached_property
+    def orders(self) -> pd.DataFrame:
+        """Every order: type, side, quantity, price, status and reason."""
+        return self._orders()
+
+    @cached_property
+    def fills(self) -> pd.DataFrame:
+        """Every fill: time, side, quantity, price, fee and liquidity (maker/taker)."""
+        return self._fills()
+
+    @property
+    def drawdown(self) -> pd.Series:
+        """Drawdown of equity from its running peak (initial cash is the first peak)."""
+        initial = float(self.config["cash"])
+        peak = self.equity.cummax().clip(lower=initial)
+        return (self.equity / peak - 1.0).rename("drawdown")
+
+    def plot(self, path: str | Path | None = None, *, open_browser: bool = False) -> Path:
+        """Write the interactive HTML report and return its path."""
+        from sapphire.backtest.report import write_report
+
+        return write_report(self, path, open_browser=open_browser)
+
+    def summary(self) -> dict[str, Any]:
+        """Return strategy, parameters and metrics as one JSON-ready dict."""
+        return {
+            "strategy": self.strategy,
+            "symbol": self.symbol,
+            "params": dict(self.params),
+            "start": self.equity.index[0].isoformat() if len(self.equity) else None,
+            "end": self.equity.index[-1].isoformat() if len(self.equity) else None,
+            "bars": len(self.equity),
+            "metrics": dict(self.metrics),
+        }
+
+    def __repr__(self) -> str:
+        ret = self.metrics.get("total_return", float("nan"))
+        return (
+            f"BacktestResult({self.strategy} {self.params} on {self.symbol}: "
+            f"{len(self.trades)} trades, total return {ret:.2%})"
+        )
