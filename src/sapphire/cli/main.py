@@ -1,0 +1,29 @@
+"""The `sapphire` command line: thin commands that parse, call one function and print."""
+
+from __future__ import annotations
+
+import typer
+
+from sapphire.cli.backtest import backtest_command, demo_command, strategies_command
+from sapphire.cli.data import data_app
+
+app = typer.Typer(
+    name="sapphire",
+    help="Sapphire: research, backtest and trade crypto strategies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("backtest")(backtest_command)
+app.command("demo")(demo_command)
+app.command("strategies")(strategies_command)
+app.add_typer(data_app, name="data", help="Import, list and inspect market data.")
+
+
+def main() -> None:
+    """Entry point for `python -m sapphire`."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

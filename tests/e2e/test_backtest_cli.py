@@ -1,0 +1,106 @@
+"""Whole CLI flows: `sapphire backtest`, `sapphire demo`, `sapphire strategies`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sapphire.backtest import TRADE_COLUMNS
+from sapphire.cli.main import app
+
+runner = CliRunner()
+
+
+def test_backtest_json_prints_one_object_of_metrics(tmp_path: Path) -> None:
+    trades = tmp_path / "trades.csv"
+    result = runner.invoke(
+        app,
+        ["backtest", "--data", "sample", "--strategy", "sma_cross", "--param", "fast=12",
+         "-p", "slow=48", "--fee", "0.001", "--size", "0.5", "--json",
+         "--trades-out", str(trades)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["strategy"] == "sma_cross"
+    assert payload["params"] == {"fast": 12, "slow": 48, "short": False}
+    assert payload["bars"] == 45_031
+    metrics = payload["metrics"]
+    for key in ("total_return", "sharpe", "max_drawdown", "n_trades", "fees", "win_rate"):
+        assert key in metrics
+    frame = pd.read_csv(trades)
+    assert list(frame.columns) == TRADE_COLUMNS
+    assert len(frame) == metrics["n_trades"] > 50
+    assert frame["fees"].sum() == pytest.approx(metrics["fees"], rel=1e-9)
+    assert metrics["final_equity"] == pytest.approx(10_000 + frame["pnl"].sum(), rel=1e-9)
+
+
+def test_backtest_prints_a_table_and_writes_the_report(tmp_path: Path) -> None:
+    report = tmp_path / "out" / "report.html"
+    result = runner.invoke(
+        app,
+        ["backtest", "--strategy", "mean_reversion", "--stop-loss", "0.01",
+         "--take-profit", "0.02", "--intrabar", "worst", "--report", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "sharpe" in result.stdout and "max_drawdown" in result.stdout
+    assert report.is_file() and report.stat().st_size > 100_000
+    assert str(report) in result.stdout.replace("\n", "")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--param", "fast=abc"], "SmaCross.fast: 'abc' is not a valid int"),
+        (["--param", "fast"], "--param 'fast' is not of the form name=value"),
+        (["--strategy", "nope"], "unknown strategy 'nope'"),
+        (["--size-mode", "lots"], "size_mode='lots' is invalid"),
+        (["--fee", "-1"], "maker_fee=-1.0 is invalid"),
+        (["--taker-fee", "0.2"], "taker_fee=0.2 is invalid"),
+        (["--stop-loss", "2"], "stop_loss=2.0 is invalid"),
+        (["--data", "NO/SUCH:SYMBOL"], "NO/SUCH:SYMBOL"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_code_2(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["backtest", *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_backtest_reads_a_file_and_resamples(tmp_path: Path, btc_df: pd.DataFrame) -> None:
+    path = tmp_path / "btc.parquet"
+    btc_df.to_parquet(path)
+    result = runner.invoke(
+        app, ["backtest", "--data", str(path), "--resample", "1h", "--strategy", "momentum",
+              "--param", "lookback=12", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["bars"] == 751  # 2021-12-31 23:00 .. 2022-02-01 05:00 hourly bins
+
+
+def test_strategies_lists_the_builtins() -> None:
+    result = runner.invoke(app, ["strategies"])
+    assert result.exit_code == 0
+    for name in ("sma_cross", "momentum", "mean_reversion", "volatility_breakout"):
+        assert name in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_from_the_installed_console_script(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "sapphire"
+    env = {**os.environ, "SAPPHIRE_HOME": str(tmp_path / "home")}
+    done = subprocess.run([str(exe), "demo"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in ("sma_cross", "momentum", "mean_reversion", "volatility_breakout"):
+        assert name in done.stdout
+    reports = list((tmp_path / "home" / "reports").glob("*.html"))
+    assert len(reports) == 1
+    assert str(reports[0].name) in done.stdout.replace("\n", "")

@@ -1,0 +1,135 @@
+"""Whole `sapphire data` flows: import real files, list and show the catalog, and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sapphire.cli.data import data_app
+from sapphire.data.samples import SAMPLE_PATH
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+ADA = DATA_DIR / "binance-ADA_BTC-5m.feather"
+ETH = DATA_DIR / "binance-ETH_BTC-5m.feather"
+
+app = typer.Typer()
+app.add_typer(data_app, name="data")
+runner = CliRunner()
+
+
+def _import(path: Path, symbol: str, venue: str, *options: str) -> tuple[int, str]:
+    return _run("import", str(path), "--symbol", symbol, "--venue", venue, *options)
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["data", *args], env={"COLUMNS": "220"})
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_import_list_show_on_the_bundled_month(sapphire_home: Path) -> None:
+    code, out = _run(
+        "import", str(SAMPLE_PATH), "--symbol", "BTC/USD:USD", "--venue", "ftx",
+        "--tick-size", "0.5", "--lot-size", "0.0001",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "Imported BTC/USD:USD (ftx 1m)" in out
+    assert "45,031" in out and "2021-12-31 23:01" in out and "2022-02-01 05:31" in out
+    assert "45,031 bars read, 45,031 added, 0 replaced" in out
+    assert (sapphire_home / "catalog" / "ftx" / "BTC_USD_USD" / "1m" / "data.parquet").is_file()
+
+    code, out = _run("list")
+    assert code == 0, out
+    row = next(line for line in out.splitlines() if "BTC/USD:USD" in line)
+    for cell in ("ftx", "1m", "45,031", "2021-12-31 23:01", "2022-02-01 05:31", "0.5", "0.0001"):
+        assert cell in row
+
+    code, out = _run("show", "BTC/USD:USD", "--rows", "2")
+    assert code == 0, out
+    assert "First 2 bars" in out and "Last 2 bars" in out
+    first = next(line for line in out.splitlines() if "46319" in line)
+    assert all(v in first for v in ("2021-12-31 23:01", "46385", "46377", "2300413.7295"))
+    assert any("2022-02-01 05:31" in line and "38544" in line for line in out.splitlines())
+
+
+def test_gaps_fail_then_ffill(tmp_path: Path) -> None:
+    code, out = _run(
+        "import", str(ADA), "--symbol", "ADA/BTC", "--venue", "binance", "--gaps", "fail"
+    )
+    assert code == 2
+    assert out.startswith("error: binance-ADA_BTC-5m.feather: row ")
+    assert "missing 5m bar(s)" in out and len(out.strip().splitlines()) == 1
+    assert _run("list")[1].startswith("The catalog at")  # nothing was stored
+
+    code, out = _run(
+        "import", str(ADA), "--symbol", "ADA/BTC", "--venue", "binance", "--gaps", "ffill"
+    )
+    assert code == 0, out
+    assert "5,720 bars read, 5,760 added, 0 replaced, 40 filled with the previous close" in out
+    assert "5,760" in out
+
+
+def test_reimport_reports_replaced_and_changed_bars(tmp_path: Path) -> None:
+    eth = pd.read_feather(ETH)
+    eth.iloc[:3000].to_feather(tmp_path / "part1.feather")
+    part2 = eth.iloc[2000:].copy()
+    part2.loc[2000:2004, "close"] = part2.loc[2000:2004, "high"]
+    part2.to_feather(tmp_path / "part2.feather")
+    assert (
+        _run(
+            "import", str(tmp_path / "part1.feather"), "--symbol", "ETH/BTC", "--venue", "binance"
+        )[0]
+        == 0
+    )
+    code, out = _run(
+        "import", str(tmp_path / "part2.feather"), "--symbol", "ETH/BTC", "--venue", "binance"
+    )
+    assert code == 0, out
+    assert "3,760 bars read, 2,760 added, 1,000 replaced (5 with different values)" in out
+    assert "5,760" in out
+
+
+ETH_IMPORT = ["import", str(ETH), "--symbol", "ETH/BTC", "--venue", "binance"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "SOL/USDT"], "'SOL/USDT' is not in the catalog; it has: ETH/BTC (binance 5m)"),
+        ([*ETH_IMPORT, "--timeframe", "7x"], "bad timeframe '7x'"),
+        ([*ETH_IMPORT, "--timeframe", "1h"], f"{ETH.name}: timeframe 1h was given but the bars"),
+        (["import", "missing.csv", "--symbol", "X", "--venue", "y"], "file not found: missing.csv"),
+        ([*ETH_IMPORT, "--gaps", "drop"], "bad gaps policy 'drop'"),
+        (["show", "ETH/BTC", "--timeframe", "1h"], "'ETH/BTC' has no 1h entry in the catalog"),
+    ],
+)
+def test_data_errors_print_one_red_line_and_exit_2(args: list[str], message: str) -> None:
+    assert _import(ETH, "ETH/BTC", "binance")[0] == 0
+    code, out = _run(*args)
+    assert code == 2
+    assert out.startswith(f"error: {message}"), out
+    assert len(out.strip().splitlines()) == 1
+
+
+def test_corrupt_csv_names_the_row_and_value(tmp_path: Path) -> None:
+    eth = pd.read_feather(ETH)
+    eth.loc[123, "volume"] = -7.5
+    eth.to_csv(tmp_path / "eth.csv", index=False)
+    code, out = _run(
+        "import", str(tmp_path / "eth.csv"), "--symbol", "ETH/BTC", "--venue", "binance"
+    )
+    assert code == 2
+    assert "eth.csv: row 123 (2018-01-10 15:10:00+00:00): volume -7.5 is negative" in out
+
+
+def test_ambiguous_show_asks_for_venue_or_timeframe() -> None:
+    assert _import(ETH, "ETH/BTC", "binance")[0] == 0
+    assert _import(ETH, "ETH/BTC", "kraken")[0] == 0
+    code, out = _run("show", "ETH/BTC")
+    assert code == 2 and "--venue/--timeframe" in out
+    code, out = _run("show", "ETH/BTC", "--venue", "kraken", "--rows", "0")
+    assert code == 0 and "ETH/BTC (kraken 5m)" in out and "First" not in out
