@@ -272,8 +272,13 @@ class Backtest:
             name = name or "data"
         elif is_file_source(data):
             name = name or Path(data).name
+        elif not isinstance(data, str):
+            raise TypeError(
+                "data must be a DataFrame, Bars, a file path or a catalog symbol, "
+                f"got {type(data).__name__}"
+            )
         else:
-            name = name or str(data)
+            name = name or data
             entry = Catalog().entry(str(data), venue=venue, timeframe=timeframe)
             meta = {"tick_size": entry.tick_size, "lot_size": entry.lot_size}
         frame, _report = load_ohlcv(

@@ -191,3 +191,8 @@ def test_orders_and_fills_for_a_bracket(btc_df: pd.DataFrame) -> None:
     assert (tp["liquidity"] == "maker").all()
     assert np.allclose(tp["fee"], tp["quantity"] * tp["price"] * 0.0001)
     assert r.fills["fee"].sum() == pytest.approx(r.metrics["fees"], rel=1e-12)
+
+
+def test_data_of_an_unknown_type_is_refused_by_name(btc_df: pd.DataFrame) -> None:
+    with pytest.raises(TypeError, match="got tuple"):
+        Backtest((btc_df, None), "sma_cross")  # type: ignore[arg-type]
