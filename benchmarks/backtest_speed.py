@@ -68,9 +68,11 @@ def cold_first_run(n: int) -> float:
 
 def peak_memory(n: int) -> dict[str, float]:
     """Peak RSS (MB) of a fresh process that imports Sapphire and runs one 1M-bar backtest."""
+    # VmHWM (the high-water mark of this address space) rather than ru_maxrss, which
+    # Linux carries over from the parent across fork + exec
     code = (
-        "import resource,sys; sys.path.insert(0,'benchmarks');"
-        "rss=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024;"
+        "import re,sys; sys.path.insert(0,'benchmarks');"
+        "rss=lambda: int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])/1024;"
         "from backtest_speed import synthetic_bars; from sapphire import Backtest;"
         "import sapphire.backtest, sapphire.data, sapphire.indicators; base=rss();"
         f"df=synthetic_bars({n}); r=Backtest(df,'sma_cross',stop_loss=0.02,take_profit=0.04).run();"
