@@ -64,6 +64,36 @@ def _to_tick(price: float, tick: float) -> float:
 
 
 @njit(cache=True)
+def _record_trade(
+    trades: np.ndarray,
+    k: int,
+    entry_bar: int,
+    exit_bar: int,
+    side: float,
+    qty: float,
+    entry_price: float,
+    exit_price: float,
+    entry_fee: float,
+    exit_fee: float,
+    funding: float,
+    reason: int,
+) -> int:
+    """Write one closed-trade row; return the next free row."""
+    row = trades[k]
+    row[T_ENTRY_BAR] = entry_bar
+    row[T_EXIT_BAR] = exit_bar
+    row[T_SIDE] = side
+    row[T_QTY] = qty
+    row[T_ENTRY_PRICE] = entry_price
+    row[T_EXIT_PRICE] = exit_price
+    row[T_ENTRY_FEE] = entry_fee
+    row[T_EXIT_FEE] = exit_fee
+    row[T_FUNDING] = funding
+    row[T_REASON] = reason
+    return k + 1
+
+
+@njit(cache=True)
 def _record_order(
     orders: np.ndarray,
     k: int,
@@ -380,18 +410,20 @@ def simulate(
                                 REASON_NONE,
                                 maker,
                             )
-                            row = trades[n_trades]
-                            row[T_ENTRY_BAR] = entry_bar
-                            row[T_EXIT_BAR] = i
-                            row[T_SIDE] = side
-                            row[T_QTY] = qty
-                            row[T_ENTRY_PRICE] = entry_px
-                            row[T_EXIT_PRICE] = x
-                            row[T_ENTRY_FEE] = entry_fee
-                            row[T_EXIT_FEE] = fee
-                            row[T_FUNDING] = trade_funding
-                            row[T_REASON] = role
-                            n_trades += 1
+                            n_trades = _record_trade(
+                                trades,
+                                n_trades,
+                                entry_bar,
+                                i,
+                                side,
+                                qty,
+                                entry_px,
+                                x,
+                                entry_fee,
+                                fee,
+                                trade_funding,
+                                role,
+                            )
                             side = 0.0
                             qty = 0.0
                             break
@@ -453,18 +485,20 @@ def simulate(
                     REASON_NONE,
                     False,
                 )
-                row = trades[n_trades]
-                row[T_ENTRY_BAR] = entry_bar
-                row[T_EXIT_BAR] = i
-                row[T_SIDE] = side
-                row[T_QTY] = qty
-                row[T_ENTRY_PRICE] = entry_px
-                row[T_EXIT_PRICE] = x
-                row[T_ENTRY_FEE] = entry_fee
-                row[T_EXIT_FEE] = fee
-                row[T_FUNDING] = trade_funding
-                row[T_REASON] = ROLE_SIGNAL
-                n_trades += 1
+                n_trades = _record_trade(
+                    trades,
+                    n_trades,
+                    entry_bar,
+                    i,
+                    side,
+                    qty,
+                    entry_px,
+                    x,
+                    entry_fee,
+                    fee,
+                    trade_funding,
+                    ROLE_SIGNAL,
+                )
                 side = 0.0
                 qty = 0.0
             if side != 0.0 or (fill_close and i == n - 1):
@@ -659,18 +693,20 @@ def simulate(
             REASON_NONE,
             False,
         )
-        row = trades[n_trades]
-        row[T_ENTRY_BAR] = entry_bar
-        row[T_EXIT_BAR] = i
-        row[T_SIDE] = side
-        row[T_QTY] = qty
-        row[T_ENTRY_PRICE] = entry_px
-        row[T_EXIT_PRICE] = x
-        row[T_ENTRY_FEE] = entry_fee
-        row[T_EXIT_FEE] = fee
-        row[T_FUNDING] = trade_funding
-        row[T_REASON] = ROLE_END
-        n_trades += 1
+        n_trades = _record_trade(
+            trades,
+            n_trades,
+            entry_bar,
+            i,
+            side,
+            qty,
+            entry_px,
+            x,
+            entry_fee,
+            fee,
+            trade_funding,
+            ROLE_END,
+        )
         equity[i] = cash
 
     scalars[S_CASH] = cash
