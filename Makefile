@@ -30,6 +30,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/backtest_speed.py
 	$(PY) benchmarks/startup_time.py
+	$(PY) benchmarks/optimize_speed.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
