@@ -183,6 +183,8 @@ def compute_metrics(
     are ±inf when the mean return is non-zero (NaN when it is zero, e.g. flat
     equity). `profit_factor` is inf with profits and no losing trade, NaN when every
     trade broke even. CAGR is -1 when the final equity is <= 0 (empyrical: NaN).
+    An account whose equity reaches <= 0 at any bar is ruined: bar returns across it
+    have no meaning, so volatility, Sharpe and Sortino are NaN.
     """
     if not initial_cash > 0:
         raise ValueError(f"initial cash must be positive, got {initial_cash}")
@@ -222,6 +224,8 @@ def compute_metrics(
         else:
             sharpe = sortino = volatility = NAN
         calmar = cagr / abs(max_dd) if max_dd < 0 else NAN
+        if float(eq.min()) <= 0.0:  # ruined: returns across a sign change are meaningless
+            sharpe = sortino = volatility = NAN
         out.update(
             {
                 "cagr": cagr,

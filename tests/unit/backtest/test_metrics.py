@@ -325,3 +325,25 @@ def test_million_bars_is_fast() -> None:
         best = min(best, time.perf_counter() - start)
     # ~5 ms on a 2-core CI VM; a pandas or pure-Python path would take > 100 ms.
     assert best < 0.04
+
+
+def test_a_ruined_account_has_no_return_based_ratios() -> None:
+    # equity crosses zero: the bar returns around it are meaningless (a -150% bar then
+    # a "+" bar from a negative base), so the ratios are undefined, not huge numbers
+    equity = np.array([10_000.0, 5_000.0, -2_500.0, -1_000.0, 3_000.0])
+    m = compute_metrics(
+        equity,
+        initial_cash=10_000.0,
+        periods_per_year=365 * 1440,
+        timeframe_ns=60_000_000_000,
+        trade_pnl=np.array([-7_000.0]),
+        trade_returns=np.array([-0.7]),
+        fees=0.0,
+        funding=0.0,
+        bars_in_market=5,
+    )
+    for key in ("volatility", "sharpe", "sortino"):
+        assert np.isnan(m[key]), key
+    assert m["total_return"] == pytest.approx(-0.7)
+    assert m["max_drawdown"] == pytest.approx(-1.25)
+    assert m["calmar"] == pytest.approx(m["cagr"] / 1.25)  # CAGR-based: still defined
