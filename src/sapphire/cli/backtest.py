@@ -11,6 +11,37 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sapphire.cli.options import (
+    CashOpt,
+    DataOpt,
+    EndOpt,
+    FeeOpt,
+    FillAtOpt,
+    FundingOpt,
+    GapsOpt,
+    IntrabarOpt,
+    JsonOpt,
+    LeverageOpt,
+    LotSizeOpt,
+    MakerFeeOpt,
+    ParamOpt,
+    ResampleOpt,
+    SizeModeOpt,
+    SizeOpt,
+    SlippageBpsOpt,
+    SlippageTicksOpt,
+    StartOpt,
+    StopLossOpt,
+    StrategyOpt,
+    TakeProfitOpt,
+    TakerFeeOpt,
+    TickSizeOpt,
+    TimeframeOpt,
+    TrailingStopOpt,
+    VenueOpt,
+    backtest_kwargs,
+)
+
 console = Console()
 # Wide enough for the side-by-side demo table when stdout is not a terminal.
 wide_console = Console(width=max(console.width, 120))
@@ -67,79 +98,72 @@ def metrics_table(columns: dict[str, dict[str, float]], title: str) -> Table:
 
 
 def backtest_command(
-    data: Annotated[
-        str, typer.Option(help="CSV/Parquet/Feather file, catalog symbol, or 'sample'.")
-    ] = SAMPLE,
-    strategy: Annotated[
-        str, typer.Option(help="Built-in name, module:Class or file.py:Class.")
-    ] = "sma_cross",
-    param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="Strategy parameter name=value.")
-    ] = None,
-    cash: Annotated[float, typer.Option(help="Starting cash (quote currency).")] = 10_000.0,
-    size: Annotated[float, typer.Option(help="Position size; meaning set by --size-mode.")] = 1.0,
-    size_mode: Annotated[
-        str, typer.Option(help="fixed (base qty), notional (quote amount), equity (fraction).")
-    ] = "fixed",
-    leverage: Annotated[
-        float | None, typer.Option(help="Max notional / equity; default: no margin limit.")
-    ] = None,
-    fee: Annotated[float, typer.Option(help="Fee per fill, fraction of notional.")] = 0.0,
-    maker_fee: Annotated[float | None, typer.Option(help="Maker fee (overrides --fee).")] = None,
-    taker_fee: Annotated[float | None, typer.Option(help="Taker fee (overrides --fee).")] = None,
-    slippage_bps: Annotated[float, typer.Option(help="Slippage on taker fills, in bps.")] = 0.0,
-    slippage_ticks: Annotated[int, typer.Option(help="Slippage on taker fills, in ticks.")] = 0,
-    tick_size: Annotated[float | None, typer.Option(help="Price tick of the instrument.")] = None,
-    lot_size: Annotated[float | None, typer.Option(help="Quantity step of the instrument.")] = None,
-    stop_loss: Annotated[float | None, typer.Option(help="Stop-loss, fraction of entry.")] = None,
-    take_profit: Annotated[float | None, typer.Option(help="Take-profit, fraction.")] = None,
-    trailing_stop: Annotated[float | None, typer.Option(help="Trailing stop, fraction.")] = None,
-    intrabar: Annotated[str, typer.Option(help="Intrabar path: path or worst.")] = "path",
-    fill_at: Annotated[str, typer.Option(help="open (next bar) or close (signal bar).")] = "open",
-    funding: Annotated[Path | None, typer.Option(help="Funding-rate file for perpetuals.")] = None,
-    start: Annotated[str | None, typer.Option(help="First bar time (UTC), inclusive.")] = None,
-    end: Annotated[str | None, typer.Option(help="End time (UTC), exclusive.")] = None,
-    venue: Annotated[str | None, typer.Option(help="Catalog venue (for a symbol).")] = None,
-    timeframe: Annotated[str | None, typer.Option(help="Catalog timeframe (for a symbol).")] = None,
-    resample: Annotated[str | None, typer.Option(help="Resample bars first, e.g. 1h.")] = None,
-    gaps: Annotated[str, typer.Option(help="Gaps in the data: keep, ffill or fail.")] = "keep",
+    data: DataOpt = SAMPLE,
+    strategy: StrategyOpt = "sma_cross",
+    param: ParamOpt = None,
+    cash: CashOpt = 10_000.0,
+    size: SizeOpt = 1.0,
+    size_mode: SizeModeOpt = "fixed",
+    leverage: LeverageOpt = None,
+    fee: FeeOpt = 0.0,
+    maker_fee: MakerFeeOpt = None,
+    taker_fee: TakerFeeOpt = None,
+    slippage_bps: SlippageBpsOpt = 0.0,
+    slippage_ticks: SlippageTicksOpt = 0,
+    tick_size: TickSizeOpt = None,
+    lot_size: LotSizeOpt = None,
+    stop_loss: StopLossOpt = None,
+    take_profit: TakeProfitOpt = None,
+    trailing_stop: TrailingStopOpt = None,
+    intrabar: IntrabarOpt = "path",
+    fill_at: FillAtOpt = "open",
+    funding: FundingOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    venue: VenueOpt = None,
+    timeframe: TimeframeOpt = None,
+    resample: ResampleOpt = None,
+    gaps: GapsOpt = "keep",
     trades_out: Annotated[Path | None, typer.Option(help="Write the trades to this CSV.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Backtest a strategy on bars and print its metrics."""
     from sapphire.backtest import Backtest
     from sapphire.data import DataError
 
     try:
+        params: dict[str, Any] = parse_params(param)
         result = Backtest(
             _data_source(data),
             strategy,
             symbol="BTC-PERP (sample)" if data == SAMPLE else None,
-            cash=cash,
-            size=size,
-            size_mode=size_mode,  # type: ignore[arg-type]
-            leverage=leverage,
-            fee=fee,
-            maker_fee=maker_fee,
-            taker_fee=taker_fee,
-            slippage_bps=slippage_bps,
-            slippage_ticks=slippage_ticks,
-            tick_size=tick_size,
-            lot_size=lot_size,
-            stop_loss=stop_loss,
-            take_profit=take_profit,
-            trailing_stop=trailing_stop,
-            intrabar=intrabar,  # type: ignore[arg-type]
-            fill_at=fill_at,  # type: ignore[arg-type]
-            funding=funding,
             start=start,
             end=end,
-            venue=venue,
-            timeframe=timeframe,
-            resample=resample,
-            gaps=gaps,  # type: ignore[arg-type]
-            **parse_params(param),
+            **backtest_kwargs(
+                cash=cash,
+                size=size,
+                size_mode=size_mode,
+                leverage=leverage,
+                fee=fee,
+                maker_fee=maker_fee,
+                taker_fee=taker_fee,
+                slippage_bps=slippage_bps,
+                slippage_ticks=slippage_ticks,
+                tick_size=tick_size,
+                lot_size=lot_size,
+                stop_loss=stop_loss,
+                take_profit=take_profit,
+                trailing_stop=trailing_stop,
+                intrabar=intrabar,
+                fill_at=fill_at,
+                funding=funding,
+                venue=venue,
+                timeframe=timeframe,
+                resample=resample,
+                gaps=gaps,
+            ),
+            **params,
         ).run()
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None

@@ -5,7 +5,10 @@ from __future__ import annotations
 import typer
 
 from sapphire.cli.backtest import backtest_command, demo_command, strategies_command
+from sapphire.cli.check import check_app
 from sapphire.cli.data import data_app
+from sapphire.cli.optimize import optimize_app
+from sapphire.cli.walkforward import walkforward_command
 
 app = typer.Typer(
     name="sapphire",
@@ -17,7 +20,10 @@ app = typer.Typer(
 app.command("backtest")(backtest_command)
 app.command("demo")(demo_command)
 app.command("strategies")(strategies_command)
+app.command("walkforward")(walkforward_command)
 app.add_typer(data_app, name="data", help="Import, list and inspect market data.")
+app.add_typer(check_app, name="check", help="Check strategies for look-ahead.")
+app.add_typer(optimize_app, name="optimize")
 
 
 def main() -> None:

@@ -25,7 +25,9 @@ class Param:
 
     The type comes from the default (int, float, bool, str) or from `choices`.
     `low`/`high` bound numbers (inclusive); `log=True` asks the optimiser to search
-    on a log scale; `choices` makes the parameter categorical.
+    on a log scale; `choices` makes the parameter categorical. `when` makes it
+    conditional for the optimiser: e.g. `when={"short": True}` searches it only in
+    trials where `short` is True (it keeps its default otherwise).
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class Param:
         choices: Sequence[Any] | None = None,
         log: bool = False,
         step: float | None = None,
+        when: dict[str, Any] | None = None,
         doc: str = "",
     ) -> None:
         self.default = default
@@ -45,6 +48,11 @@ class Param:
         self.choices = tuple(choices) if choices is not None else None
         self.log = log
         self.step = step
+        if when is not None and (
+            not isinstance(when, dict) or not when or not all(isinstance(k, str) for k in when)
+        ):
+            raise ValueError(f"Param when= must be a non-empty dict of name -> value, got {when!r}")
+        self.when = dict(when) if when is not None else None
         self.doc = doc
         self.name = ""
         self.owner = ""
@@ -55,6 +63,8 @@ class Param:
             raise ValueError(f"Param range is empty: low {low} > high {high}")
         if log and (low is None or low <= 0):
             raise ValueError(f"Param with log=True needs low > 0, got low={low}")
+        if step is not None and not step > 0:
+            raise ValueError(f"Param step must be > 0, got step={step}")
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -115,6 +125,8 @@ class Param:
             "high": self.high,
             "choices": list(self.choices) if self.choices is not None else None,
             "log": self.log,
+            "step": self.step,
+            "when": dict(self.when) if self.when is not None else None,
             "doc": self.doc,
         }
 

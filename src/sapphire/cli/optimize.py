@@ -1,0 +1,367 @@
+"""`sapphire optimize`: search a strategy's parameters; `resume NAME`; `list`."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from sapphire.cli.backtest import (
+    SAMPLE,
+    _fail,
+    _json_safe,
+    console,
+    err_console,
+    metrics_table,
+    parse_params,
+)
+from sapphire.cli.optimize_report import report_command
+from sapphire.cli.options import (
+    CashOpt,
+    DataOpt,
+    EndOpt,
+    FeeOpt,
+    FillAtOpt,
+    FundingOpt,
+    GapsOpt,
+    IntrabarOpt,
+    JsonOpt,
+    LeverageOpt,
+    LotSizeOpt,
+    MakerFeeOpt,
+    ParamOpt,
+    ResampleOpt,
+    SizeModeOpt,
+    SizeOpt,
+    SlippageBpsOpt,
+    SlippageTicksOpt,
+    StartOpt,
+    StopLossOpt,
+    TakeProfitOpt,
+    TakerFeeOpt,
+    TickSizeOpt,
+    TimeframeOpt,
+    TrailingStopOpt,
+    VenueOpt,
+    backtest_kwargs,
+)
+
+if TYPE_CHECKING:
+    from sapphire.optimize.study import StudyResult
+
+optimize_app = typer.Typer(
+    help="Search a strategy's parameters (Optuna), resume and list stored studies.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JobsOpt = Annotated[
+    int, typer.Option(help="Local worker processes (0 = all cores; 1 = in this process).")
+]
+RayOpt = Annotated[
+    str | None, typer.Option(help="Run on a Ray cluster: auto, host:6379 or ray://host:10001.")
+]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(help="SQLAlchemy URL of the study database (default $SAPPHIRE_HOME/sapphire.db)."),
+]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")]
+
+
+def _number(text: str, where: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not a number") from None
+
+
+def parse_space(items: list[str] | None) -> dict[str, Any]:
+    """Turn `--space k=lo:hi[:step|:log]` and `--space k=a,b,c` into `space=` overrides."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        where = f"--space {item!r}"
+        if not sep or not key or not value:
+            raise ValueError(f"{where} is not of the form name=low:high or name=a,b,c")
+        if ":" in value:
+            parts = value.split(":")
+            if len(parts) not in (2, 3):
+                raise ValueError(f"{where}: expected low:high, low:high:step or low:high:log")
+            low, high = _number(parts[0], where), _number(parts[1], where)
+            if len(parts) == 2:
+                out[key] = (low, high)
+            elif parts[2].strip().lower() == "log":
+                out[key] = (low, high, None, True)
+            else:
+                out[key] = (low, high, _number(parts[2], where))
+        else:
+            out[key] = [v.strip() for v in value.split(",") if v.strip()]
+    return out
+
+
+def _interpret_dsr(dsr: float | None) -> str:
+    if dsr is None:
+        return "DSR: not computable (no complete trial with returns)"
+    verdict = (
+        "the best Sharpe is unlikely to be luck from the number of trials"
+        if dsr >= 0.95
+        else "the best Sharpe could well be luck from trying many parameter sets"
+    )
+    return f"DSR {dsr:.3f}: {verdict}"
+
+
+def _interpret_pbo(pbo: float | None) -> str:
+    if pbo is None:
+        return "PBO: not computable (needs at least 2 complete trials)"
+    if pbo < 0.2:
+        verdict = "low risk that the in-sample winner is overfit"
+    elif pbo < 0.5:
+        verdict = "moderate risk of overfitting"
+    else:
+        verdict = "the in-sample winner tends to lose out of sample: likely overfit"
+    return f"PBO {pbo:.3f}: {verdict}"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if not math.isfinite(value) else f"{value:.4g}"
+    return str(value)
+
+
+def print_summary(result: StudyResult) -> None:
+    """Best trial metrics, DSR/PBO with a one-line reading, and the top 10 trials."""
+    states: dict[str, int] = {}
+    for t in result.trials:
+        states[t.state] = states.get(t.state, 0) + 1
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(states.items()))
+    console.print(
+        f"Study [bold]{result.name}[/]: {result.strategy}, {result.n_trials} trials ({counts}), "
+        f"{result.elapsed_s:.1f} s",
+        soft_wrap=True,
+    )
+    best = result.best_trial
+    if best is None:
+        console.print("[yellow]no trial completed[/]: relax --min-trades or widen --space")
+        return
+    console.print(
+        metrics_table({f"trial {best.number}": best.metrics}, f"Best trial {best.params}")
+    )
+    console.print(_interpret_dsr(result.dsr))
+    console.print(_interpret_pbo(result.pbo))
+    done = [t for t in result.trials if t.state == "complete" and t.values]
+    multi = len(result.objectives) > 1
+    if multi:
+        top = result.best_trials[:10]
+        title = f"Pareto front ({len(result.best_trials)} trials), first 10"
+    else:
+        sign = -1.0 if result.directions[0] == "maximize" else 1.0
+        top = sorted(done, key=lambda t: sign * t.values[0])[:10]  # type: ignore[index]
+        title = "Top 10 trials"
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    for name in result.objectives:
+        table.add_column(name, justify="right")
+    names = list(best.params)
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("trades", justify="right")
+    for t in top:
+        values = [_fmt(v) for v in (t.values or [])]
+        table.add_row(
+            str(t.number),
+            *values,
+            *(_fmt(t.params.get(k)) for k in names),
+            _fmt(int(t.metrics.get("n_trades", 0))),
+        )
+    console.print(table)
+
+
+def _emit(result: StudyResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_json_safe(result.to_json())))
+    else:
+        print_summary(result)
+
+
+def _interrupted() -> typer.Exit:
+    return typer.Exit(code=130)
+
+
+@optimize_app.callback(invoke_without_command=True)
+def optimize_command(
+    ctx: typer.Context,
+    strategy: Annotated[
+        str | None, typer.Option(help="Built-in name, module:Class or file.py:Class.")
+    ] = None,
+    data: DataOpt = SAMPLE,
+    objective: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--objective",
+            "-o",
+            help="Objective (repeat for several): sharpe, sortino, calmar, total_return, "
+            "profit_factor, max_drawdown, expectancy or any metric (metric:min to minimise).",
+        ),
+    ] = None,
+    trials: Annotated[int, typer.Option(help="Total number of trials.")] = 100,
+    jobs: JobsOpt = 0,
+    ray_address: RayOpt = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: generated).")] = None,
+    sampler: Annotated[str, typer.Option(help="tpe, cmaes, random, grid, nsga2 or nsga3.")] = "tpe",
+    seed: Annotated[int | None, typer.Option(help="Seed for a reproducible study.")] = None,
+    min_trades: Annotated[int, typer.Option(help="Trials with fewer trades are infeasible.")] = 1,
+    param: ParamOpt = None,
+    space: Annotated[
+        list[str] | None,
+        typer.Option(help="Search range name=low:high[:step|:log] or choices name=a,b,c."),
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option(help="Stop hopeless trials early (on 25%/50% of the bars).")
+    ] = False,
+    storage: StorageOpt = None,
+    cash: CashOpt = 10_000.0,
+    size: SizeOpt = 1.0,
+    size_mode: SizeModeOpt = "fixed",
+    leverage: LeverageOpt = None,
+    fee: FeeOpt = 0.0,
+    maker_fee: MakerFeeOpt = None,
+    taker_fee: TakerFeeOpt = None,
+    slippage_bps: SlippageBpsOpt = 0.0,
+    slippage_ticks: SlippageTicksOpt = 0,
+    tick_size: TickSizeOpt = None,
+    lot_size: LotSizeOpt = None,
+    stop_loss: StopLossOpt = None,
+    take_profit: TakeProfitOpt = None,
+    trailing_stop: TrailingStopOpt = None,
+    intrabar: IntrabarOpt = "path",
+    fill_at: FillAtOpt = "open",
+    funding: FundingOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    venue: VenueOpt = None,
+    timeframe: TimeframeOpt = None,
+    resample: ResampleOpt = None,
+    gaps: GapsOpt = "keep",
+    progress: ProgressOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Optimise a strategy's parameters and store the study (see subcommands too)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if strategy is None:
+        console.print(ctx.get_help())
+        raise _fail("--strategy is required (or use a subcommand: resume, list, report)")
+    from sapphire.data import DataError
+    from sapphire.optimize.study import optimize
+
+    try:
+        options = backtest_kwargs(
+            cash=cash, size=size, size_mode=size_mode, leverage=leverage, fee=fee,
+            maker_fee=maker_fee, taker_fee=taker_fee, slippage_bps=slippage_bps,
+            slippage_ticks=slippage_ticks, tick_size=tick_size, lot_size=lot_size,
+            stop_loss=stop_loss, take_profit=take_profit, trailing_stop=trailing_stop,
+            intrabar=intrabar, fill_at=fill_at, funding=funding, venue=venue,
+            timeframe=timeframe, resample=resample, gaps=gaps,
+        )  # fmt: skip
+        if funding is not None:
+            options["funding"] = str(funding)
+        fixed: dict[str, Any] = parse_params(param)
+        clash = sorted(set(fixed) & set(options))
+        if clash:
+            raise ValueError(f"--param {clash[0]} clashes with the backtest option --{clash[0]}")
+        result = optimize(
+            data,
+            strategy,
+            objectives=objective or ["sharpe"],
+            trials=trials,
+            sampler=sampler,
+            jobs=jobs,
+            ray_address=ray_address,
+            study=study,
+            storage=storage,
+            seed=seed,
+            min_trades=min_trades,
+            space=parse_space(space),
+            prune=prune,
+            progress=progress and not as_json,
+            start=start,
+            end=end,
+            **options,
+            **fixed,
+        )
+    except KeyboardInterrupt:
+        raise _interrupted() from None
+    except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    _emit(result, as_json)
+
+
+@optimize_app.command("resume")
+def resume_command(
+    name: Annotated[str, typer.Argument(help="Name of the stored study.")],
+    trials: Annotated[
+        int | None, typer.Option(help="Total number of trials (default: the study's).")
+    ] = None,
+    jobs: JobsOpt = 0,
+    ray_address: RayOpt = None,
+    storage: StorageOpt = None,
+    progress: ProgressOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue a stored study with its stored configuration."""
+    from sapphire.data import DataError
+    from sapphire.optimize.study import resume
+
+    try:
+        result = resume(
+            name,
+            trials=trials,
+            storage=storage,
+            jobs=jobs,
+            ray_address=ray_address,
+            progress=progress and not as_json,
+        )
+    except KeyboardInterrupt:
+        raise _interrupted() from None
+    except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    _emit(result, as_json)
+
+
+@optimize_app.command("list")
+def list_command(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
+    """List the stored studies."""
+    from sapphire.optimize.study import list_studies
+
+    try:
+        studies = list_studies(storage)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(_json_safe(studies)))
+        return
+    if not studies:
+        console.print("no studies yet: run `sapphire optimize --strategy NAME`")
+        return
+    table = Table(title="Studies", title_justify="left")
+    for col in ("name", "strategy", "objectives", "trials", "updated"):
+        table.add_column(col, justify="right" if col == "trials" else "left")
+    for s in studies:
+        target = s.get("target_trials")
+        trials = f"{s['n_trials']}" + (f"/{target}" if target else "")
+        table.add_row(s["name"], s["strategy"], ", ".join(s["objectives"]), trials,
+                      s["updated_at"][:19])  # fmt: skip
+    console.print(table)
+
+
+optimize_app.command("report")(report_command)
+
+__all__ = ["err_console", "optimize_app", "parse_space", "print_summary"]

@@ -1,0 +1,278 @@
+"""The search space of a study, built from a Strategy's declared `Param`s.
+
+Each parameter with a range becomes a dimension: an int (with its `step`, default 1),
+a float (optionally `log=True`, optionally a `step`), or a categorical (`choices`; a
+bool is the categorical [False, True]). Parameters without a range (a number with no
+`low`/`high`, a str without `choices`) stay at their default unless overridden.
+
+Overrides (`space=`) are validated by name:
+- `(low, high)` or `(low, high, step)`: a numeric range, the parameter's own type;
+- a list `[a, b, c]`: a categorical of those values;
+- any other single value: the parameter is fixed at that value (not searched).
+
+A conditional parameter (`Param(..., when={"short": True})`) is only sampled in trials
+where every named parameter has the given value; otherwise it keeps its default.
+Parameters are suggested in declaration order so conditions see their values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import BaseDistribution
+
+    from sapphire.strategy.base import Param, Strategy
+
+Kind = Literal["int", "float", "categorical"]
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched parameter."""
+
+    name: str
+    kind: Kind
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+    when: dict[str, Any] | None = None
+
+    def distribution(self) -> BaseDistribution:
+        """The Optuna distribution of this dimension."""
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        if self.kind == "categorical":
+            return CategoricalDistribution(list(self.choices or ()))
+        assert self.low is not None and self.high is not None
+        if self.kind == "int":
+            return IntDistribution(
+                int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
+        return FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        """Ask the trial for a value of this dimension."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices or ()))
+        assert self.low is not None and self.high is not None
+        if self.kind == "int":
+            return trial.suggest_int(
+                self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
+        return trial.suggest_float(
+            self.name, float(self.low), float(self.high), step=self.step, log=self.log
+        )
+
+    def grid_values(self) -> list[Any]:
+        """Every value of the dimension for a grid search (needs a step or choices)."""
+        if self.kind == "categorical":
+            return list(self.choices or ())
+        if self.step is None and self.kind == "float":
+            raise ValueError(
+                f"grid search needs a step or choices for parameter {self.name!r} "
+                f"(a float range [{self.low}, {self.high}]); give space={{'{self.name}': "
+                f"(low, high, step)}} or a list of values"
+            )
+        if self.log:
+            raise ValueError(
+                f"grid search cannot walk the log-scale range of parameter {self.name!r}; "
+                "give it a list of values"
+            )
+        assert self.low is not None and self.high is not None
+        step = self.step or 1
+        count = math.floor((self.high - self.low) / step + 1e-9) + 1
+        values = [self.low + i * step for i in range(count)]
+        if self.kind == "int":
+            return [int(v) for v in values]
+        return [round(float(v), 12) for v in values]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "low": self.low,
+            "high": self.high,
+            "step": self.step,
+            "log": self.log,
+            "choices": list(self.choices) if self.choices is not None else None,
+            "when": self.when,
+        }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _dimension_from_param(param: Param) -> Dimension | None:
+    when = param.when
+    if param.choices is not None:
+        return Dimension(param.name, "categorical", choices=param.choices, when=when)
+    if param.kind is bool:
+        return Dimension(param.name, "categorical", choices=(False, True), when=when)
+    if param.kind in (int, float) and param.low is not None and param.high is not None:
+        kind: Kind = "int" if param.kind is int else "float"
+        return Dimension(param.name, kind, param.low, param.high, param.step, param.log, when=when)
+    return None
+
+
+def _dimension_from_override(param: Param, value: Any) -> Dimension | Any:
+    """Return a Dimension for a range/list override, or the coerced fixed value."""
+    where = f"space[{param.name!r}]"
+    if isinstance(value, Mapping):  # the stored form of an override
+        if value.get("choices") is not None:
+            value = list(value["choices"])
+        elif "value" in value:
+            value = value["value"]
+        else:
+            value = (value["low"], value["high"], value.get("step"), bool(value.get("log")))
+    if isinstance(value, list):
+        if not value:
+            raise ValueError(f"{where}: the list of choices is empty")
+        choices = tuple(param.coerce(v) for v in value)
+        return Dimension(param.name, "categorical", choices=choices, when=param.when)
+    if isinstance(value, tuple):
+        if len(value) not in (2, 3, 4) or not all(_is_number(v) for v in value[:2]):
+            raise ValueError(f"{where}: {value!r} is not (low, high) or (low, high, step)")
+        if param.kind not in (int, float) or param.choices is not None:
+            raise ValueError(
+                f"{where}: {param.owner}.{param.name} is a {param.kind.__name__}, "
+                "not a number; give a list of values instead of a range"
+            )
+        low, high = param.coerce(value[0]), param.coerce(value[1])
+        step = value[2] if len(value) > 2 else None
+        log = bool(value[3]) if len(value) > 3 else (param.log and step is None)
+        if low > high:
+            raise ValueError(f"{where}: the range is empty (low {low} > high {high})")
+        if step is not None and not (_is_number(step) and step > 0):
+            raise ValueError(f"{where}: step {step!r} must be a number > 0")
+        if param.kind is int and step is not None and float(step) != int(step):
+            raise ValueError(f"{where}: step {step!r} of an int parameter must be whole")
+        if log and low <= 0:
+            raise ValueError(f"{where}: a log-scale range needs low > 0, got {low}")
+        kind: Kind = "int" if param.kind is int else "float"
+        return Dimension(param.name, kind, low, high, step, log, when=param.when)
+    return param.coerce(value)
+
+
+def _override_to_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return {"choices": list(value)}
+    if isinstance(value, tuple):
+        out: dict[str, Any] = {"low": value[0], "high": value[1]}
+        if len(value) > 2:
+            out["step"] = value[2]
+        if len(value) > 3:
+            out["log"] = bool(value[3])
+        return out
+    if isinstance(value, Mapping):
+        return dict(value)
+    return {"value": value}
+
+
+class SearchSpace:
+    """The dimensions searched and the parameters held fixed, for one strategy."""
+
+    def __init__(
+        self,
+        strategy: type[Strategy],
+        overrides: Mapping[str, Any] | None = None,
+        fixed: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.strategy = strategy
+        declared = strategy.params()
+        self.overrides = dict(overrides or {})
+        fixed = dict(fixed or {})
+        for source, names in (("space", self.overrides), ("fixed parameter", fixed)):
+            unknown = sorted(set(names) - set(declared))
+            if unknown:
+                raise ValueError(
+                    f"{source} {unknown[0]!r} is not a parameter of strategy "
+                    f"{strategy.name!r}; its parameters are: {', '.join(declared) or '(none)'}"
+                )
+        both = sorted(set(self.overrides) & set(fixed))
+        if both:
+            raise ValueError(f"parameter {both[0]!r} is both fixed and given a search space")
+        self.dimensions: list[Dimension] = []
+        self.fixed: dict[str, Any] = {k: declared[k].coerce(v) for k, v in fixed.items()}
+        self.defaults: dict[str, Any] = {k: p.default for k, p in declared.items()}
+        for name, param in declared.items():
+            if name in self.fixed:
+                continue
+            if name in self.overrides:
+                dim = _dimension_from_override(param, self.overrides[name])
+            else:
+                dim = _dimension_from_param(param)
+            if isinstance(dim, Dimension):
+                self.dimensions.append(dim)
+            elif name in self.overrides:
+                self.fixed[name] = dim
+        searched = {d.name for d in self.dimensions}
+        for dim in self.dimensions:
+            for key, want in (dim.when or {}).items():
+                if key not in declared:
+                    raise ValueError(
+                        f"{strategy.name}.{dim.name}: when= names {key!r}, which is not a "
+                        f"parameter; its parameters are: {', '.join(declared)}"
+                    )
+                if key == dim.name:
+                    raise ValueError(f"{strategy.name}.{dim.name}: when= names itself")
+                if key in searched and list(declared).index(key) > list(declared).index(dim.name):
+                    raise ValueError(
+                        f"{strategy.name}.{dim.name}: when= names {key!r}, declared after it; "
+                        "declare the condition's parameters first"
+                    )
+                declared[key].coerce(want)
+        if not self.dimensions:
+            raise ValueError(
+                f"strategy {strategy.name!r} has nothing to search: every parameter is fixed "
+                "or has no range; give space={name: (low, high)} or a list of values"
+            )
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the searched dimensions, in declaration order."""
+        return [d.name for d in self.dimensions]
+
+    def _active(self, dim: Dimension, values: Mapping[str, Any]) -> bool:
+        return all(values.get(k) == v for k, v in (dim.when or {}).items())
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample one full parameter set (searched, fixed and inactive-default values)."""
+        values: dict[str, Any] = {}
+        active = {d.name: d for d in self.dimensions}
+        for name, default in self.defaults.items():
+            if name in self.fixed:
+                values[name] = self.fixed[name]
+            elif name in active and self._active(active[name], values):
+                values[name] = active[name].suggest(trial)
+            else:
+                values[name] = default
+        return values
+
+    def active_distributions(self, params: Mapping[str, Any]) -> dict[str, BaseDistribution]:
+        """The distributions a trial with these full parameters was sampled from."""
+        return {d.name: d.distribution() for d in self.dimensions if self._active(d, params)}
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid of every searched dimension (a ValueError names one that has none)."""
+        return {d.name: d.grid_values() for d in self.dimensions}
+
+    def overrides_json(self) -> dict[str, Any]:
+        """The overrides in a JSON form that rebuilds the same space."""
+        return {k: _override_to_json(v) for k, v in self.overrides.items()}
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The dimensions as JSON-ready dicts."""
+        return [d.to_dict() for d in self.dimensions]

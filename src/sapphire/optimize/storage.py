@@ -1,0 +1,304 @@
+"""Where studies live: two SQLAlchemy tables in any database SQLAlchemy can reach.
+
+The default is the SQLite file `$SAPPHIRE_HOME/sapphire.db`; `SAPPHIRE_DATABASE_URL`
+(or `storage=` / `--storage`) points elsewhere, e.g.
+`postgresql+psycopg://user@host:5432/db`, so a study can be shared between machines.
+Trials are written in batches (one transaction per batch of finished trials).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sapphire.config import sapphire_home
+
+STATES = ("complete", "pruned", "failed", "infeasible")
+
+metadata = sa.MetaData()
+studies_table = sa.Table(
+    "optimize_studies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("strategy", sa.String(500), nullable=False),
+    sa.Column("objectives", sa.JSON, nullable=False),
+    sa.Column("directions", sa.JSON, nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+trials_table = sa.Table(
+    "optimize_trials",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "study_id",
+        sa.Integer,
+        sa.ForeignKey("optimize_studies.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("values", sa.JSON, nullable=True),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("moments", sa.JSON, nullable=True),
+    sa.Column("extra", sa.JSON, nullable=True),
+    sa.Column("duration", sa.Float, nullable=False),
+    sa.UniqueConstraint("study_id", "number", name="uq_optimize_trials_study_number"),
+)
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial.
+
+    `state` is "complete", "pruned", "failed" (an error, or a non-finite objective) or
+    "infeasible" (Strategy.check() refused the parameters or a constraint was violated);
+    only complete trials have `values`. `intermediate` holds the pruning stages' values.
+    """
+
+    number: int
+    params: dict[str, Any]
+    values: list[float] | None
+    state: str
+    metrics: dict[str, float]
+    moments: dict[str, Any] | None
+    duration_s: float
+    error: str | None = None
+    intermediate: dict[int, float] = field(default_factory=dict)
+
+
+def default_url() -> str:
+    """`SAPPHIRE_DATABASE_URL`, else the SQLite file `$SAPPHIRE_HOME/sapphire.db`."""
+    url = os.environ.get("SAPPHIRE_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{sapphire_home() / 'sapphire.db'}"
+
+
+def _clean(value: Any) -> Any:
+    """Make a value JSON-safe: NaN/inf -> None, NumPy scalars -> Python, tuples -> lists."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):  # NumPy scalar
+        return _clean(value.item())
+    return value
+
+
+def _metrics_back(raw: dict[str, Any] | None) -> dict[str, float]:
+    return {k: (math.nan if v is None else v) for k, v in (raw or {}).items()}
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def _engine(url: str) -> Engine:
+    engine = _ENGINES.get(url)
+    if engine is None:
+        if url.startswith("sqlite:///"):
+            path = url.removeprefix("sqlite:///")
+            if path and path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            engine = sa.create_engine(url, future=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise ValueError(f"storage URL {url!r} is not usable: {exc}") from None
+        metadata.create_all(engine)
+        _ENGINES[url] = engine
+    return engine
+
+
+@dataclass
+class StoredStudy:
+    """A study's row."""
+
+    id: int
+    name: str
+    strategy: str
+    objectives: list[str]
+    directions: list[str]
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class StudyStorage:
+    """Read and write studies and their trials at one SQLAlchemy URL."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_url()
+        self.engine = _engine(self.url)
+
+    def find(self, name: str) -> StoredStudy | None:
+        """The study called `name`, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(studies_table).where(studies_table.c.name == name)
+            ).one_or_none()
+        if row is None:
+            return None
+        return StoredStudy(
+            id=row.id,
+            name=row.name,
+            strategy=row.strategy,
+            objectives=list(row.objectives),
+            directions=list(row.directions),
+            config=dict(row.config),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def get(self, name: str) -> StoredStudy:
+        """The study called `name`; a ValueError lists the known names if there is none."""
+        found = self.find(name)
+        if found is None:
+            with self.engine.connect() as conn:
+                names = [r[0] for r in conn.execute(sa.select(studies_table.c.name))]
+            known = ", ".join(sorted(names)[:20]) or "(none)"
+            raise ValueError(f"no study named {name!r} in {self._safe_url()}; known: {known}")
+        return found
+
+    def _safe_url(self) -> str:
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    def create(
+        self,
+        name: str,
+        strategy: str,
+        objectives: Sequence[str],
+        directions: Sequence[str],
+        config: dict[str, Any],
+    ) -> StoredStudy:
+        """Insert a new study row (the name must be new)."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                studies_table.insert().values(
+                    name=name,
+                    strategy=strategy,
+                    objectives=list(objectives),
+                    directions=list(directions),
+                    config=_clean(config),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            key = result.inserted_primary_key
+        assert key is not None
+        return StoredStudy(
+            int(key[0]), name, strategy, list(objectives), list(directions),
+            _clean(config), now, now,
+        )  # fmt: skip
+
+    def update_config(self, study: StoredStudy, config: dict[str, Any]) -> None:
+        """Replace a study's config (e.g. a new target number of trials)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                studies_table.update()
+                .where(studies_table.c.id == study.id)
+                .values(config=_clean(config), updated_at=datetime.now(UTC))
+            )
+        study.config = _clean(config)
+
+    def add_trials(self, study: StoredStudy, records: Sequence[TrialRecord]) -> None:
+        """Insert finished trials in one transaction."""
+        if not records:
+            return
+        rows = [
+            {
+                "study_id": study.id,
+                "number": r.number,
+                "state": r.state,
+                "params": _clean(r.params),
+                "values": _clean(r.values) if r.values is not None else None,
+                "metrics": _clean(r.metrics),
+                "moments": _clean(r.moments) if r.moments is not None else None,
+                "extra": _clean({"error": r.error, "intermediate": r.intermediate}),
+                "duration": float(r.duration_s),
+            }
+            for r in records
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(trials_table.insert(), rows)
+            conn.execute(
+                studies_table.update()
+                .where(studies_table.c.id == study.id)
+                .values(updated_at=datetime.now(UTC))
+            )
+
+    def load_trials(self, study: StoredStudy) -> list[TrialRecord]:
+        """Every stored trial of the study, by number."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(trials_table)
+                .where(trials_table.c.study_id == study.id)
+                .order_by(trials_table.c.number)
+            ).all()
+        out = []
+        for row in rows:
+            extra = row.extra or {}
+            out.append(
+                TrialRecord(
+                    number=row.number,
+                    params=dict(row.params),
+                    values=list(row.values) if row.values is not None else None,
+                    state=row.state,
+                    metrics=_metrics_back(row.metrics),
+                    moments=row.moments,
+                    duration_s=row.duration,
+                    error=extra.get("error"),
+                    intermediate={int(k): v for k, v in (extra.get("intermediate") or {}).items()},
+                )
+            )
+        return out
+
+    def list(self) -> list[dict[str, Any]]:
+        """One dict per study: name, strategy, objectives, directions, trials, target, dates."""
+        count = (
+            sa.select(trials_table.c.study_id, sa.func.count().label("n"))
+            .group_by(trials_table.c.study_id)
+            .subquery()
+        )
+        query = (
+            sa.select(studies_table, sa.func.coalesce(count.c.n, 0).label("n_trials"))
+            .outerjoin(count, count.c.study_id == studies_table.c.id)
+            .order_by(studies_table.c.created_at)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {
+                "name": r.name,
+                "strategy": r.strategy,
+                "objectives": list(r.objectives),
+                "directions": list(r.directions),
+                "n_trials": int(r.n_trials),
+                "target_trials": (r.config or {}).get("trials"),
+                "created_at": r.created_at.isoformat(),
+                "updated_at": r.updated_at.isoformat(),
+            }
+            for r in rows
+        ]
+
+    def delete(self, name: str) -> None:
+        """Delete a study and its trials (a ValueError if there is none)."""
+        study = self.get(name)
+        with self.engine.begin() as conn:
+            conn.execute(trials_table.delete().where(trials_table.c.study_id == study.id))
+            conn.execute(studies_table.delete().where(studies_table.c.id == study.id))

@@ -1,0 +1,58 @@
+"""Studies stored in PostgreSQL (SAPPHIRE_TEST_POSTGRES_URL; skipped if unreachable, not in CI)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from sapphire.optimize.storage import StudyStorage
+from sapphire.optimize.study import list_studies, load_study, optimize, resume
+
+URL = os.environ.get(
+    "SAPPHIRE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    try:
+        engine = sa.create_engine(URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {URL} is unreachable in CI: {exc}")
+        pytest.skip(f"PostgreSQL at {URL} is unreachable: {exc}")
+    return URL
+
+
+@pytest.fixture
+def study_name(pg_url: str) -> object:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    store = StudyStorage(pg_url)
+    if store.find(name) is not None:
+        store.delete(name)
+
+
+def test_study_stored_in_postgres_resumes_and_lists(
+    pg_url: str, study_name: str, btc_df: pd.DataFrame
+) -> None:
+    frame = btc_df.iloc[:4000].reset_index(drop=True)
+    kw = {"progress": False, "size": 0.95, "size_mode": "equity", "fee": 0.0005}
+    first = optimize(frame, "sma_cross", trials=8, sampler="tpe", seed=1, study=study_name,
+                     storage=pg_url, space={"fast": (2, 30), "slow": (10, 120)}, **kw)  # fmt: skip
+    again = resume(study_name, trials=14, storage=pg_url, progress=False, data=frame)
+    assert again.n_trials == 14 and [t.number for t in again.trials] == list(range(14))
+    loaded = load_study(study_name, storage=pg_url)
+    assert loaded.best_value == again.best_value
+    assert [t.params for t in loaded.trials[:8]] == [t.params for t in first.trials]
+    assert any(s["name"] == study_name and s["n_trials"] == 14 for s in list_studies(pg_url))
+    with pytest.raises(ValueError, match="already exists with a different configuration"):
+        optimize(frame, "sma_cross", trials=8, sampler="random", seed=1, study=study_name,
+                 storage=pg_url, **kw)  # fmt: skip

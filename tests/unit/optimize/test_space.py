@@ -1,0 +1,161 @@
+"""The search space built from a strategy's Params: types, overrides, conditions, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from sapphire.optimize.space import SearchSpace
+from sapphire.strategy.base import Bars, Param, Signals, Strategy
+from sapphire.strategy.builtins.sma_cross import SmaCross
+
+
+class Everything(Strategy):
+    """One parameter of each kind, plus a conditional one."""
+
+    period = Param(20, low=5, high=50, step=5)
+    width = Param(0.5, low=0.1, high=2.0)
+    rate = Param(0.01, low=0.001, high=0.1, log=True)
+    mode = Param("close", choices=["close", "high", "low"])
+    short = Param(False)
+    short_width = Param(2.0, low=1.0, high=4.0, when={"short": True})
+    label = Param("x")  # no range: stays at its default
+    free = Param(3)  # int without a range: stays at its default
+
+    def signals(self, bars: Bars) -> Signals:
+        return Signals()
+
+
+def _sample(space: SearchSpace, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(space.suggest(trial))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_each_param_kind_becomes_the_right_distribution() -> None:
+    space = SearchSpace(Everything)
+    dists = {d.name: d.distribution() for d in space.dimensions}
+    assert space.names == ["period", "width", "rate", "mode", "short", "short_width"]
+    assert dists["period"] == IntDistribution(5, 50, step=5)
+    assert dists["width"] == FloatDistribution(0.1, 2.0)
+    assert dists["rate"] == FloatDistribution(0.001, 0.1, log=True)
+    assert dists["mode"] == CategoricalDistribution(["close", "high", "low"])
+    assert dists["short"] == CategoricalDistribution([False, True])
+
+
+def test_samples_respect_types_ranges_and_defaults() -> None:
+    samples = _sample(SearchSpace(Everything), 60)
+    for s in samples:
+        assert s["period"] in range(5, 51, 5)
+        assert 0.1 <= s["width"] <= 2.0
+        assert 0.001 <= s["rate"] <= 0.1
+        assert s["mode"] in ("close", "high", "low")
+        assert isinstance(s["short"], bool)
+        assert s["label"] == "x" and s["free"] == 3
+        Everything(**s)  # every sample is a valid parameter set
+    assert len({s["mode"] for s in samples}) == 3
+
+
+def test_conditional_param_is_sampled_only_when_its_condition_holds() -> None:
+    space = SearchSpace(Everything)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen_on, seen_off = set(), set()
+    for _ in range(60):
+        trial = study.ask()
+        params = space.suggest(trial)
+        study.tell(trial, 0.0)
+        if params["short"]:
+            assert "short_width" in trial.params
+            seen_on.add(params["short_width"])
+        else:
+            assert "short_width" not in trial.params
+            seen_off.add(params["short_width"])
+        assert set(space.active_distributions(params)) == set(trial.params)
+    assert seen_off == {2.0}
+    assert len(seen_on) > 5
+
+
+def test_overrides_range_step_choices_and_fixed_values() -> None:
+    space = SearchSpace(
+        SmaCross,
+        {"fast": (5, 50), "slow": [60, 90, 120], "short": True},
+    )
+    dims = {d.name: d for d in space.dimensions}
+    assert dims["fast"].distribution() == IntDistribution(5, 50)
+    assert dims["slow"].distribution() == CategoricalDistribution([60, 90, 120])
+    assert "short" not in dims and space.fixed == {"short": True}
+    for s in _sample(space, 30):
+        assert 5 <= s["fast"] <= 50 and s["slow"] in (60, 90, 120) and s["short"] is True
+    stepped = SearchSpace(SmaCross, {"fast": (5, 50, 5)})
+    assert stepped.grid()["fast"] == list(range(5, 51, 5))
+
+
+def test_stored_override_form_rebuilds_the_same_space() -> None:
+    space = SearchSpace(SmaCross, {"fast": (5, 50, 5), "slow": [60, 90], "short": True})
+    again = SearchSpace(SmaCross, space.overrides_json())
+    assert space.describe() == again.describe()
+    assert space.fixed == again.fixed
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fixed", "message"),
+    [
+        ({"nope": (1, 2)}, None, "space 'nope' is not a parameter of strategy 'sma_cross'"),
+        (None, {"nope": 1}, "fixed parameter 'nope' is not a parameter"),
+        ({"fast": (50, 5)}, None, r"range is empty \(low 50 > high 5\)"),
+        ({"fast": (1, 5)}, None, "below the minimum 2"),
+        ({"fast": (5, 50, 0)}, None, "step 0 must be a number > 0"),
+        ({"fast": (5, 50, 2.5)}, None, "must be whole"),
+        ({"fast": []}, None, "list of choices is empty"),
+        ({"fast": ["a"]}, None, "'a' is not a valid int"),
+        ({"short": (0, 1)}, None, "not a number; give a list"),
+        ({"fast": (5, 50)}, {"fast": 10}, "both fixed and given a search space"),
+    ],
+)
+def test_bad_overrides_name_the_bad_value(
+    overrides: dict[str, Any] | None, fixed: dict[str, Any] | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        SearchSpace(SmaCross, overrides, fixed)
+
+
+def test_grid_needs_a_step_or_choices_and_names_the_param() -> None:
+    with pytest.raises(
+        ValueError, match="grid search needs a step or choices for parameter 'width'"
+    ):
+        SearchSpace(Everything).grid()
+    grid = SearchSpace(
+        Everything, {"width": [0.5, 1.0], "rate": [0.01], "short_width": (1.0, 4.0, 1.5)}
+    ).grid()
+    assert grid["period"] == [5, 10, 15, 20, 25, 30, 35, 40, 45, 50]
+    assert grid["short"] == [False, True]
+    assert grid["short_width"] == [1.0, 2.5, 4.0]
+
+
+def test_nothing_to_search_is_an_error() -> None:
+    with pytest.raises(ValueError, match="nothing to search"):
+        SearchSpace(SmaCross, None, {"fast": 5, "slow": 20, "short": False})
+
+
+def test_param_when_is_validated() -> None:
+    with pytest.raises(ValueError, match="when= must be a non-empty dict"):
+        Param(1.0, low=0, high=2, when={})
+    with pytest.raises(ValueError, match="step must be > 0"):
+        Param(1, low=0, high=2, step=0)
+
+    class Bad(Strategy):
+        x = Param(1.0, low=0.0, high=2.0, when={"missing": True})
+
+        def signals(self, bars: Bars) -> Signals:
+            return Signals()
+
+    with pytest.raises(ValueError, match="when= names 'missing', which is not a parameter"):
+        SearchSpace(Bad)
+    assert Everything.params()["short_width"].describe()["when"] == {"short": True}
