@@ -313,7 +313,7 @@ class LocalRay:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=1000, help="random-sampler trials")
+    parser.add_argument("--trials", type=int, default=3000, help="random-sampler trials")
     parser.add_argument("--tpe-trials", type=int, default=300)
     parser.add_argument("--memory-bars", type=int, default=1_000_000)
     parser.add_argument("--memory-trials", type=int, default=32)

@@ -71,8 +71,8 @@ def month_result(df: pd.DataFrame) -> BacktestResult:
         symbol="BTC/USD:USD",
         bars=bars,
         equity=pd.Series(equity, index=pd.DatetimeIndex(df["timestamp"])),
-        trades=trades,
         metrics=metrics,
+        _trades=lambda: trades,
         _orders=pd.DataFrame,
         _fills=pd.DataFrame,
     )

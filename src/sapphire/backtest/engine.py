@@ -347,14 +347,14 @@ class Backtest:
         )  # fmt: skip
         orders = orders[: int(scalars[K.S_N_ORDERS])]
         trades = trades[: int(scalars[K.S_N_TRADES])]
-        trade_frame = self._trades_frame(trades)
+        pnl = _trade_pnl(trades)
         metrics = compute_metrics(
             equity,
             initial_cash=cfg.cash,
             periods_per_year=periods_per_year(bars.timeframe_ns),
             timeframe_ns=bars.timeframe_ns,
-            trade_pnl=trade_frame["pnl"].to_numpy(),
-            trade_returns=trade_frame["return"].to_numpy(),
+            trade_pnl=pnl,
+            trade_returns=pnl / (trades[:, K.T_QTY] * trades[:, K.T_ENTRY_PRICE]),
             fees=float(scalars[K.S_FEES]),
             funding=float(scalars[K.S_FUNDING]),
             bars_in_market=int(scalars[K.S_BARS_IN_MARKET]),
@@ -366,8 +366,8 @@ class Backtest:
             symbol=self.symbol,
             bars=bars,
             equity=pd.Series(equity, index=self.index, name="equity", copy=False),
-            trades=trade_frame,
             metrics=metrics,
+            _trades=lambda: self._trades_frame(trades),
             _orders=lambda: self._orders_frame(orders),
             _fills=lambda: self._fills_frame(orders),
         )
@@ -381,8 +381,7 @@ class Backtest:
         entry = t[:, K.T_ENTRY_PRICE]
         fees = t[:, K.T_ENTRY_FEE] + t[:, K.T_EXIT_FEE]
         funding = t[:, K.T_FUNDING]
-        pnl = side * qty * (t[:, K.T_EXIT_PRICE] - entry) - t[:, K.T_ENTRY_FEE]
-        pnl = pnl - t[:, K.T_EXIT_FEE] + funding
+        pnl = _trade_pnl(t)
         frame = pd.DataFrame(
             {
                 "entry_time": self._times(t[:, K.T_ENTRY_BAR]),
@@ -465,3 +464,11 @@ class Backtest:
             "funding": self.funding is not None,
             "timeframe": str(pd.Timedelta(self.bars.timeframe_ns, unit="ns")),
         }
+
+
+def _trade_pnl(t: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Net pnl of kernel trade rows: side * qty * (exit - entry) - fees + funding."""
+    gross = t[:, K.T_SIDE] * t[:, K.T_QTY] * (t[:, K.T_EXIT_PRICE] - t[:, K.T_ENTRY_PRICE])
+    return np.asarray(
+        gross - t[:, K.T_ENTRY_FEE] - t[:, K.T_EXIT_FEE] + t[:, K.T_FUNDING], dtype=np.float64
+    )

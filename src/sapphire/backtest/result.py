@@ -35,7 +35,8 @@ class BacktestResult:
 
     `trades` has one row per closed trade (columns `TRADE_COLUMNS`), `equity` the
     marked equity at each bar's close (UTC index), `metrics` the performance figures
-    (see docs/backtest.md); `orders` and `fills` are built on first access.
+    (see docs/backtest.md); `trades`, `orders` and `fills` are built on first access
+    (an optimiser that reads only the metrics never pays for the tables).
     """
 
     strategy: str
@@ -44,10 +45,15 @@ class BacktestResult:
     symbol: str
     bars: Bars
     equity: pd.Series
-    trades: pd.DataFrame
     metrics: dict[str, float]
+    _trades: Callable[[], pd.DataFrame] = field(repr=False)
     _orders: Callable[[], pd.DataFrame] = field(repr=False)
     _fills: Callable[[], pd.DataFrame] = field(repr=False)
+
+    @cached_property
+    def trades(self) -> pd.DataFrame:
+        """Every closed trade: times, side, size, prices, pnl, fees, funding, exit reason."""
+        return self._trades()
 
     @cached_property
     def orders(self) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from numpy.typing import NDArray
 
 __all__ = [
@@ -47,8 +47,6 @@ EULER_GAMMA = 0.5772156649015329
 _NORMAL = NormalDist()
 # Relative floor under which a variance computed from summed moments is round-off.
 _VAR_EPS = 1e-12
-# Combinations processed at once by pbo_cscv (bounds memory to ~chunk x N floats).
-_CHUNK = 2048
 
 
 def _check_partitions(partitions: int) -> None:
@@ -265,17 +263,75 @@ class PBOResult:
     prob_oos_loss: float = math.nan
 
 
-def _sharpe_from_sums(
-    n: NDArray[np.float64], s: NDArray[np.float64], q: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """Per-bar Sharpe (ddof=1) from summed [n, sum, sumsq]; 0 where the std is 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = s / n
-        ss = q - s * mean  # sum of squared deviations
-        var = ss / (n - 1.0)
-        flat = (n < 2) | (ss <= _VAR_EPS * np.abs(q))
-        out = np.where(flat, 0.0, mean / np.sqrt(np.where(flat, 1.0, var)))
-    return np.asarray(out, dtype=np.float64)
+@njit(cache=True)
+def _sr_from_sums(n: float, s: float, q: float) -> float:  # pragma: no cover - compiled
+    """Per-bar Sharpe (ddof=1) from summed n, sum, sumsq; 0 where the std is 0."""
+    if n < 2.0:
+        return 0.0
+    mean = s / n
+    ss = q - s * mean  # sum of squared deviations
+    if ss <= _VAR_EPS * abs(q):
+        return 0.0
+    return mean / math.sqrt(ss / (n - 1.0))
+
+
+@njit(cache=True, parallel=True)
+def _cscv_kernel(
+    cnt: NDArray[np.float64],
+    sm: NDArray[np.float64],
+    sq: NDArray[np.float64],
+    combos: NDArray[np.int64],
+    sign: float,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Logits and selected IS/OOS Sharpe per combination; cnt/sm/sq are (S, N)."""
+    n_blocks, n_trials = cnt.shape
+    n_comb, half = combos.shape
+    tot_n = np.zeros(n_trials)
+    tot_s = np.zeros(n_trials)
+    tot_q = np.zeros(n_trials)
+    for k in range(n_blocks):
+        for j in range(n_trials):
+            tot_n[j] += cnt[k, j]
+            tot_s[j] += sm[k, j]
+            tot_q[j] += sq[k, j]
+    logits = np.empty(n_comb)
+    is_best = np.empty(n_comb)
+    oos_best = np.empty(n_comb)
+    for c in prange(n_comb):
+        n_is = np.zeros(n_trials)
+        s_is = np.zeros(n_trials)
+        q_is = np.zeros(n_trials)
+        oos = np.empty(n_trials)
+        for h in range(half):
+            k = combos[c, h]
+            for j in range(n_trials):
+                n_is[j] += cnt[k, j]
+                s_is[j] += sm[k, j]
+                q_is[j] += sq[k, j]
+        best = 0
+        best_sr = -np.inf
+        for j in range(n_trials):
+            sr = sign * _sr_from_sums(n_is[j], s_is[j], q_is[j])
+            if sr > best_sr:  # the first of equal maxima, as numpy.argmax
+                best_sr = sr
+                best = j
+            oos[j] = sign * _sr_from_sums(
+                tot_n[j] - n_is[j], tot_s[j] - s_is[j], tot_q[j] - q_is[j]
+            )
+        chosen = oos[best]
+        below = 0
+        ties = 0
+        for j in range(n_trials):
+            if oos[j] < chosen:
+                below += 1
+            elif oos[j] == chosen:
+                ties += 1  # includes the chosen trial
+        rank = below + (ties + 1) / 2.0  # 1 = worst OOS, N = best OOS
+        omega = rank / (n_trials + 1.0)
+        logits[c] = math.log(omega / (1.0 - omega))
+        is_best[c] = sign * best_sr
+        oos_best[c] = sign * chosen
+    return logits, is_best, oos_best
 
 
 def pbo_cscv(blocks: np.ndarray, maximize: bool = True) -> PBOResult:
@@ -307,29 +363,13 @@ def pbo_cscv(blocks: np.ndarray, maximize: bool = True) -> PBOResult:
     sign = 1.0 if maximize else -1.0
     combos = np.array(list(combinations(range(s), s // 2)), dtype=np.int64)
     n_comb = int(combos.shape[0])
-    member = np.zeros((n_comb, s))
-    member[np.arange(n_comb)[:, None], combos] = 1.0
-    cnt, sm, sq = b[:, :, 0].T, b[:, :, 1].T, b[:, :, 2].T  # (S, N)
-    tot_n, tot_s, tot_q = cnt.sum(0), sm.sum(0), sq.sum(0)
-    logits = np.empty(n_comb)
-    is_best = np.empty(n_comb)
-    oos_best = np.empty(n_comb)
-    rows = np.arange(min(_CHUNK, n_comb))
-    for start in range(0, n_comb, _CHUNK):
-        m = member[start : start + _CHUNK]
-        k = m.shape[0]
-        n_is, s_is, q_is = m @ cnt, m @ sm, m @ sq  # (k, N)
-        sr_is = sign * _sharpe_from_sums(n_is, s_is, q_is)
-        sr_oos = sign * _sharpe_from_sums(tot_n - n_is, tot_s - s_is, tot_q - q_is)
-        best = np.argmax(sr_is, axis=1)
-        chosen = sr_oos[rows[:k], best][:, None]
-        below = np.count_nonzero(sr_oos < chosen, axis=1)
-        ties = np.count_nonzero(sr_oos == chosen, axis=1)  # includes the chosen trial
-        rank = below + (ties + 1) / 2.0  # 1 = worst OOS, N = best OOS
-        omega = rank / (n_trials + 1.0)
-        logits[start : start + k] = np.log(omega / (1.0 - omega))
-        is_best[start : start + k] = sign * sr_is[rows[:k], best]
-        oos_best[start : start + k] = sign * chosen[:, 0]
+    logits, is_best, oos_best = _cscv_kernel(
+        np.ascontiguousarray(b[:, :, 0].T),
+        np.ascontiguousarray(b[:, :, 1].T),
+        np.ascontiguousarray(b[:, :, 2].T),
+        combos,
+        sign,
+    )
     return PBOResult(
         pbo=float(np.mean(logits <= 0.0)),
         logits=logits,

@@ -82,8 +82,8 @@ def make_result(df: pd.DataFrame, *, every: int, hold: int, params: dict | None 
         symbol="BTC/USD:USD",
         bars=bars,
         equity=pd.Series(equity, index=pd.DatetimeIndex(df["timestamp"]), name="equity"),
-        trades=trades,
         metrics=metrics,
+        _trades=lambda: trades,
         _orders=pd.DataFrame,
         _fills=pd.DataFrame,
     )
