@@ -217,8 +217,17 @@ class Backtest:
         timeframe: str | None = None,
         resample: str | None = None,
         gaps: Literal["keep", "ffill", "fail"] = "keep",
+        engine: Literal["vector", "event"] = "vector",
         **params: Any,
     ) -> None:
+        if engine not in ("vector", "event"):
+            raise ValueError(f"engine={engine!r} is invalid: expected 'vector' or 'event'")
+        if engine == "event" and fill_at != "open":
+            raise ValueError(
+                "engine='event' fills signal orders at the next bar's open: fill_at='close' "
+                "is a vectorised-backtest option"
+            )
+        self.engine = engine
         self.strategy_cls = get_strategy(strategy)
         self.strategy = self.strategy_cls(**params)
         self.bars, self.symbol, meta = self._load(
@@ -331,22 +340,15 @@ class Backtest:
         eprice = _float_input(sig.entry_price, n, "entry_price", name)
         funding = self.funding if self.funding is not None else np.zeros(0)
 
-        n_entries = int(np.count_nonzero(enter_long)) + int(np.count_nonzero(enter_short))
-        equity = np.empty(n)
-        orders = np.empty((2 * n_entries + 2, K.ORDER_FIELDS))
-        trades = np.empty((n_entries + 1, K.TRADE_FIELDS))
-        scalars = np.zeros(6)
-        K.simulate(
-            bars.open, bars.high, bars.low, bars.close,
-            enter_long, exit_long, enter_short, exit_short,
-            etype, eprice, sl, tp, ts, funding,
-            cfg.cash, cfg.size, SIZE_MODES[cfg.size_mode], cfg.leverage or 0.0,
-            cfg.maker_fee, cfg.taker_fee, cfg.slippage_bps, float(cfg.slippage_ticks),
-            cfg.tick_size, cfg.lot_size, cfg.fill_at == "close", cfg.intrabar == "worst",
-            equity, orders, trades, scalars,
-        )  # fmt: skip
-        orders = orders[: int(scalars[K.S_N_ORDERS])]
-        trades = trades[: int(scalars[K.S_N_TRADES])]
+        if self.engine == "event":
+            equity, orders, trades, scalars = self._run_event(
+                (enter_long, exit_long, enter_short, exit_short, etype, eprice, sl, tp, ts),
+                funding,
+            )
+        else:
+            equity, orders, trades, scalars = self._run_kernel(
+                enter_long, exit_long, enter_short, exit_short, etype, eprice, sl, tp, ts, funding
+            )
         pnl = _trade_pnl(trades)
         metrics = compute_metrics(
             equity,
@@ -371,6 +373,59 @@ class Backtest:
             _orders=lambda: self._orders_frame(orders),
             _fills=lambda: self._fills_frame(orders),
         )
+
+    def _run_kernel(
+        self,
+        enter_long: NDArray[np.bool_],
+        exit_long: NDArray[np.bool_],
+        enter_short: NDArray[np.bool_],
+        exit_short: NDArray[np.bool_],
+        etype: NDArray[np.int8],
+        eprice: NDArray[np.float64],
+        sl: NDArray[np.float64],
+        tp: NDArray[np.float64],
+        ts: NDArray[np.float64],
+        funding: NDArray[np.float64],
+    ) -> tuple[NDArray[np.float64], ...]:
+        bars, cfg = self.bars, self.config
+        n = len(bars)
+        n_entries = int(np.count_nonzero(enter_long)) + int(np.count_nonzero(enter_short))
+        equity = np.empty(n)
+        orders = np.empty((2 * n_entries + 2, K.ORDER_FIELDS))
+        trades = np.empty((n_entries + 1, K.TRADE_FIELDS))
+        scalars = np.zeros(6)
+        K.simulate(
+            bars.open, bars.high, bars.low, bars.close,
+            enter_long, exit_long, enter_short, exit_short,
+            etype, eprice, sl, tp, ts, funding,
+            cfg.cash, cfg.size, SIZE_MODES[cfg.size_mode], cfg.leverage or 0.0,
+            cfg.maker_fee, cfg.taker_fee, cfg.slippage_bps, float(cfg.slippage_ticks),
+            cfg.tick_size, cfg.lot_size, cfg.fill_at == "close", cfg.intrabar == "worst",
+            equity, orders, trades, scalars,
+        )  # fmt: skip
+        orders = orders[: int(scalars[K.S_N_ORDERS])]
+        trades = trades[: int(scalars[K.S_N_TRADES])]
+        return equity, orders, trades, scalars
+
+    def _run_event(
+        self, arrays: tuple[NDArray[Any], ...], funding: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], ...]:
+        """The same backtest through the event-driven node and simulated venue (the
+        signals normalised above, so both engines read the same arrays)."""
+        from sapphire.backtest.event import run_event_backtest
+        from sapphire.engine.adapter import SignalArrays
+
+        signals = SignalArrays(*arrays)
+        cfg = self.config
+        run = run_event_backtest(
+            self.bars, self.strategy, signals, symbol=self.symbol, cash=cfg.cash,
+            size=cfg.size, size_mode=cfg.size_mode, leverage=cfg.leverage,
+            maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee,
+            slippage_bps=cfg.slippage_bps, slippage_ticks=cfg.slippage_ticks,
+            tick_size=cfg.tick_size, lot_size=cfg.lot_size, intrabar=cfg.intrabar,
+            funding=funding if len(funding) else None,
+        )  # fmt: skip
+        return run.equity, run.orders, run.trades, run.scalars
 
     def _times(self, bar: NDArray[np.float64]) -> pd.DatetimeIndex:
         return self.index[bar.astype(np.int64)]
@@ -463,6 +518,7 @@ class Backtest:
             "trailing_stop": cfg.trailing_stop,
             "funding": self.funding is not None,
             "timeframe": str(pd.Timedelta(self.bars.timeframe_ns, unit="ns")),
+            "engine": self.engine,
         }
 
 

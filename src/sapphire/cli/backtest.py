@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.console import Console
@@ -15,6 +15,7 @@ from sapphire.cli.options import (
     CashOpt,
     DataOpt,
     EndOpt,
+    EngineOpt,
     FeeOpt,
     FillAtOpt,
     FundingOpt,
@@ -124,6 +125,7 @@ def backtest_command(
     timeframe: TimeframeOpt = None,
     resample: ResampleOpt = None,
     gaps: GapsOpt = "keep",
+    engine: EngineOpt = "vector",
     trades_out: Annotated[Path | None, typer.Option(help="Write the trades to this CSV.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
     as_json: JsonOpt = False,
@@ -140,6 +142,7 @@ def backtest_command(
             symbol="BTC-PERP (sample)" if data == SAMPLE else None,
             start=start,
             end=end,
+            engine=cast(Literal["vector", "event"], engine),
             **backtest_kwargs(
                 cash=cash,
                 size=size,

@@ -46,6 +46,10 @@ VenueOpt = Annotated[str | None, typer.Option(help="Catalog venue (for a symbol)
 TimeframeOpt = Annotated[str | None, typer.Option(help="Catalog timeframe (for a symbol).")]
 ResampleOpt = Annotated[str | None, typer.Option(help="Resample bars first, e.g. 1h.")]
 GapsOpt = Annotated[str, typer.Option(help="Gaps in the data: keep, ffill or fail.")]
+EngineOpt = Annotated[
+    str,
+    typer.Option(help="vector (compiled kernel) or event (the trading node; same trades)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 

@@ -1,0 +1,384 @@
+"""`VectorAdapter`: run any vectorised `Strategy` inside the trading node, unchanged.
+
+The adapter turns the strategy's signal arrays into orders exactly as the backtester
+does (docs/backtest.md, "Order of events"): a signal on bar *t* acts at the open of bar
+*t + 1*: an exit (reason `signal`) first, then, if flat, an entry: a market order, or a
+limit/stop order that lives for one bar (GTD, expiring at the end of bar *t + 1*), with
+its stop-loss / take-profit / trailing stop as a bracket whose legs the node places at
+the entry fill (levels relative to the fill price). No pyramiding: an entry signal with
+a position on the same side is ignored. At the end of the data the position is closed
+(reason `end`).
+
+How signals are evaluated:
+
+- **batch** (default, backtests): on start the adapter evaluates the strategy once over
+  all the replayed bars and then reads bar *t*'s signals when bar *t* arrives. For a
+  causal strategy (signals at *t* use bars up to *t* only, which `sapphire check
+  lookahead` verifies) this is identical to evaluating it as bars arrive, and it is
+  what makes the event engine fast.
+- **incremental** (`window=N`, paper/live): the adapter keeps the last `N` bars and
+  re-evaluates the strategy on them at each new bar, using the signals of the last
+  row. With `N` at least the strategy's warm-up, the signals equal the batch ones (a
+  test checks this on a slice of real data).
+
+Sizing (`size_mode`): `fixed` (base quantity), `notional` (quote amount / fill price),
+`equity` (fraction of equity / fill price): the quantity is worked out at the fill by
+the venue (`sizer`), from the fill price and the cash after any exit at the same open,
+rounded down to `lot`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sapphire.domain import (
+    InstrumentId,
+    Order,
+    OrderEvent,
+    OrderFilled,
+    OrderSide,
+    TimeInForce,
+)
+from sapphire.engine.strategy import EventStrategy
+from sapphire.strategy.base import ENTRY_TYPES, Bars, Signals, Strategy
+
+__all__ = ["SignalArrays", "VectorAdapter", "prepare_signals"]
+
+_MARKET, _LIMIT, _STOP = 0, 1, 2
+_FUDGE = Decimal("1e-9")
+
+
+@dataclass(frozen=True, eq=False)
+class SignalArrays:
+    """Signals as the kernel takes them: four bool arrays of length n; the per-entry
+    arrays (`entry_type`, `entry_price`, `stop_loss`, `take_profit`, `trailing_stop`)
+    have length n or 1 (one value for every bar)."""
+
+    enter_long: NDArray[np.bool_]
+    exit_long: NDArray[np.bool_]
+    enter_short: NDArray[np.bool_]
+    exit_short: NDArray[np.bool_]
+    entry_type: NDArray[np.int8]
+    entry_price: NDArray[np.float64]
+    stop_loss: NDArray[np.float64]
+    take_profit: NDArray[np.float64]
+    trailing_stop: NDArray[np.float64]
+
+
+def _per_bar(value: Any, n: int, name: str, default: float = np.nan) -> NDArray[np.float64]:
+    if value is None:
+        return np.array([default])
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        return arr.reshape(1)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} has shape {arr.shape}, expected ({n},)")
+    return arr
+
+
+def prepare_signals(
+    sig: Signals,
+    n: int,
+    *,
+    stop_loss: float | None = None,
+    take_profit: float | None = None,
+    trailing_stop: float | None = None,
+) -> SignalArrays:
+    """Normalise a strategy's `Signals` (config brackets override the strategy's)."""
+    if not isinstance(sig, Signals):
+        raise TypeError(f"signals() must return Signals, got {sig!r}")
+
+    def flag(value: Any, name: str) -> NDArray[np.bool_]:
+        if value is None:
+            return np.zeros(n, dtype=np.bool_)
+        arr = np.asarray(value)
+        if arr.shape != (n,):
+            raise ValueError(f"{name} has shape {arr.shape}, expected ({n},)")
+        if arr.dtype != np.bool_:
+            arr = np.nan_to_num(arr.astype(np.float64)) != 0.0
+        return arr
+
+    et = sig.entry_type
+    if isinstance(et, str):
+        if et not in ENTRY_TYPES:
+            raise ValueError(f"entry_type {et!r} is not one of {list(ENTRY_TYPES)}")
+        etype = np.array([ENTRY_TYPES[et]], dtype=np.int8)
+    else:
+        raw = np.asarray(et)
+        if raw.dtype.kind in "iu":
+            etype = raw.astype(np.int8)
+        else:
+            etype = np.zeros(raw.shape, dtype=np.int8)
+            for name, code in ENTRY_TYPES.items():
+                etype[raw == name] = code
+    return SignalArrays(
+        flag(sig.enter_long, "enter_long"),
+        flag(sig.exit_long, "exit_long"),
+        flag(sig.enter_short, "enter_short"),
+        flag(sig.exit_short, "exit_short"),
+        etype,
+        _per_bar(sig.entry_price, n, "entry_price"),
+        _per_bar(stop_loss if stop_loss is not None else sig.stop_loss, n, "stop_loss"),
+        _per_bar(take_profit if take_profit is not None else sig.take_profit, n, "take_profit"),
+        _per_bar(
+            trailing_stop if trailing_stop is not None else sig.trailing_stop, n, "trailing_stop"
+        ),
+    )
+
+
+def _pick(a: NDArray[Any], i: int) -> float:
+    return float(a[i] if a.shape[0] > 1 else a[0])
+
+
+class VectorAdapter(EventStrategy):
+    """A vectorised `Strategy` (instance) trading `instrument_id` inside a node.
+
+    Batch mode needs the replayed bars (`bars=`) or precomputed `signals=`;
+    incremental mode (`window=N`) needs neither and is fed `Bar`s through `on_bar`.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        instrument_id: InstrumentId,
+        *,
+        bars: Bars | None = None,
+        signals: SignalArrays | None = None,
+        window: int | None = None,
+        size: float = 1.0,
+        size_mode: Literal["fixed", "notional", "equity"] = "fixed",
+        lot: float = 0.0,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+        trailing_stop: float | None = None,
+        strategy_id: str | None = None,
+    ) -> None:
+        super().__init__(strategy_id or strategy.name)
+        if size_mode not in ("fixed", "notional", "equity"):
+            raise ValueError(
+                f"size_mode={size_mode!r} is invalid: expected fixed, notional, equity"
+            )
+        if not size > 0:
+            raise ValueError(f"size={size!r} is invalid: expected a positive number")
+        if window is not None and window < 2:
+            raise ValueError(f"window={window!r} is invalid: expected at least 2 bars")
+        self.strategy = strategy
+        self.instrument_id = instrument_id
+        self.window = window
+        self.size_mode = size_mode
+        self._size = Decimal(repr(float(size)))
+        self._lot = Decimal(repr(float(lot))) if lot else None
+        self._overrides = (stop_loss, take_profit, trailing_stop)
+        fixed = self._sizer_impl(Decimal(1), Decimal(0)) if size_mode == "fixed" else None
+        # a fixed size below one lot is left to the venue's sizer, which rejects it
+        self._fixed_qty = fixed if isinstance(fixed, Decimal) else None
+        self.bars = bars
+        self.sig = signals
+        self.timeframe_ns = bars.timeframe_ns if bars is not None else 0
+        self.wants_bar_index = window is None
+        self.bar_mask: list[bool] = []
+        self.pos = Decimal(0)  # this strategy's signed position
+        self.children: list[str] = []  # working bracket legs of the position
+        self.pending: str | None = None  # working limit/stop entry
+        self.rejected: list[tuple[int, float, int, str]] = []  # (bar, side, type, reason)
+        self._buf: dict[str, list[float]] = {k: [] for k in ("time", "o", "h", "l", "c", "v")}
+        self._seen = 0
+
+    # ---------------------------------------------------------------- lifecycle
+    def on_start(self) -> None:
+        if self.window is not None:
+            return
+        if self.sig is None:
+            if self.bars is None:
+                raise ValueError("a batch VectorAdapter needs bars= or signals= (or window=)")
+            sl, tp, ts = self._overrides
+            self.sig = prepare_signals(
+                self.strategy.signals(self.bars), len(self.bars),
+                stop_loss=sl, take_profit=tp, trailing_stop=ts,
+            )  # fmt: skip
+        s = self.sig
+        active = s.enter_long | s.exit_long | s.enter_short | s.exit_short
+        self.bar_mask = active.tolist()
+        self._el = s.enter_long.tolist()
+        self._xl = s.exit_long.tolist()
+        self._es = s.enter_short.tolist()
+        self._xs = s.exit_short.tolist()
+
+    def on_stop(self) -> None:
+        """End of data: drop the working orders, close the position (reason `end`)."""
+        # signals of the last bar have no next bar: their orders are dropped, as is a
+        # pending entry and the bracket legs
+        for order in self.open_orders():
+            self.cancel_order(order.client_order_id)
+        self.pending = None
+        self.children = []
+        if self.pos != 0:
+            side = OrderSide.SELL if self.pos > 0 else OrderSide.BUY
+            order = self.market(self.instrument_id, side, abs(self.pos), reduce_only=True)
+            self.submit_order(order, tag="end")
+
+    # ---------------------------------------------------------------- bars
+    def on_bar_index(self, j: int) -> None:
+        """Act on the signals of bar `j` (batch mode; called only where one is set)."""
+        self._act(j, self._el[j], self._xl[j], self._es[j], self._xs[j], self.sig)
+
+    def on_bar(self, bar: Any) -> None:
+        """Incremental mode: append the bar, re-evaluate on the window, act on the last."""
+        if self.window is None:
+            return
+        buf = self._buf
+        for key, value in (
+            ("time", bar.ts_ns), ("o", bar.open), ("h", bar.high), ("l", bar.low),
+            ("c", bar.close), ("v", bar.volume),
+        ):  # fmt: skip
+            lst = buf[key]
+            lst.append(value)
+            if len(lst) > self.window:
+                del lst[0]
+        self._seen += 1
+        n = len(buf["c"])
+        if n < 2:
+            return
+        times = np.asarray(buf["time"], dtype=np.int64)
+        bars = Bars(
+            time=times, open=np.asarray(buf["o"]), high=np.asarray(buf["h"]),
+            low=np.asarray(buf["l"]), close=np.asarray(buf["c"]), volume=np.asarray(buf["v"]),
+            timeframe_ns=int(np.median(np.diff(times))),
+        )  # fmt: skip
+        self.timeframe_ns = bars.timeframe_ns
+        sl, tp, ts = self._overrides
+        sig = prepare_signals(
+            self.strategy.signals(bars), n, stop_loss=sl, take_profit=tp, trailing_stop=ts
+        )
+        last = n - 1
+        self.last_signals = (
+            bool(sig.enter_long[last]), bool(sig.exit_long[last]),
+            bool(sig.enter_short[last]), bool(sig.exit_short[last]),
+        )  # fmt: skip
+        self._act(last, *self.last_signals, sig, ts_ns=bar.ts_ns)
+
+    def _act(
+        self,
+        j: int,
+        el: bool,
+        xl: bool,
+        es: bool,
+        xs: bool,
+        sig: SignalArrays | None,
+        ts_ns: int | None = None,
+    ) -> None:
+        assert sig is not None
+        pos = self.pos
+        if (pos > 0 and (xl or es)) or (pos < 0 and (xs or el)):
+            self._cancel_children()
+            side = OrderSide.SELL if pos > 0 else OrderSide.BUY
+            self.submit_order(
+                self.market(self.instrument_id, side, abs(pos), reduce_only=True), tag="signal"
+            )
+        elif pos != 0:
+            return
+        want = 1 if (el and not es and not xl) else (-1 if (es and not el and not xs) else 0)
+        if want == 0:
+            return
+        side = OrderSide.BUY if want > 0 else OrderSide.SELL
+        etype = int(_pick(sig.entry_type, j))
+        sl = _pick(sig.stop_loss, j)
+        tp = _pick(sig.take_profit, j)
+        ts = _pick(sig.trailing_stop, j)
+        qty = self._provisional_qty()
+        stop_loss = sl if sl > 0 else None
+        take_profit = tp if tp > 0 else None
+        trailing_stop = ts if ts > 0 else None
+        if etype == _MARKET:
+            order = self.market(self.instrument_id, side, qty)
+        else:
+            level = _pick(sig.entry_price, j)
+            if not level > 0:
+                self.rejected.append((j, float(want), etype, "invalid entry price"))
+                return
+            if ts_ns is None:
+                assert self.bars is not None
+                ts_ns = int(self.bars.time[j])
+            expire = ts_ns + 2 * self.timeframe_ns  # the end of the next bar
+            opts: dict[str, Any] = {
+                "time_in_force": TimeInForce.GTD,
+                "expire_time_ns": expire,
+            }
+            if etype == _LIMIT:
+                order = self.limit(self.instrument_id, side, qty, Decimal(repr(level)), **opts)
+            else:
+                order = self.stop_market(
+                    self.instrument_id, side, qty, Decimal(repr(level)), **opts
+                )
+            self.pending = order.client_order_id
+        sizer = None if self._fixed_qty is not None and self.size_mode == "fixed" else self._sizer
+        self.submit_bracket(
+            order, tag="entry", sizer=sizer, stop_loss=stop_loss, take_profit=take_profit,
+            trailing_stop=trailing_stop,
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------- sizing
+    def _provisional_qty(self) -> Decimal:
+        """The fixed quantity, or a placeholder that the venue sizes at the fill."""
+        if self.size_mode == "fixed" and self._fixed_qty is not None:
+            return self._fixed_qty
+        return Decimal(1)
+
+    def _sizer_impl(self, px: Decimal, equity: Decimal) -> Decimal | str:
+        mode = self.size_mode
+        if mode == "fixed":
+            q = self._size
+        elif mode == "notional":
+            q = self._size / px
+        else:
+            q = self._size * equity / px
+        if q <= 0:
+            return "insufficient margin"
+        lot = self._lot
+        if lot is not None:
+            q = ((q / lot) + _FUDGE).to_integral_value(rounding=ROUND_FLOOR) * lot
+            if q <= 0:
+                return "size below lot"
+        return q
+
+    @property
+    def _sizer(self) -> Callable[[Decimal, Decimal], Decimal | str]:
+        return self._sizer_impl
+
+    # ---------------------------------------------------------------- order events
+    def _cancel_children(self) -> None:
+        children, self.children = self.children, []
+        for cid in children:
+            self.cancel_order(cid)
+
+    def on_fill(self, order: Order, fill: OrderFilled) -> None:
+        self.pos += order.side.sign * fill.last_qty
+        cid = order.client_order_id
+        if cid == self.pending:
+            self.pending = None
+        if order.parent_order_id is not None:
+            # a bracket leg filled: the node cancels its siblings
+            self.children = []
+        if self.pos == 0:
+            self.children = []
+        else:
+            node = self.node
+            self.children = [
+                c
+                for c, o in node._open.items()
+                if o.parent_order_id == cid and o.strategy_id == self.strategy_id
+            ] or self.children
+
+    def on_order_update(self, order: Order, event: OrderEvent) -> None:
+        cid = order.client_order_id
+        if order.is_terminal:
+            if cid == self.pending:
+                self.pending = None
+            if cid in self.children:
+                self.children.remove(cid)

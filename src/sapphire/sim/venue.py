@@ -1,0 +1,610 @@
+"""`SimulatedVenue`: an exchange simulated from bars, for event-driven backtests and paper.
+
+The venue receives orders from the node, matches them against market data and answers
+with domain events (`OrderAccepted`, `OrderRejected`, `OrderFilled`, `OrderCanceled`,
+`OrderExpired`, `OrderUpdated`), delivered synchronously to `on_event`. Its matching
+rules are those of docs/backtest.md, the rules of the compiled kernel:
+
+- a market order fills at the next bar's open (the first price the venue sees after
+  it), slipped against the trader;
+- resting orders are walked along the bar's OHLC path (`open -> first extreme ->
+  second extreme -> close`; `intrabar="path"` or `"worst"`). On each segment the first
+  level crossed in path order fills; touching counts; a level already crossed at the
+  start of a segment (a gap) fills at that point (the open), not at the level. Several
+  orders hit at one point fill in the order stop > trailing stop > limit (the kernel's
+  stop-loss > trailing > take-profit). After a fill the rest of the segment is walked
+  again from the fill point, so orders submitted in reaction (bracket legs) are live
+  from there on;
+- stop and trailing-stop fills are taker fills with slippage; limit fills are maker
+  fills without slippage (a gap through a limit fills at the better open price);
+- a trailing stop's level follows the best price reached, updated at each path point
+  after the segment leading to it has been checked;
+- GTD orders expire at the end of the bar that contains their expiry time.
+
+Prices of market data are floats; the trigger decisions are made on floats exactly as
+the kernel makes them, and each fill price crosses into `Decimal` once, in `_px`. Cash,
+quantities and fees are `Decimal` and live in a `sapphire.portfolio.Account` (cash
+account with optional leverage: an order that opens risk beyond `equity * leverage`, or
+whose margin plus fee exceeds equity, is refused with "insufficient margin").
+
+A `sizer` may come with an order: `sizer(fill_price, equity) -> quantity` is called at
+the fill, so a size given as notional or as a fraction of equity uses the fill price
+and the cash after earlier fills at the same point (the backtester's sizing modes; a
+real exchange cannot do this, so live adapters size at submission).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from sapphire.domain import (
+    ClientOrderId,
+    Instrument,
+    InstrumentId,
+    LiquiditySide,
+    Order,
+    OrderAccepted,
+    OrderCanceled,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderSide,
+    OrderType,
+    OrderUpdated,
+    TradeId,
+    TrailingOffsetType,
+    VenueOrderId,
+)
+from sapphire.portfolio import Account
+
+__all__ = ["FillModel", "SimulatedVenue", "Sizer"]
+
+Sizer = Callable[[Decimal, Decimal], "Decimal | str"]
+_ZERO = Decimal(0)
+# Kinds of resting orders, in fill priority at one point.
+_STOP, _TRAIL, _LIMIT = 0, 1, 2
+
+
+def _px(x: float) -> Decimal:
+    """The one float -> Decimal boundary for prices (shortest repr, never Decimal(float))."""
+    return Decimal(repr(x))
+
+
+@dataclass(frozen=True)
+class FillModel:
+    """Slippage of taker fills: `slippage_bps` or `slippage_ticks` against the trader;
+    slipped prices are rounded to `tick` (0 = no rounding) against the trader."""
+
+    slippage_bps: float = 0.0
+    slippage_ticks: int = 0
+    tick: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.slippage_bps) and 0 <= self.slippage_bps < 10_000):
+            raise ValueError(f"slippage_bps={self.slippage_bps!r} is invalid: expected [0, 10000)")
+        if self.slippage_ticks < 0:
+            raise ValueError(f"slippage_ticks={self.slippage_ticks!r} is invalid: expected >= 0")
+        if not (math.isfinite(self.tick) and self.tick >= 0):
+            raise ValueError(f"tick={self.tick!r} is invalid: expected >= 0")
+        if self.slippage_ticks and not self.tick:
+            raise ValueError("slippage_ticks needs a tick")
+
+    def slip(self, price: float, sign: float) -> float:
+        """`price` moved against a trader buying (`sign` +1) or selling (-1)."""
+        bps, ticks, tick = self.slippage_bps, self.slippage_ticks, self.tick
+        if bps == 0.0 and ticks == 0:
+            return price
+        p = price
+        if bps != 0.0:
+            p = p * (1.0 + sign * bps / 10_000.0)
+        if ticks:
+            p = p + sign * ticks * tick
+        if tick > 0.0:
+            p = (
+                math.ceil(p / tick - 1e-09) * tick
+                if sign > 0
+                else math.floor(p / tick + 1e-09) * tick
+            )
+        return p
+
+
+class _Resting:
+    """The venue's view of one working order (floats for matching)."""
+
+    __slots__ = (
+        "cid",
+        "expire_ns",
+        "frac",
+        "instrument_id",
+        "kind",
+        "level",
+        "limit_px",
+        "offset",
+        "order",
+        "post_only",
+        "qty",
+        "reduce_only",
+        "sign",
+        "sizer",
+        "venue_id",
+    )
+
+    def __init__(self, order: Order, sizer: Sizer | None, venue_id: VenueOrderId) -> None:
+        self.order = order
+        self.cid = order.client_order_id
+        self.instrument_id = order.instrument_id
+        self.sign = float(order.side.sign)
+        self.qty = order.quantity
+        self.sizer = sizer
+        self.venue_id = venue_id
+        self.reduce_only = order.reduce_only
+        self.post_only = order.post_only
+        self.expire_ns = order.expire_time_ns
+        self.frac = 0.0
+        self.offset = 0.0
+        self.limit_px = math.nan
+        t = order.type
+        if t is OrderType.MARKET:
+            self.kind = _STOP
+            self.level = math.nan
+        elif t is OrderType.LIMIT:
+            self.kind = _LIMIT
+            self.level = float(order.price)  # type: ignore[arg-type]
+        elif t is OrderType.TRAILING_STOP:
+            self.kind = _TRAIL
+            off = order.trailing_offset or _ZERO
+            if order.trailing_offset_type is TrailingOffsetType.PERCENT:
+                self.frac = float(off / 100)
+            else:
+                self.offset = float(off)
+            self.level = float(order.trigger_price) if order.trigger_price is not None else math.nan
+        else:  # STOP_MARKET, STOP_LIMIT (the limit part once triggered)
+            self.kind = _STOP
+            self.level = float(order.trigger_price)  # type: ignore[arg-type]
+            if t is OrderType.STOP_LIMIT:
+                self.limit_px = float(order.price)  # type: ignore[arg-type]
+
+    def trail_to(self, price: float) -> None:
+        """Move a trailing stop's level after the market reached `price`."""
+        if self.frac:
+            # a sell trail (sign -1) sits below the best price: price * (1 - frac)
+            cand = price * (1.0 + self.sign * self.frac)
+        else:
+            cand = price + self.sign * self.offset
+        lvl = self.level
+        if lvl != lvl or (self.sign < 0 and cand > lvl) or (self.sign > 0 and cand < lvl):
+            self.level = cand
+
+
+def _reachable(resting: list[_Resting], lo: float, hi: float) -> bool:
+    """Whether the bar's range [lo, hi] can fill or move any working order: a buy limit
+    or sell stop needs the low at or below its level, a sell limit or buy stop the high
+    at or above it; trailing stops move on every bar. When nothing is reachable the
+    path walk would do nothing and is skipped (the hot path while a bracket waits)."""
+    for r in resting:
+        lvl = r.level
+        if r.kind == _TRAIL or lvl != lvl:
+            return True
+        if (r.sign > 0.0) == (r.kind == _LIMIT):
+            if lo <= lvl:
+                return True
+        elif hi >= lvl:
+            return True
+    return False
+
+
+class _Book:
+    __slots__ = ("instrument", "last", "queued", "resting")
+
+    def __init__(self, instrument: Instrument) -> None:
+        self.instrument = instrument
+        self.queued: list[_Resting] = []  # market orders waiting for the next price
+        self.resting: list[_Resting] = []
+        self.last = math.nan
+
+
+class SimulatedVenue:
+    """Matches orders against bars; books fills in a cash `Account`.
+
+    `instruments`: what it lists; `cash` in `currency` (default: the first instrument's
+    settlement currency); `leverage` None = no margin limit (as the backtester);
+    `intrabar` "path" or "worst"; `native_trailing=False` makes the venue refuse
+    trailing stops (the node then emulates them).
+    """
+
+    supports_trailing: bool
+    supports_contingent = False  # OCO/OTO/bracket are emulated by the node
+
+    def __init__(
+        self,
+        instruments: Iterable[Instrument],
+        *,
+        cash: float | Decimal | str = 10_000,
+        currency: str | None = None,
+        leverage: float | None = None,
+        fill_model: FillModel | None = None,
+        intrabar: Literal["path", "worst"] = "path",
+        native_trailing: bool = True,
+        name: str = "SIM",
+    ) -> None:
+        self.instruments = {i.id: i for i in instruments}
+        if not self.instruments:
+            raise ValueError("a SimulatedVenue needs at least one instrument")
+        if intrabar not in ("path", "worst"):
+            raise ValueError(f"intrabar={intrabar!r} is invalid: expected 'path' or 'worst'")
+        if leverage is not None and not leverage >= 1:
+            raise ValueError(f"leverage={leverage!r} is invalid: expected >= 1 or None")
+        first = next(iter(self.instruments.values()))
+        self.currency = currency or first.settlement
+        self.account = Account(
+            self.currency,
+            {self.currency: Decimal(str(cash))},
+            leverage=Decimal(str(leverage)) if leverage else Decimal(1),
+        )
+        self.leverage = Decimal(str(leverage)) if leverage else None
+        self.fill_model = fill_model or FillModel()
+        self.worst = intrabar == "worst"
+        self.supports_trailing = native_trailing
+        self.name = name
+        self.on_event: Callable[[OrderEvent], None] = lambda event: None
+        self.reasons: dict[str, str] = {}  # why the venue rejected/canceled an order
+        self._books = {iid: _Book(inst) for iid, inst in self.instruments.items()}
+        self._orders: dict[str, _Resting] = {}
+        self._seq = 0
+        self._trades = 0
+        self._ts = 0
+        self._maker = {iid: i.maker_fee for iid, i in self.instruments.items()}
+        self._taker = {iid: i.taker_fee for iid, i in self.instruments.items()}
+        self.fees = _ZERO
+        self.funding = _ZERO
+        self._pos: dict[InstrumentId, Decimal] = {}
+        self._events = 0
+
+    # ------------------------------------------------------------------ state
+    def position(self, instrument_id: InstrumentId) -> Decimal:
+        """The account's signed position in `instrument_id`."""
+        return self._pos.get(instrument_id, _ZERO)
+
+    def _event_id(self) -> str:
+        self._events += 1
+        return f"{self.name}-E{self._events}"
+
+    def balance(self, currency: str | None = None) -> Decimal:
+        return self.account.balance(currency or self.currency)
+
+    def book_of(self, instrument_id: InstrumentId) -> _Book:
+        """The working-order lists of one instrument (`queued` market orders, `resting`
+        orders); the node's replay loop reads them to skip bars with nothing to match."""
+        return self._books[instrument_id]
+
+    def has_work(self, instrument_id: InstrumentId) -> bool:
+        book = self._books[instrument_id]
+        return bool(book.queued or book.resting)
+
+    def open_orders(self, instrument_id: InstrumentId | None = None) -> list[Order]:
+        return [
+            r.order
+            for r in self._orders.values()
+            if instrument_id is None or r.instrument_id == instrument_id
+        ]
+
+    def equity(self, instrument_id: InstrumentId, price: float) -> Decimal:
+        """Cash plus positions marked at `price` (the other instruments at their last)."""
+        if not any(self._pos.values()):
+            return self.account.balance(self.currency)
+        marks = {iid: _px(b.last) for iid, b in self._books.items() if b.last == b.last}
+        marks[instrument_id] = _px(price)
+        return self.account.equity(marks)
+
+    # ------------------------------------------------------------------ orders in
+    def submit_order(self, order: Order, sizer: Sizer | None = None) -> None:
+        """Take a SUBMITTED order: market orders wait for the next price, others rest."""
+        book = self._books.get(order.instrument_id)
+        self._seq += 1
+        vid = VenueOrderId(f"{self.name}-{self._seq}")
+        ts = self._ts
+        if book is None:
+            self._reject(order.client_order_id, ts, f"unknown instrument {order.instrument_id}")
+            return
+        t = order.type
+        if t is OrderType.TRAILING_STOP and not self.supports_trailing:
+            self._reject(order.client_order_id, ts, "trailing stops are not supported here")
+            return
+        r = _Resting(order, sizer, vid)
+        self._orders[r.cid] = r
+        if t is OrderType.MARKET:
+            book.queued.append(r)  # accepted at its fill
+            return
+        self.on_event(
+            OrderAccepted(
+                event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid, venue_order_id=vid
+            )
+        )
+        if r.kind == _TRAIL and r.level != r.level and book.last == book.last:
+            r.trail_to(book.last)
+        book.resting.append(r)
+
+    def cancel_order(self, client_order_id: str, ts_ns: int | None = None) -> bool:
+        """Cancel a working order; False (and nothing emitted) when it is not working."""
+        r = self._orders.pop(client_order_id, None)
+        if r is None:
+            return False
+        self._remove(r)
+        self.on_event(
+            OrderCanceled(
+                event_id=self._event_id(),
+                ts_ns=self._ts if ts_ns is None else ts_ns,
+                client_order_id=r.cid,
+            )
+        )
+        return True
+
+    def amend_order(
+        self,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        price: Decimal | None = None,
+        trigger_price: Decimal | None = None,
+    ) -> bool:
+        r = self._orders.get(client_order_id)
+        if r is None or r.order.type is OrderType.MARKET:
+            return False
+        if quantity is not None:
+            r.qty = quantity
+        if price is not None:
+            if r.kind == _LIMIT:
+                r.level = float(price)
+            else:
+                r.limit_px = float(price)
+        if trigger_price is not None and r.kind != _LIMIT:
+            r.level = float(trigger_price)
+        self.on_event(
+            OrderUpdated(
+                event_id=self._event_id(),
+                ts_ns=self._ts,
+                client_order_id=r.cid,
+                quantity=quantity,
+                price=price,
+                trigger_price=trigger_price,
+            )
+        )
+        return True
+
+    # ------------------------------------------------------------------ market data in
+    def apply_funding(self, instrument_id: InstrumentId, rate: float, mark: float, ts: int) -> None:
+        """Funding at `rate` on the open position, valued at `mark` (long pays rate > 0)."""
+        if self.position(instrument_id) == 0:
+            return
+        self.funding += self.account.apply_funding(
+            self.instruments[instrument_id], Decimal(repr(rate)), _px(mark), ts
+        )
+
+    def process_bar(
+        self,
+        instrument_id: InstrumentId,
+        ts_ns: int,
+        o: float,
+        h: float,
+        lo: float,
+        c: float,
+        end_ns: int,
+    ) -> None:
+        """Match the working orders of `instrument_id` against one bar."""
+        book = self._books[instrument_id]
+        self._ts = ts_ns
+        if book.queued:
+            self._fill_queued(book, o)
+        if book.resting and _reachable(book.resting, lo, h):
+            if self.worst:
+                pos = self.position(instrument_id)
+                d = float(pos) if pos else book.resting[0].sign
+                low_first = d > 0.0
+            else:
+                low_first = o - lo < h - o
+            first, second = (lo, h) if low_first else (h, lo)
+            self._walk(book, o, o)
+            if book.resting:
+                self._walk(book, o, first)
+            if book.resting:
+                self._walk(book, first, second)
+            if book.resting:
+                self._walk(book, second, c)
+        for r in [r for r in book.resting if r.expire_ns is not None and r.expire_ns <= end_ns]:
+            self._orders.pop(r.cid, None)
+            book.resting.remove(r)
+            self.on_event(
+                OrderExpired(event_id=self._event_id(), ts_ns=ts_ns, client_order_id=r.cid)
+            )
+        book.last = c
+
+    def process_price(self, instrument_id: InstrumentId, ts_ns: int, price: float) -> None:
+        """Match against one traded price (a trade tick): the segment last -> price."""
+        book = self._books[instrument_id]
+        self._ts = ts_ns
+        if book.queued:
+            self._fill_queued(book, price)
+        if book.resting:
+            start = book.last if book.last == book.last else price
+            self._walk(book, start, start)
+            if book.resting:
+                self._walk(book, start, price)
+        book.last = price
+
+    def close_queued_at(self, instrument_id: InstrumentId, price: float, ts_ns: int) -> None:
+        """Fill the queued market orders at `price` (the last close at the end of data)."""
+        book = self._books[instrument_id]
+        self._ts = ts_ns
+        if book.queued:
+            self._fill_queued(book, price)
+
+    # ------------------------------------------------------------------ matching
+    def _fill_queued(self, book: _Book, price: float) -> None:
+        queued, book.queued = book.queued, []
+        for r in queued:
+            if r.cid not in self._orders:
+                continue
+            self._fill(book, r, self.fill_model.slip(price, r.sign), False)
+
+    def _walk(self, book: _Book, s: float, b: float) -> None:
+        """Walk the segment s -> b: fill the first order hit, again from its point."""
+        d = 1.0 if b > s else (-1.0 if b < s else 0.0)
+        while True:
+            best: _Resting | None = None
+            best_key = (2, 0.0, 0)
+            best_at = 0.0
+            for r in book.resting:
+                lvl = r.level
+                if lvl != lvl:
+                    continue
+                sg = r.sign
+                if r.kind == _LIMIT:
+                    at_start = sg * (s - lvl) <= 0.0
+                    on_seg = sg * (b - lvl) <= 0.0
+                else:
+                    at_start = sg * (s - lvl) >= 0.0
+                    on_seg = sg * (b - lvl) >= 0.0
+                if at_start:
+                    key = (0, 0.0, r.kind)
+                    at = s
+                elif on_seg and d != 0.0:
+                    key = (1, d * lvl, r.kind)
+                    at = lvl
+                else:
+                    continue
+                if key < best_key:
+                    best, best_key, best_at = r, key, at
+            if best is None:
+                break
+            if best.kind == _STOP and best.limit_px == best.limit_px:
+                # a triggered stop-limit becomes a limit order at its price
+                best.kind = _LIMIT
+                best.level = best.limit_px
+                best.limit_px = math.nan
+                s = best_at
+                continue
+            maker = best.kind == _LIMIT
+            if maker and best.post_only and best_key[0] == 0 and s == b:
+                # a post-only order marketable when the market reaches it would take
+                self._remove(best)
+                self._orders.pop(best.cid, None)
+                self._cancel_venue(best, self._ts, "post-only order would take liquidity")
+                continue
+            px = best_at if maker else self.fill_model.slip(best_at, best.sign)
+            self._remove(best)
+            self._orders.pop(best.cid, None)
+            self._fill(book, best, px, maker)
+            s = best_at
+            if not book.resting:
+                return
+        # trailing stops follow the price reached at the end of the segment
+        for r in book.resting:
+            if r.kind == _TRAIL:
+                r.trail_to(b)
+
+    def _fill(self, book: _Book, r: _Resting, price: float, maker: bool) -> None:
+        self._orders.pop(r.cid, None)
+        inst = book.instrument
+        ts = self._ts
+        px = _px(price)
+        qty = r.qty
+        pos = self.position(inst.id)
+        if r.reduce_only:
+            if pos == 0 or (pos > 0) == (r.sign > 0):
+                self._cancel_venue(r, ts, "reduce-only order would not reduce the position")
+                return
+            qty = min(qty, abs(pos))
+        if r.sizer is not None:
+            sized = r.sizer(px, self.equity(inst.id, price))
+            if isinstance(sized, str):
+                self._refuse(r, ts, sized)
+                return
+            qty = sized
+        rate = self._maker[inst.id] if maker else self._taker[inst.id]
+        notional = qty * px * inst.multiplier
+        fee = notional * rate
+        grows = pos == 0 or (pos > 0) == (r.sign > 0) or qty > abs(pos)
+        if self.leverage is not None and grows:
+            equity = self.equity(inst.id, price)
+            if notional > equity * self.leverage or notional / self.leverage + fee > equity:
+                self._refuse(r, ts, "insufficient margin")
+                return
+        if r.order.type is OrderType.MARKET:
+            # a market order is accepted when it can be filled (else rejected)
+            self.on_event(
+                OrderAccepted(
+                    event_id=self._event_id(),
+                    ts_ns=ts,
+                    client_order_id=r.cid,
+                    venue_order_id=r.venue_id,
+                )
+            )
+        if qty != r.order.quantity:
+            self.on_event(
+                OrderUpdated(
+                    event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid, quantity=qty
+                )
+            )
+        side = OrderSide.BUY if r.sign > 0 else OrderSide.SELL
+        self.account.apply_fill(inst, side, qty, px, fee, inst.settlement, ts)
+        self._pos[inst.id] = pos + side.sign * qty
+        self.fees += fee
+        self._trades += 1
+        self.on_event(
+            OrderFilled(
+                event_id=self._event_id(),
+                ts_ns=ts,
+                client_order_id=r.cid,
+                trade_id=TradeId(f"{self.name}-T{self._trades}"),
+                last_qty=qty,
+                last_px=px,
+                liquidity=LiquiditySide.MAKER if maker else LiquiditySide.TAKER,
+                fee=fee,
+                fee_currency=inst.settlement,
+                venue_order_id=r.venue_id,
+            )
+        )
+
+    def _refuse(self, r: _Resting, ts: int, reason: str) -> None:
+        """A working order the venue cannot fill (size or margin): rejected if it was
+        never accepted (a market order), else canceled by the venue."""
+        if r.order.type is OrderType.MARKET:
+            self.reasons[r.cid] = reason
+            self.on_event(
+                OrderRejected(
+                    event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid, reason=reason
+                )
+            )
+        else:
+            self._cancel_venue(r, ts, reason)
+
+    def _cancel_venue(self, r: _Resting, ts: int, reason: str) -> None:
+        self.reasons[r.cid] = reason
+        if r.order.type is OrderType.MARKET:
+            self.on_event(
+                OrderAccepted(
+                    event_id=self._event_id(),
+                    ts_ns=ts,
+                    client_order_id=r.cid,
+                    venue_order_id=r.venue_id,
+                )
+            )
+        self.on_event(OrderCanceled(event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid))
+
+    def _reject(self, cid: ClientOrderId, ts: int, reason: str) -> None:
+        self.reasons[cid] = reason
+        self.on_event(
+            OrderRejected(event_id=self._event_id(), ts_ns=ts, client_order_id=cid, reason=reason)
+        )
+
+    def _remove(self, r: _Resting) -> None:
+        book = self._books[r.instrument_id]
+        if r in book.resting:
+            book.resting.remove(r)
+        elif r in book.queued:
+            book.queued.remove(r)
