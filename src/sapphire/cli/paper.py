@@ -1,0 +1,290 @@
+"""`sapphire paper` (start / resume a paper session) and `sapphire runs` (list / show)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.table import Table
+
+from sapphire.cli.options import (
+    CashOpt,
+    DataOpt,
+    EndOpt,
+    FeeOpt,
+    IntrabarOpt,
+    JsonOpt,
+    LeverageOpt,
+    LotSizeOpt,
+    MakerFeeOpt,
+    ParamOpt,
+    SizeModeOpt,
+    SizeOpt,
+    SlippageBpsOpt,
+    StartOpt,
+    StrategyOpt,
+    TakerFeeOpt,
+    TickSizeOpt,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+paper_app = typer.Typer(
+    help="Paper trading against the simulated venue (out of process, crash safe).",
+    no_args_is_help=False,
+    invoke_without_command=True,
+)
+runs_app = typer.Typer(
+    help="List and inspect stored runs (paper, backtest...).", no_args_is_help=True
+)
+
+SpeedOpt = Annotated[str, typer.Option(help="Replay speed: 1x, 100x... or max (lockstep).")]
+RiskOpt = Annotated[str, typer.Option(help="Risk profile: conservative or aggressive.")]
+LiveOpt = Annotated[bool, typer.Option("--live/--no-live", help="Live terminal view.")]
+SecondsOpt = Annotated[
+    float | None, typer.Option(help="Stop after this many seconds (resume it later).")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _view_table(view: Any) -> Group:
+    head = Table(title=f"paper {view.run_id} ({view.status})", title_justify="left")
+    for col in ("bar", "last", "position", "avg px", "balance", "equity", "realised", "fills"):
+        head.add_column(col, justify="right")
+    head.add_row(
+        f"{view.bar + 1}/{view.bars}", "-" if view.last is None else f"{view.last:g}",
+        str(view.position), "-" if view.avg_px is None else f"{view.avg_px:.2f}",
+        f"{view.balance:.2f}", f"{view.equity:.2f}", f"{view.realized:.2f}", str(view.fills),
+    )  # fmt: skip
+    orders = Table(title="open orders", title_justify="left")
+    for col in ("client order id", "side", "type", "qty", "status"):
+        orders.add_column(col)
+    for row in view.open_orders[:10]:
+        orders.add_row(*row)
+    return Group(head, orders)
+
+
+def _summary(view: Any) -> dict[str, Any]:
+    out = dict(view.__dict__)
+    for key, value in out.items():
+        if isinstance(value, Decimal):
+            out[key] = str(value)
+    out["open_orders"] = [list(r) for r in view.open_orders]
+    return out
+
+
+def _drive(session: Any, live: bool, as_json: bool, seconds: float | None) -> None:
+    if live and not as_json:
+        from rich.live import Live
+
+        with Live(_view_table(session.view()), console=console, refresh_per_second=4) as lv:
+            view = session.run(lambda v: lv.update(_view_table(v)), max_seconds=seconds)
+    else:
+        view = session.run(max_seconds=seconds)
+    if as_json:
+        print(json.dumps(_summary(view)))
+    elif not live:
+        console.print(_view_table(view))
+    if view.status != "finished":
+        err_console.print(f"resume with: sapphire paper resume {view.run_id}", highlight=False)
+
+
+@paper_app.callback()
+def paper_command(
+    ctx: typer.Context,
+    strategy: StrategyOpt = "sma_cross",
+    data: DataOpt = "sample",
+    param: ParamOpt = None,
+    speed: SpeedOpt = "100x",
+    risk_profile: RiskOpt = "conservative",
+    cash: CashOpt = 10_000.0,
+    size: SizeOpt = 0.01,
+    size_mode: SizeModeOpt = "fixed",
+    leverage: LeverageOpt = None,
+    fee: FeeOpt = 0.0,
+    maker_fee: MakerFeeOpt = None,
+    taker_fee: TakerFeeOpt = None,
+    slippage_bps: SlippageBpsOpt = 0.0,
+    tick_size: TickSizeOpt = None,
+    lot_size: LotSizeOpt = None,
+    intrabar: IntrabarOpt = "path",
+    start: StartOpt = None,
+    end: EndOpt = None,
+    run_id: Annotated[str | None, typer.Option(help="Name the run (default: generated).")] = None,
+    seconds: SecondsOpt = None,
+    live: LiveOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a paper session: the node trades STRATEGY against the simulated venue,
+    which runs as its own process and keeps its orders, fills and balances."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sapphire.cli.backtest import parse_params
+    from sapphire.data import DataError
+    from sapphire.paper import PaperConfig, PaperSession
+
+    try:
+        config = PaperConfig(
+            strategy=strategy, params=parse_params(param), data=data, start=start, end=end,
+            speed=speed, risk_profile=risk_profile, cash=cash, size=size, size_mode=size_mode,
+            leverage=leverage,
+            maker_fee=fee if maker_fee is None else maker_fee,
+            taker_fee=fee if taker_fee is None else taker_fee,
+            slippage_bps=slippage_bps, tick_size=tick_size or 0.0, lot_size=lot_size or 0.0,
+            intrabar=intrabar,
+        )  # fmt: skip
+        session = PaperSession.start(config, run_id=run_id)
+    except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    _drive(session, live, as_json, seconds)
+
+
+@paper_app.command("resume")
+def paper_resume_command(
+    run_id: Annotated[str, typer.Argument(help="The paper run to resume.")],
+    speed: Annotated[
+        str | None, typer.Option(help="Change the venue's pace: 1x, 100x... or max.")
+    ] = None,
+    seconds: SecondsOpt = None,
+    live: LiveOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resume a paper run after a stop or a crash: restore from the store, reconcile
+    with the venue, continue."""
+    from sapphire.paper import PaperSession
+
+    try:
+        session = PaperSession.resume(run_id, speed=speed)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    _drive(session, live, as_json, seconds)
+
+
+def _run_json(info: Any) -> dict[str, Any]:
+    return {
+        "run_id": info.run_id,
+        "mode": info.mode.value,
+        "status": info.status.value,
+        "strategy_ids": [str(s) for s in info.strategy_ids],
+        "ts_started": info.ts_started,
+        "ts_finished": info.ts_finished,
+        "reason": info.reason,
+        "config": info.config,
+    }
+
+
+def _ts(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@runs_app.command("list")
+def runs_list_command(
+    status: Annotated[str | None, typer.Option(help="Only RUNNING, FINISHED or FAILED.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every stored run, oldest first."""
+    from sapphire.store import Store
+
+    try:
+        runs = Store().runs(status)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        print(json.dumps([_run_json(r) for r in runs]))
+        return
+    table = Table(title="runs", title_justify="left")
+    for col in ("run id", "mode", "status", "strategy", "started", "finished"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(
+            r.run_id, r.mode.value, r.status.value, str(r.config.get("strategy", "-")),
+            _ts(r.ts_started), _ts(r.ts_finished),
+        )  # fmt: skip
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show_command(
+    run_id: Annotated[str, typer.Argument(help="The run to show.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """A run's configuration, positions, balances, orders and fills."""
+    from sapphire.store import Store
+
+    store = Store()
+    try:
+        info = store.run(run_id)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    positions = store.positions(run_id)
+    balances = store.balances(run_id)
+    orders = store.orders(run_id)
+    fills = store.fills(run_id)
+    if as_json:
+        out = _run_json(info)
+        out["positions"] = [
+            {"instrument_id": str(p.instrument_id), "strategy_id": p.strategy_id,
+             "quantity": str(p.quantity), "avg_px": None if p.avg_px is None else str(p.avg_px),
+             "realized_pnl": str(p.realized_pnl), "fees": str(p.fees)}
+            for p in positions
+        ]  # fmt: skip
+        out["balances"] = {
+            str(a): {b.currency: str(b.total) for b in s.balances} for a, s in balances.items()
+        }
+        out["orders"] = [
+            {"client_order_id": str(o.client_order_id), "side": o.side.value,
+             "type": o.type.value, "quantity": str(o.quantity), "status": o.status.value,
+             "filled_qty": str(o.filled_qty),
+             "avg_px": None if o.avg_px is None else str(o.avg_px)}
+            for o in orders
+        ]  # fmt: skip
+        out["fills"] = len(fills)
+        print(json.dumps(out))
+        return
+    head = Table(title=f"run {info.run_id}", title_justify="left", show_header=False)
+    head.add_column("key", style="bold")
+    head.add_column("value")
+    for key, value in (
+        ("mode", info.mode.value), ("status", info.status.value),
+        ("started", _ts(info.ts_started)), ("finished", _ts(info.ts_finished)),
+        ("reason", info.reason or "-"), ("orders", str(len(orders))), ("fills", str(len(fills))),
+        *((k, str(v)) for k, v in info.config.items()),
+    ):  # fmt: skip
+        head.add_row(key, value)
+    pos = Table(title="positions", title_justify="left")
+    for col in ("instrument", "strategy", "quantity", "avg px", "realised", "fees"):
+        pos.add_column(col)
+    for p in positions:
+        pos.add_row(
+            str(p.instrument_id), str(p.strategy_id), str(p.quantity),
+            "-" if p.avg_px is None else f"{p.avg_px:.2f}", f"{p.realized_pnl:.4f}",
+            f"{p.fees:.4f}",
+        )  # fmt: skip
+    bal = Table(title="balances", title_justify="left")
+    for col in ("account", "currency", "total"):
+        bal.add_column(col)
+    for account, state in balances.items():
+        for b in state.balances:
+            bal.add_row(str(account), b.currency, str(b.total))
+    open_t = Table(title="open orders", title_justify="left")
+    for col in ("client order id", "side", "type", "qty", "status"):
+        open_t.add_column(col)
+    for o in orders:
+        if o.is_open:
+            open_t.add_row(
+                str(o.client_order_id), o.side.value, o.type.value, str(o.quantity),
+                o.status.value,
+            )  # fmt: skip
+    console.print(Group(head, pos, bal, open_t))

@@ -1,0 +1,433 @@
+"""A paper session: the trading node, the store and the out-of-process venue.
+
+Write-ahead: every order event goes to the store (`Store.record_order_event`, one
+transaction) from the node's message bus, where the node publishes it before it acts:
+`OrderSubmitted` is published, hence committed, before the order is handed to the venue;
+venue events (acks, fills, cancels) are committed before the strategy is called back.
+After each fill the strategy's position and the account's balances are saved too.
+
+Resume (`PaperSession.resume`): the run's orders are rebuilt from their stored events,
+positions and balances by replaying the stored fills into a fresh portfolio, the id
+generators restored from `Store.client_order_ids` (a new order never reuses an id), and
+the node's event-id counter moved past the stored ones. Then every order the store has
+as open is reconciled with the venue (`reconcile`): the venue's events for it that the
+store lacks (acks, fills, cancels that happened while the node was down or whose
+answer it never recorded) are applied and recorded like live ones; an order the venue
+never received is rejected (`never reached the venue`) and tombstoned at the venue so
+that it can never appear later. A cancel the node recorded but the venue never got is
+sent again. Only then does the node take the venue's stream again, from its current
+head: bars that went by while the node was down are not replayed to the strategy (as
+with a live exchange); their fills are not lost, they arrive by reconciliation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from sapphire.domain import (
+    AccountBalance,
+    AccountId,
+    AccountState,
+    Bar,
+    OrderDenied,
+    OrderEvent,
+    OrderFilled,
+    OrderStatus,
+    StrategyId,
+    TimeInForce,
+    TradingState,
+)
+from sapphire.engine import TradingNode, VectorAdapter
+from sapphire.paper.client import RemoteVenue, VenueClient, ensure_venue
+from sapphire.paper.config import PaperConfig, parse_speed
+from sapphire.portfolio import Account, Portfolio
+from sapphire.store import Store
+from sapphire.store.records import RunMode
+from sapphire.strategy.base import Bars
+
+__all__ = ["PaperSession", "SessionView", "paper_dir"]
+
+STRATEGY_ID = "s"
+_SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+ACCOUNT = AccountId("paper")
+
+
+def paper_dir(run_id: str, home: Path | None = None) -> Path:
+    """The run's directory: the venue's database, address and log."""
+    from sapphire.config import home_subdir
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
+        raise ValueError(f"run id {run_id!r} is invalid: letters, digits, . _ - only")
+    return (home / "paper" if home is not None else home_subdir("paper")) / run_id
+
+
+@dataclass
+class SessionView:
+    """What the live view shows (and `--json` prints at the end)."""
+
+    run_id: str
+    bar: int
+    bars: int
+    last: float | None
+    position: Decimal
+    avg_px: Decimal | None
+    balance: Decimal
+    equity: Decimal
+    realized: Decimal
+    open_orders: list[tuple[str, str, str, str, str]]
+    fills: int
+    status: str
+
+
+class PaperSession:
+    """One paper run: `PaperSession.start(config)` or `PaperSession.resume(run_id)`,
+    then `run()`."""
+
+    def __init__(
+        self,
+        run_id: str,
+        config: PaperConfig,
+        store: Store,
+        run_dir: Path,
+        *,
+        resumed: bool,
+        bars: Bars | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.config = config
+        self.store = store
+        self.run_dir = run_dir
+        self.resumed = resumed
+        self.bars = bars if bars is not None else config.load_bars(run_dir / "bars.npz")
+        self.instrument = config.instrument()
+        self.iid = self.instrument.id
+        ensure_venue(run_dir, config.to_mapping(), f"PAPER-{run_id}")
+        self.client = VenueClient(run_dir)
+        cash = Decimal(repr(float(config.cash)))
+        self.seen: set[str] = set()
+        self.venue = RemoteVenue(self.client, self.instrument, cash, self.seen, self._after)
+        ccy = self.instrument.settlement
+        leverage = Decimal(repr(config.leverage)) if config.leverage else Decimal(1)
+        portfolio = Portfolio(Account(ccy, {ccy: cash}, leverage=leverage), [self.instrument])
+        from sapphire.risk import profile
+        from sapphire.strategy.registry import get_strategy
+
+        risk_profile = profile(config.risk_profile)
+        self.node = TradingNode(
+            self.venue, portfolio=portfolio, risk=risk_profile.risk_engine(),
+            run_id=run_id, bracket_tick=config.tick_size,
+        )  # fmt: skip
+        #: the profile's drawdown / daily loss / VaR limits, fed an equity snapshot per bar
+        self.limits = risk_profile.portfolio_limits()
+        self._capital = {StrategyId(STRATEGY_ID): cash}
+        strategy = get_strategy(config.strategy)(**config.params)
+        self.adapter = VectorAdapter(
+            strategy, self.iid, bars=self.bars, size=config.size,
+            size_mode=config.size_mode,  # type: ignore[arg-type]
+            lot=config.lot_size, strategy_id=STRATEGY_ID,
+        )  # fmt: skip
+        self.node.add_strategy(self.adapter, bars=[self.iid])
+        self.node.bus.subscribe(OrderEvent, self._persist)
+        self.cursor = 0
+        self.bar = -1
+        self.status = "running"
+        self.speed = config.speed
+        self._events_n = 0
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def start(
+        cls,
+        config: PaperConfig,
+        *,
+        store: Store | None = None,
+        run_id: str | None = None,
+        home: Path | None = None,
+    ) -> PaperSession:
+        store = store or Store()
+        if run_id is None:
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            run_id = f"paper-{stamp}-{secrets.token_hex(3)}"
+        run_dir = paper_dir(run_id, home)
+        if any(r.run_id == run_id for r in store.runs()) or run_dir.exists():
+            raise ValueError(f"run {run_id!r} already exists: resume it or pick another id")
+        # what can fail on bad input fails before anything is started or stored
+        from sapphire.strategy.registry import get_strategy
+
+        get_strategy(config.strategy)(**config.params)
+        bars = config.load_bars(run_dir / "bars.npz")
+        store.start_run(
+            run_id, RunMode.PAPER, time.time_ns(), [STRATEGY_ID],
+            {**config.to_mapping(), "run_dir": str(run_dir)},
+        )  # fmt: skip
+        store.save_instrument(config.instrument())
+        session = cls(run_id, config, store, run_dir, resumed=False, bars=bars)
+        session.node.start()
+        session._save_state(time.time_ns())
+        return session
+
+    @classmethod
+    def resume(
+        cls, run_id: str, *, store: Store | None = None, speed: str | None = None
+    ) -> PaperSession:
+        """Resume `run_id`; `speed` changes the venue's pace from now on (e.g. "max")."""
+        store = store or Store()
+        info = store.resume_run(run_id)
+        if info.mode is not RunMode.PAPER:
+            raise ValueError(f"run {run_id!r} is a {info.mode.value} run, not a paper run")
+        mapping = dict(info.config)
+        run_dir = Path(mapping.pop("run_dir"))
+        session = cls(run_id, PaperConfig.from_mapping(mapping), store, run_dir, resumed=True)
+        if speed is not None:
+            session.client.call("set_speed", speed=speed)
+            session.speed = speed
+        session._restore()
+        return session
+
+    # ---------------------------------------------------------------- persistence
+    def _persist(self, event: OrderEvent) -> None:
+        """Commit `event` (already applied to its order) before the node acts on it."""
+        order = self.node.orders.get(str(event.client_order_id))
+        if order is None:
+            return
+        self.store.record_order_event(order, event, run_id=self.run_id)
+
+    def _after(self, event: OrderEvent) -> None:
+        """After the node booked a venue event: save the position and balances (fills)."""
+        if isinstance(event, OrderFilled):
+            self._save_state(event.ts_ns)
+
+    def _save_state(self, ts_ns: int) -> None:
+        account = self.node.portfolio.account
+        self._events_n += 1
+        state = AccountState(
+            ts_ns=ts_ns, event_id=f"{self.run_id}-acct-{time.time_ns()}-{self._events_n}",
+            account_id=ACCOUNT,
+            balances=tuple(AccountBalance(c, t) for c, t in sorted(account.balances.items())),
+            base_currency=account.base_currency,
+        )  # fmt: skip
+        with self.store.atomic():
+            for pos in self.node.portfolio.positions():
+                self.store.save_position(pos, run_id=self.run_id)
+            self.store.save_balances(state, run_id=self.run_id)
+
+    # ---------------------------------------------------------------- resume
+    def _restore(self) -> None:
+        node, store = self.node, self.store
+        orders = store.orders(self.run_id)
+        max_event = 0
+        prefix = f"{self.run_id}-"
+        for order in orders:
+            cid = str(order.client_order_id)
+            node.orders[cid] = order
+            if order.is_open:
+                node._open[cid] = order
+            for ev in order.events:
+                self.seen.add(ev.event_id)
+                tail = ev.event_id[len(prefix) :] if ev.event_id.startswith(prefix) else ""
+                if tail.isdigit():
+                    max_event = max(max_event, int(tail))
+        node._events = max_event
+        gen = node._ids[STRATEGY_ID]
+        seqs = [gen.seq_of(c) for c in store.client_order_ids(self.run_id, STRATEGY_ID)]
+        gen.restore(max((s for s in seqs if s is not None), default=0))
+        # positions and balances: replay the stored fills
+        for fill in store.fills(self.run_id):
+            node.portfolio.apply_fill(
+                fill.strategy_id, fill.instrument_id, fill.side, fill.last_qty, fill.last_px,
+                fill.fee, fill.ts_ns, fee_currency=fill.fee_currency,
+            )  # fmt: skip
+        # the limits' peaks and days from the stored snapshots; the state as recorded
+        for rec in store.equity_snapshots(self.run_id):
+            self.limits.evaluate(rec.ts_ns, rec.equity)
+        recorded = store.trading_state(self.run_id)
+        if recorded is TradingState.HALTED and self.limits.state is not TradingState.HALTED:
+            # a halt sticks (until reset): already recorded, so its events are not again
+            self.limits.halt("halted before the restart", time.time_ns())
+        own = self.limits.state_for(StrategyId(STRATEGY_ID))
+        node.trading_state = max((recorded, own), key=_SEVERITY.__getitem__)
+        node.start()  # the adapter computes its signals
+        head = self.client.call("snapshot")["head"]
+        self.reconcile()
+        self._restore_adapter()
+        self.cursor = head
+        self._save_state(time.time_ns())
+
+    def reconcile(self) -> None:
+        """Adopt the venue's truth for every order the store has as open."""
+        node = self.node
+        for order in list(node._open.values()):
+            cid = str(order.client_order_id)
+            reply = self.client.call("reconcile", client_order_id=cid, ts_ns=order.ts_last)
+            self.venue.deliver(reply["events"])
+            if order.status is OrderStatus.PENDING_CANCEL:
+                # the cancel request may never have reached the venue: send it again
+                again = self.client.call("cancel", client_order_id=cid)
+                self.venue.deliver(again["events"])
+
+    def _restore_adapter(self) -> None:
+        a, node = self.adapter, self.node
+        a.pos = node.portfolio.net_quantity(self.iid, StrategyId(STRATEGY_ID))
+        a.pending = None
+        a.children = []
+        groups: dict[str, list[str]] = {}
+        for cid, order in node._open.items():
+            if order.parent_order_id is not None:
+                a.children.append(cid)
+                groups.setdefault(str(order.parent_order_id), []).append(cid)
+            elif order.time_in_force is TimeInForce.GTD:
+                a.pending = cid
+        for group in groups.values():
+            if len(group) > 1:
+                for cid in group:
+                    node._oco[cid] = tuple(group)
+
+    # ---------------------------------------------------------------- the loop
+    def _on_bar(self, i: int) -> None:
+        b = self.bars
+        bar = Bar(
+            instrument_id=self.iid, ts_ns=int(b.time[i]), open=float(b.open[i]),
+            high=float(b.high[i]), low=float(b.low[i]), close=float(b.close[i]),
+            volume=float(b.volume[i]),
+        )  # fmt: skip
+        node = self.node
+        node.bar_index = i
+        node.process_bar(bar, b.timeframe_ns)
+        self.bar = i
+        self._check_limits(i, bar.ts_ns + b.timeframe_ns, bar.close)
+        if self.adapter.bar_mask[i]:
+            self.adapter.on_bar_index(i)
+
+    def _check_limits(self, i: int, ts_ns: int, close: float) -> None:
+        """Feed the portfolio limits; a breach moves the node's trading state (recorded
+        first); HALTED also cancels the open orders (the kill switch). An equity
+        snapshot is stored every 60 bars and at each breach."""
+        snap = self.node.portfolio.snapshot(ts_ns, {self.iid: Decimal(repr(close))})
+        events = self.limits.evaluate_snapshot(snap, self._capital)
+        for event in events:
+            self.store.record_risk_event(event, run_id=self.run_id)
+        if events or i % 60 == 0:
+            self.store.save_equity_snapshot(snap, run_id=self.run_id)
+        state = self.limits.state_for(StrategyId(STRATEGY_ID))
+        if state is not self.node.trading_state:
+            self.node.trading_state = state
+            if state is TradingState.HALTED:
+                for order in self.node.open_orders():
+                    self.node.cancel_order(str(order.client_order_id))
+
+    def _finish(self) -> None:
+        """End of the data: the strategy closes out, the venue fills what is queued."""
+        self.node.bar_index = len(self.bars) - 1
+        self.node.stop()
+        self.venue.deliver(self.client.call("finish"))
+        end = int(self.bars.time[-1]) + self.bars.timeframe_ns
+        self._save_state(end)
+        marks = {self.iid: Decimal(repr(float(self.bars.close[-1])))}
+        self.store.save_equity_snapshot(
+            self.node.portfolio.snapshot(end, marks), run_id=self.run_id
+        )
+        self.store.finish_run(self.run_id, time.time_ns())
+        self.status = "finished"
+
+    def run(
+        self,
+        on_update: Callable[[SessionView], None] | None = None,
+        *,
+        max_seconds: float | None = None,
+        shutdown_venue: bool = True,
+    ) -> SessionView:
+        """Trade until the venue's data ends (or `max_seconds`); returns the last view."""
+        lockstep = parse_speed(self.speed) is None
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        last_view = 0.0
+        done = self.client.call("snapshot")["done"]
+        if done and self.cursor >= self.client.call("snapshot")["head"]:
+            self._finish()
+        while self.status == "running":
+            if not self.pump(lockstep):
+                time.sleep(0.01)
+            now = time.monotonic()
+            if on_update is not None and now - last_view > 0.25:
+                on_update(self.view())
+                last_view = now
+            if deadline is not None and now > deadline:
+                self.status = "stopped"
+        if self.status == "finished" and shutdown_venue:
+            self.shutdown_venue()
+        view = self.view()
+        if on_update is not None:
+            on_update(view)
+        return view
+
+    def pump(self, advance: bool) -> int:
+        """Take the venue's stream entries after the cursor (`advance`: lockstep, ask for
+        the next bar when all is seen): events to the node, bars to the strategy, the
+        end of the data to `_finish`. Returns how many entries were taken."""
+        entries = self.client.call("poll", after=self.cursor, advance=advance)["entries"]
+        for entry in entries:
+            self.cursor = entry.seq
+            if entry.kind == "event":
+                self.venue.deliver([entry.event])
+            elif entry.kind == "bar":
+                self._on_bar(entry.bar)
+            else:
+                self._finish()
+                break
+        return len(entries)
+
+    def shutdown_venue(self) -> None:
+        with contextlib.suppress(OSError, EOFError, ValueError):
+            self.client.call("shutdown")
+        self.client.close()
+
+    def view(self) -> SessionView:
+        node = self.node
+        pos = node.portfolio.position(StrategyId(STRATEGY_ID), self.iid)
+        last = node.last.get(self.iid)
+        marks = {self.iid: Decimal(repr(last))} if last is not None else {}
+        account = node.portfolio.account
+        ccy = self.instrument.settlement
+        return SessionView(
+            run_id=self.run_id,
+            bar=self.bar,
+            bars=len(self.bars),
+            last=last,
+            position=pos.quantity if pos is not None else Decimal(0),
+            avg_px=pos.avg_px if pos is not None else None,
+            balance=account.balance(ccy),
+            equity=node.portfolio.equity(marks) if marks else account.balance(ccy),
+            realized=pos.realized_pnl if pos is not None else Decimal(0),
+            open_orders=[
+                (
+                    str(o.client_order_id), o.side.value, o.type.value, str(o.quantity),
+                    o.status.value,
+                )
+                for o in node.open_orders()
+            ],
+            fills=sum(1 for o in node.orders.values() for e in o.events
+                      if isinstance(e, OrderFilled)),
+            status=self.status,
+        )  # fmt: skip
+
+
+def denied(order_events: list[OrderEvent]) -> bool:
+    """An order the risk engine refused (never sent to the venue)."""
+    return any(isinstance(e, OrderDenied) for e in order_events)
+
+
+def crash_env(point: str | None, at: int = 1) -> dict[str, str]:
+    """The environment that arms the test-only crash hook (see `client.maybe_crash`)."""
+    env = dict(os.environ)
+    if point is not None:
+        env["SAPPHIRE_PAPER_CRASH_POINT"] = point
+        env["SAPPHIRE_PAPER_CRASH_AT"] = str(at)
+    return env

@@ -1,0 +1,86 @@
+"""`sapphire paper`, `sapphire paper resume`, `sapphire runs list/show` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sapphire.cli.main import app
+
+runner = CliRunner()
+ARGS = [
+    "paper", "--start", "2022-01-03", "--end", "2022-01-03 02:00", "--speed", "max",
+    "--size", "0.01", "-p", "fast=5", "-p", "slow=20", "--fee", "0.0005", "--no-live",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAPPHIRE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SAPPHIRE_PAPER_VENUE_IDLE", "60")  # no stray venue outlives a failure
+
+
+def test_paper_session_then_runs_list_and_show() -> None:
+    result = runner.invoke(app, [*ARGS, "--run-id", "p1", "--json"])
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.stdout)
+    assert view["run_id"] == "p1" and view["status"] == "finished"
+    assert view["bar"] + 1 == view["bars"] == 120
+    assert view["fills"] > 0 and view["position"] == "0.00"
+
+    listed = runner.invoke(app, ["runs", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    (run,) = json.loads(listed.stdout)
+    assert (run["run_id"], run["mode"], run["status"]) == ("p1", "PAPER", "FINISHED")
+    assert run["config"]["speed"] == "max" and run["config"]["params"] == {
+        "fast": "5", "slow": "20",
+    }  # fmt: skip
+
+    shown = runner.invoke(app, ["runs", "show", "p1", "--json"])
+    assert shown.exit_code == 0, shown.output
+    detail = json.loads(shown.stdout)
+    assert detail["fills"] == view["fills"]
+    assert detail["balances"]["paper"]["QUOTE"] == view["balance"]
+    assert all(o["status"] == "FILLED" for o in detail["orders"])
+
+    taken = runner.invoke(app, [*ARGS, "--run-id", "p1", "--start", "2022-01-04"])
+    assert taken.exit_code == 2 and "run 'p1' already exists" in taken.stderr
+
+    table = runner.invoke(app, ["runs", "show", "p1"])
+    assert table.exit_code == 0 and "positions" in table.stdout and "p1" in table.stdout
+
+
+def test_stop_and_resume_to_the_end() -> None:
+    first = runner.invoke(app, [*ARGS, "--run-id", "p2", "--seconds", "0", "--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["status"] == "stopped"
+    again = runner.invoke(app, ["paper", "resume", "p2", "--no-live", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["status"] == "finished"
+    # a finished run cannot be resumed
+    late = runner.invoke(app, ["paper", "resume", "p2", "--no-live"])
+    assert late.exit_code == 2 and "FINISHED" in late.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--speed", "fast"], "speed='fast'"), (["--size-mode", "kelly"], "size_mode='kelly'"),
+     (["--risk-profile", "yolo"], "yolo"), (["--strategy", "nope"], "nope"),
+     (["--data", "missing.csv"], "missing.csv")],
+)  # fmt: skip
+def test_bad_options_exit_2_naming_the_value(extra: list[str], message: str) -> None:
+    result = runner.invoke(app, [*ARGS, *extra])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    # nothing was started or stored
+    assert json.loads(runner.invoke(app, ["runs", "list", "--json"]).stdout) == []
+
+
+def test_unknown_run() -> None:
+    result = runner.invoke(app, ["runs", "show", "nope"])
+    assert result.exit_code == 2 and "no run 'nope'" in result.stderr
+    result = runner.invoke(app, ["paper", "resume", "nope", "--no-live"])
+    assert result.exit_code == 2 and "no run 'nope'" in result.stderr
