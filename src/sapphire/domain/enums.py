@@ -29,11 +29,19 @@ class OrderSide(StrEnum):
     @property
     def sign(self) -> int:
         """+1 for BUY, -1 for SELL (the sign of the position change)."""
-        return 1 if self is OrderSide.BUY else -1
+        return _SIGN[self]
 
     @property
     def opposite(self) -> OrderSide:
-        return OrderSide.SELL if self is OrderSide.BUY else OrderSide.BUY
+        return _OPPOSITE[self]
+
+
+# plain dict lookups: faster than reading the members off the class on every call
+_SIGN: dict[OrderSide, int] = {OrderSide.BUY: 1, OrderSide.SELL: -1}
+_OPPOSITE: dict[OrderSide, OrderSide] = {
+    OrderSide.BUY: OrderSide.SELL,
+    OrderSide.SELL: OrderSide.BUY,
+}
 
 
 class OrderType(StrEnum):

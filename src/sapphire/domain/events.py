@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from sapphire.domain.enums import (
     ContingencyType,
@@ -72,9 +73,30 @@ _PRICED = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
 _TRIGGERED = frozenset({OrderType.STOP_MARKET, OrderType.STOP_LIMIT})
 
 
+_ID_POOL: list[str] = []  # random ids drawn in batches (one os.urandom call per 256)
+_ID_BATCH = 256
+
+
+def _refill_ids() -> None:
+    raw = bytearray(os.urandom(16 * _ID_BATCH))
+    for k in range(0, len(raw), 16):  # what uuid.uuid4() does to its 16 random bytes
+        raw[k + 6] = (raw[k + 6] & 0x0F) | 0x40
+        raw[k + 8] = (raw[k + 8] & 0x3F) | 0x80
+    text = raw.hex()
+    _ID_POOL.extend(text[i : i + 32] for i in range(0, len(text), 32))
+
+
+# a forked child must not hand out the ids its parent drew
+os.register_at_fork(after_in_child=_ID_POOL.clear)
+
+
 def new_event_id() -> str:
-    """A fresh random event id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """A fresh random event id (32 hex characters: a version-4 UUID's hex)."""
+    while True:
+        try:
+            return _ID_POOL.pop()
+        except IndexError:
+            _refill_ids()
 
 
 def check_ts(value: object, name: str = "ts_ns") -> int:
@@ -94,14 +116,22 @@ def _positive(obj: object, name: str, *, optional: bool = False) -> None:
     raw = getattr(obj, name)
     if raw is None and optional:
         return
-    value = to_decimal(raw, f"{type(obj).__name__}.{name}")
+    if type(raw) is Decimal and raw.is_finite():
+        if raw > 0:
+            return  # already a finite Decimal: nothing to convert
+        value = raw
+    else:
+        value = to_decimal(raw, f"{type(obj).__name__}.{name}")
     if value <= 0:
         raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {value}")
     _set(obj, name, value)
 
 
 def _decimal(obj: object, name: str) -> None:
-    _set(obj, name, to_decimal(getattr(obj, name), f"{type(obj).__name__}.{name}"))
+    raw = getattr(obj, name)
+    if type(raw) is Decimal and raw.is_finite():
+        return
+    _set(obj, name, to_decimal(raw, f"{type(obj).__name__}.{name}"))
 
 
 def _typed(obj: object, name: str, cls: type, *, optional: bool = False) -> None:
@@ -114,7 +144,7 @@ def _typed(obj: object, name: str, cls: type, *, optional: bool = False) -> None
 
 def _enum(obj: object, name: str, cls: type, *, optional: bool = False) -> None:
     value = getattr(obj, name)
-    if value is None and optional:
+    if type(value) is cls or (value is None and optional):
         return
     try:
         _set(obj, name, cls(value))
@@ -128,6 +158,54 @@ def _text(obj: object, name: str) -> None:
     value = getattr(obj, name)
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{type(obj).__name__}.{name} must be a non-empty str, got {value!r}")
+
+
+_E = TypeVar("_E")
+_BUILDERS: dict[type, Any] = {}
+
+
+def trusted_builder(cls: type[_E]) -> Callable[..., _E]:
+    """A keyword-only constructor of `cls` (a frozen dataclass, e.g. an event) that
+    does NOT validate or convert its fields.
+
+    Internal: only for code that produces the values itself and guarantees what
+    `__post_init__` would check (int ``ts_ns`` >= 0, a non-empty ``event_id``, typed ids,
+    enum members, finite Decimals with the required signs). The venue and the node use
+    it for the events they generate; input from outside always goes through the
+    validating constructor.
+    """
+    builder = _BUILDERS.get(cls)
+    if builder is None:
+        namespace: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__}
+        params = []
+        body = []
+        for k, f in enumerate(fields(cls)):  # type: ignore[arg-type]
+            name = f.name
+            if f.default is not MISSING:
+                namespace[f"_d{k}"] = f.default
+                params.append(f"{name}=_d{k}")
+            elif f.default_factory is not MISSING:
+                namespace[f"_f{k}"] = f.default_factory
+                namespace["_MISSING"] = MISSING
+                params.append(f"{name}=_MISSING")
+                body.append(f"    if {name} is _MISSING: {name} = _f{k}()")
+            else:
+                params.append(name)
+            body.append(f"    _set(obj, {name!r}, {name})")
+        source = (
+            f"def build(*, {', '.join(params)}):\n    obj = _new(_cls)\n"
+            + "\n".join(body)
+            + "\n    return obj\n"
+        )
+        namespace["_cls"] = cls
+        exec(source, namespace)  # the way dataclasses write __init__
+        builder = _BUILDERS[cls] = namespace["build"]
+    return builder
+
+
+def trusted(cls: type[_E], **values: Any) -> _E:
+    """`cls(**values)` without validation: see `trusted_builder`."""
+    return trusted_builder(cls)(**values)
 
 
 # ---------------------------------------------------------------------------------------
@@ -158,9 +236,15 @@ class OrderEvent(Event):
     client_order_id: ClientOrderId
 
     def __post_init__(self) -> None:
-        check_ts(self.ts_ns, f"{type(self).__name__}.ts_ns")
-        _text(self, "event_id")
-        _typed(self, "client_order_id", ClientOrderId)
+        # the common valid case is tested inline; the helpers raise the errors
+        ts = self.ts_ns
+        if type(ts) is not int or ts < 0:
+            check_ts(ts, f"{type(self).__name__}.ts_ns")
+        event_id = self.event_id
+        if type(event_id) is not str or not event_id.strip():
+            _text(self, "event_id")
+        if not isinstance(self.client_order_id, ClientOrderId):
+            _typed(self, "client_order_id", ClientOrderId)
         self._validate()
 
 
@@ -198,17 +282,30 @@ class OrderInitialized(OrderEvent):
 
     def _validate(self) -> None:
         name = f"order {self.client_order_id}"
-        _typed(self, "strategy_id", StrategyId)
-        _typed(self, "instrument_id", InstrumentId)
-        _enum(self, "side", OrderSide)
-        _enum(self, "type", OrderType)
-        _enum(self, "time_in_force", TimeInForce)
-        _enum(self, "contingency_type", ContingencyType)
-        _enum(self, "trailing_offset_type", TrailingOffsetType, optional=True)
-        _positive(self, "quantity")
-        _positive(self, "price", optional=True)
-        _positive(self, "trigger_price", optional=True)
-        _positive(self, "trailing_offset", optional=True)
+        # each helper is called only when its inline test of the common case fails
+        if not isinstance(self.strategy_id, StrategyId):
+            _typed(self, "strategy_id", StrategyId)
+        if not isinstance(self.instrument_id, InstrumentId):
+            _typed(self, "instrument_id", InstrumentId)
+        if type(self.side) is not OrderSide:
+            _enum(self, "side", OrderSide)
+        if type(self.type) is not OrderType:
+            _enum(self, "type", OrderType)
+        if type(self.time_in_force) is not TimeInForce:
+            _enum(self, "time_in_force", TimeInForce)
+        if type(self.contingency_type) is not ContingencyType:
+            _enum(self, "contingency_type", ContingencyType)
+        if self.trailing_offset_type is not None:
+            _enum(self, "trailing_offset_type", TrailingOffsetType, optional=True)
+        qty = self.quantity
+        if type(qty) is not Decimal or not qty.is_finite() or not qty > 0:
+            _positive(self, "quantity")
+        if self.price is not None:
+            _positive(self, "price", optional=True)
+        if self.trigger_price is not None:
+            _positive(self, "trigger_price", optional=True)
+        if self.trailing_offset is not None:
+            _positive(self, "trailing_offset", optional=True)
         kind = self.type
         if kind in _PRICED and self.price is None:
             raise ValueError(f"{name}: a {kind} order needs a price")
@@ -232,9 +329,10 @@ class OrderInitialized(OrderEvent):
                 )
         elif self.trailing_offset is not None or self.trailing_offset_type is not None:
             raise ValueError(f"{name}: only TRAILING_STOP orders take a trailing offset")
-        for flag in ("post_only", "reduce_only"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{name}: {flag} must be a bool, got {getattr(self, flag)!r}")
+        if type(self.post_only) is not bool or type(self.reduce_only) is not bool:
+            for flag in ("post_only", "reduce_only"):
+                if not isinstance(getattr(self, flag), bool):
+                    raise ValueError(f"{name}: {flag} must be a bool, got {getattr(self, flag)!r}")
         if self.post_only:
             if kind is not OrderType.LIMIT:
                 raise ValueError(f"{name}: post_only is only for LIMIT orders, not {kind}")

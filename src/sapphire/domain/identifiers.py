@@ -9,7 +9,7 @@ string they wrap, but a type checker keeps a `StrategyId` from being passed wher
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Self
+from typing import ClassVar, Self
 
 __all__ = [
     "AccountId",
@@ -26,7 +26,10 @@ def _check_token(kind: str, value: object) -> str:
         raise ValueError(f"{kind} must be a str, got {value!r} ({type(value).__name__})")
     if not value:
         raise ValueError(f"{kind} must not be empty")
-    if value != value.strip() or any(c.isspace() for c in value):
+    # str.split() cuts at exactly the characters for which str.isspace() is true, so a
+    # non-empty value without whitespace is the one piece it splits into
+    parts = value.split()
+    if len(parts) != 1 or parts[0] != value:
         raise ValueError(f"{kind} must not contain whitespace: {value!r}")
     return value
 
@@ -76,13 +79,19 @@ class AccountId(_Identifier):
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class InstrumentId:
     """A tradable instrument at one venue: ``str(id) == "BTC/USDT:USDT@BYBIT"``.
 
     The symbol may contain ``/`` and ``:`` (ccxt unified symbols) but not ``@``, which
     separates it from the venue.
     """
+
+    # slotted by hand to keep the hash (the id keys many dicts on hot paths) in a slot
+    # that is not a dataclass field: fields, equality and the hash value are (symbol,
+    # venue) as with a generated __hash__
+    __slots__ = ("_hash", "symbol", "venue")
+    _hash: ClassVar[int]  # set in __post_init__, in its slot (ClassVar: not a field)
 
     symbol: str
     venue: str
@@ -94,6 +103,14 @@ class InstrumentId:
             raise ValueError(f"InstrumentId.symbol must not contain '@': {self.symbol!r}")
         if "@" in self.venue:
             raise ValueError(f"InstrumentId.venue must not contain '@': {self.venue!r}")
+        object.__setattr__(self, "_hash", hash((self.symbol, self.venue)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[InstrumentId], tuple[str, str]]:
+        # a frozen, hand-slotted object is rebuilt through __init__ (pickle, copy)
+        return (InstrumentId, (self.symbol, self.venue))
 
     def __str__(self) -> str:
         return f"{self.symbol}@{self.venue}"

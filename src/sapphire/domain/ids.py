@@ -49,8 +49,11 @@ class ClientOrderIdGenerator:
 
     def next(self) -> ClientOrderId:
         """The next id: sequence `last_seq + 1`."""
-        client_order_id = self.id_for(self._seq + 1)
-        self._seq += 1
+        seq = self._seq + 1
+        # the prefix was checked in __init__ (no whitespace) and seq is a positive int,
+        # so the id is valid by construction: skip ClientOrderId's re-validation
+        client_order_id = str.__new__(ClientOrderId, f"{self._prefix}{seq}")
+        self._seq = seq
         return client_order_id
 
     def restore(self, last_seq: int) -> None:

@@ -26,6 +26,10 @@ def to_decimal(value: object, name: str = "value") -> Decimal:
     Raises ValueError naming `name` and the value for bools, NaN, infinities, unparsable
     strings and any other type.
     """
+    if type(value) is Decimal:  # the common case first
+        if value.is_finite():
+            return value
+        raise ValueError(f"{name} must be finite, got {value!r}")
     if isinstance(value, bool):
         raise ValueError(f"{name} must be a number, got the bool {value!r}")
     if isinstance(value, Decimal):

@@ -38,7 +38,7 @@ do an overfill, a repeated trade id, and an amendment that does not fit the orde
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from decimal import Decimal, localcontext
+from decimal import Context, Decimal
 from typing import Any
 
 from sapphire.domain.enums import (
@@ -75,13 +75,26 @@ from sapphire.domain.identifiers import (
 __all__ = ["InvalidOrderTransition", "Order"]
 
 _S = OrderStatus
-_LIVE = frozenset({_S.ACCEPTED, _S.PARTIALLY_FILLED})
-_OPEN = frozenset({_S.SUBMITTED, _S.ACCEPTED, _S.PARTIALLY_FILLED, _S.PENDING_CANCEL})
-_INFLIGHT = frozenset({_S.SUBMITTED, _S.PENDING_CANCEL})
+# the members as module constants: reading them off the enum class costs more
+_INITIALIZED = OrderStatus.INITIALIZED
+_SUBMITTED = OrderStatus.SUBMITTED
+_ACCEPTED = OrderStatus.ACCEPTED
+_PARTIALLY_FILLED = OrderStatus.PARTIALLY_FILLED
+_FILLED = OrderStatus.FILLED
+_PENDING_CANCEL = OrderStatus.PENDING_CANCEL
+_CANCELED = OrderStatus.CANCELED
+_REJECTED = OrderStatus.REJECTED
+_EXPIRED = OrderStatus.EXPIRED
+_LIVE = frozenset({_ACCEPTED, _PARTIALLY_FILLED})
+_TERMINAL = frozenset(s for s in _S if s.is_terminal)
+_OPEN = frozenset({_SUBMITTED, _ACCEPTED, _PARTIALLY_FILLED, _PENDING_CANCEL})
+_INFLIGHT = frozenset({_SUBMITTED, _PENDING_CANCEL})
 _PRICED = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
 _TRIGGERED = frozenset({OrderType.STOP_MARKET, OrderType.STOP_LIMIT, OrderType.TRAILING_STOP})
 # Sums of qty * px are kept exactly: 28-digit operands give at most 56-digit products.
 _EXACT_PREC = 120
+_EXACT = Context(prec=_EXACT_PREC)
+_ZERO = Decimal(0)
 
 
 class InvalidOrderTransition(ValueError):
@@ -178,10 +191,10 @@ class Order:
         self._quantity: Decimal = init.quantity
         self._price: Decimal | None = init.price
         self._trigger_price: Decimal | None = init.trigger_price
-        self._status = OrderStatus.INITIALIZED
+        self._status = _INITIALIZED
         self._prior_status: OrderStatus | None = None
-        self._filled_qty = Decimal(0)
-        self._fill_notional = Decimal(0)
+        self._filled_qty = _ZERO
+        self._fill_notional = _ZERO
         self._avg_px: Decimal | None = None
         self._venue_order_id: VenueOrderId | None = None
         self._ts_last = init.ts_ns
@@ -422,7 +435,7 @@ class Order:
 
     @property
     def is_terminal(self) -> bool:
-        return self._status.is_terminal
+        return self._status in _TERMINAL
 
     @property
     def is_open(self) -> bool:
@@ -444,67 +457,66 @@ class Order:
         """Apply `event`; raises InvalidOrderTransition (order unchanged) if not allowed."""
         if not isinstance(event, OrderEvent):
             raise ValueError(f"Order.apply takes an order event, got {event!r}")
-        if event.client_order_id != self.client_order_id:
-            raise ValueError(
-                f"event for order {event.client_order_id} applied to order {self.client_order_id}"
-            )
+        cid = self._init.client_order_id
+        if event.client_order_id != cid:
+            raise ValueError(f"event for order {event.client_order_id} applied to order {cid}")
         status = self._status
-        if status.is_terminal:
-            raise InvalidOrderTransition(self.client_order_id, status, event, "it is terminal")
+        if status in _TERMINAL:
+            raise InvalidOrderTransition(cid, status, event, "it is terminal")
         # The status a late venue answer is judged against while a cancel is pending.
-        effective = self._prior_status if status is _S.PENDING_CANCEL else status
+        effective = self._prior_status if status is _PENDING_CANCEL else status
         assert effective is not None
 
-        def refuse(reason: str = "") -> InvalidOrderTransition:
-            return InvalidOrderTransition(self.client_order_id, status, event, reason)
-
-        if isinstance(event, OrderDenied | OrderSubmitted):
-            if status is not _S.INITIALIZED:
-                raise refuse()
-            self._status = _S.REJECTED if isinstance(event, OrderDenied) else _S.SUBMITTED
+        # the event classes are disjoint: the most frequent ones are tested first
+        if isinstance(event, OrderFilled):
+            if effective not in _LIVE:
+                raise InvalidOrderTransition(cid, status, event)
+            self._fill(event, status)
+        elif isinstance(event, OrderSubmitted | OrderDenied):
+            if status is not _INITIALIZED:
+                raise InvalidOrderTransition(cid, status, event)
+            self._status = _REJECTED if isinstance(event, OrderDenied) else _SUBMITTED
         elif isinstance(event, OrderAccepted):
-            if effective is not _S.SUBMITTED:
-                raise refuse()
+            if effective is not _SUBMITTED:
+                raise InvalidOrderTransition(cid, status, event)
             self._venue_order_id = event.venue_order_id
-            self._set_live(_S.ACCEPTED)
+            self._set_live(_ACCEPTED)
         elif isinstance(event, OrderRejected):
-            if effective is not _S.SUBMITTED:
-                raise refuse()
-            self._finish(_S.REJECTED)
+            if effective is not _SUBMITTED:
+                raise InvalidOrderTransition(cid, status, event)
+            self._finish(_REJECTED)
         elif isinstance(event, OrderCancelRequested):
-            if status not in (_S.SUBMITTED, _S.ACCEPTED, _S.PARTIALLY_FILLED):
-                raise refuse()
+            if status not in (_SUBMITTED, _ACCEPTED, _PARTIALLY_FILLED):
+                raise InvalidOrderTransition(cid, status, event)
             self._prior_status = status
-            self._status = _S.PENDING_CANCEL
+            self._status = _PENDING_CANCEL
         elif isinstance(event, OrderCancelRejected):
-            if status is not _S.PENDING_CANCEL:
-                raise refuse()
+            if status is not _PENDING_CANCEL:
+                raise InvalidOrderTransition(cid, status, event)
             self._status = effective
             self._prior_status = None
         elif isinstance(event, OrderCanceled):
-            if status not in (_S.PENDING_CANCEL, _S.ACCEPTED, _S.PARTIALLY_FILLED):
-                raise refuse()
-            self._finish(_S.CANCELED)
+            if status not in (_PENDING_CANCEL, _ACCEPTED, _PARTIALLY_FILLED):
+                raise InvalidOrderTransition(cid, status, event)
+            self._finish(_CANCELED)
         elif isinstance(event, OrderExpired):
             if effective not in _LIVE:
-                raise refuse()
-            self._finish(_S.EXPIRED)
+                raise InvalidOrderTransition(cid, status, event)
+            self._finish(_EXPIRED)
         elif isinstance(event, OrderUpdated):
             if status not in _LIVE:
-                raise refuse()
-            self._amend(event, refuse)
-        elif isinstance(event, OrderFilled):
-            if effective not in _LIVE:
-                raise refuse()
-            self._fill(event, refuse)
+                raise InvalidOrderTransition(cid, status, event)
+            self._amend(event, status)
         else:  # OrderInitialized, or an unknown OrderEvent subclass
-            raise refuse("an order is initialized once, by its constructor")
+            raise InvalidOrderTransition(
+                cid, status, event, "an order is initialized once, by its constructor"
+            )
         self._ts_last = event.ts_ns
         self._events.append(event)
 
     def _set_live(self, status: OrderStatus) -> None:
         """Move to a non-terminal live status, staying PENDING_CANCEL if a cancel is out."""
-        if self._status is _S.PENDING_CANCEL:
+        if self._status is _PENDING_CANCEL:
             self._prior_status = status
         else:
             self._status = status
@@ -513,42 +525,54 @@ class Order:
         self._status = status
         self._prior_status = None
 
-    def _amend(self, event: OrderUpdated, refuse: Any) -> None:
+    def _refuse(
+        self, status: OrderStatus, event: OrderEvent, reason: str
+    ) -> InvalidOrderTransition:
+        return InvalidOrderTransition(self._init.client_order_id, status, event, reason)
+
+    def _amend(self, event: OrderUpdated, status: OrderStatus) -> None:
         quantity = self._quantity if event.quantity is None else event.quantity
         if quantity < self._filled_qty:
-            raise refuse(f"new quantity {quantity} is below filled_qty {self._filled_qty}")
+            raise self._refuse(
+                status, event, f"new quantity {quantity} is below filled_qty {self._filled_qty}"
+            )
         if event.price is not None and self.type not in _PRICED:
-            raise refuse(f"a {self.type} order has no price to amend")
+            raise self._refuse(status, event, f"a {self.type} order has no price to amend")
         if event.trigger_price is not None and self.type not in _TRIGGERED:
-            raise refuse(f"a {self.type} order has no trigger_price to amend")
+            raise self._refuse(status, event, f"a {self.type} order has no trigger_price to amend")
         self._quantity = quantity
         if event.price is not None:
             self._price = event.price
         if event.trigger_price is not None:
             self._trigger_price = event.trigger_price
         if quantity == self._filled_qty:
-            self._finish(_S.FILLED)
+            self._finish(_FILLED)
 
-    def _fill(self, event: OrderFilled, refuse: Any) -> None:
+    def _fill(self, event: OrderFilled, status: OrderStatus) -> None:
         if event.trade_id in self._trade_ids:
-            raise refuse(f"trade {event.trade_id} was already applied")
+            raise self._refuse(status, event, f"trade {event.trade_id} was already applied")
         if (
             event.venue_order_id is not None
             and self._venue_order_id is not None
             and event.venue_order_id != self._venue_order_id
         ):
-            raise refuse(
+            raise self._refuse(
+                status,
+                event,
                 f"fill for venue order {event.venue_order_id}, "
-                f"but this order is {self._venue_order_id}"
+                f"but this order is {self._venue_order_id}",
             )
         filled = self._filled_qty + event.last_qty
         if filled > self._quantity:
-            raise refuse(
+            raise self._refuse(
+                status,
+                event,
                 f"overfill: filled_qty {self._filled_qty} + last_qty {event.last_qty} "
-                f"exceeds quantity {self._quantity}"
+                f"exceeds quantity {self._quantity}",
             )
-        with localcontext(prec=_EXACT_PREC):
-            notional = self._fill_notional + event.last_qty * event.last_px
+        # exact: at this precision the sum of products never rounds (a fixed context
+        # saves entering a local one per fill)
+        notional = _EXACT.add(self._fill_notional, _EXACT.multiply(event.last_qty, event.last_px))
         self._fill_notional = notional
         self._filled_qty = filled
         self._avg_px = notional / filled
@@ -556,9 +580,9 @@ class Order:
         if event.venue_order_id is not None:
             self._venue_order_id = event.venue_order_id
         if filled == self._quantity:
-            self._finish(_S.FILLED)
+            self._finish(_FILLED)
         else:
-            self._set_live(_S.PARTIALLY_FILLED)
+            self._set_live(_PARTIALLY_FILLED)
 
     # -- comparison and display -------------------------------------------------------
 

@@ -37,6 +37,7 @@ __all__ = ["Account", "Marks"]
 Marks = Mapping[InstrumentId, Decimal]
 
 _ZERO = Decimal(0)
+_SPOT = ContractType.SPOT  # a module constant: cheaper than the enum class attribute
 
 
 def _currency(name: str, value: object) -> str:
@@ -49,7 +50,7 @@ def check_supported(instrument: Instrument) -> None:
     """ValueError for instruments the books cannot account for (inverse contracts)."""
     if not isinstance(instrument, Instrument):
         raise ValueError(f"expected an Instrument, got {instrument!r}")
-    if instrument.contract_type is ContractType.SPOT:
+    if instrument.contract_type is _SPOT:
         if instrument.multiplier != 1:
             raise ValueError(
                 f"spot instrument {instrument.id} has multiplier {instrument.multiplier}; "
@@ -100,7 +101,7 @@ class Account:
 
     def is_hedged(self, instrument: Instrument) -> bool:
         """Whether `instrument` keeps LONG and SHORT legs (never for spot)."""
-        if instrument.contract_type is ContractType.SPOT:
+        if instrument.contract_type is _SPOT:
             return False
         return self._hedge_all or instrument.id in self._hedged
 
@@ -131,6 +132,8 @@ class Account:
     # ------------------------------------------------------------------ instruments
     def _register(self, instrument: Instrument) -> Instrument:
         known = self._instruments.get(instrument.id)
+        if known is instrument:
+            return known
         if known is None:
             check_supported(instrument)
             self._instruments[instrument.id] = instrument
@@ -165,7 +168,7 @@ class Account:
         q = positive("fill qty", qty)
         p = positive("fill price", px)
         f = num("fee", fee)
-        spot = inst.contract_type is ContractType.SPOT
+        spot = inst.contract_type is _SPOT
         fee_ccy = _currency(
             "fee_currency", fee_currency or (inst.quote if spot else inst.settlement)
         )
@@ -174,16 +177,42 @@ class Account:
                 raise ValueError(f"position_side={position_side!r} given for spot {inst.id}")
             if isinstance(ts_ns, bool) or not isinstance(ts_ns, int):
                 raise ValueError(f"ts_ns must be int nanoseconds, got {ts_ns!r}")
-            self._move(inst.base, side.sign * q)
-            self._move(inst.quote, -side.sign * q * p)
+        elif isinstance(ts_ns, bool) or not isinstance(ts_ns, int):
+            raise ValueError(f"ts_ns must be int nanoseconds, got {ts_ns!r}")
+        return self._book_fill(inst, side, q, p, f, fee_ccy, ts_ns, position_side)
+
+    def _book_fill(
+        self,
+        inst: Instrument,
+        side: OrderSide,
+        q: Decimal,
+        p: Decimal,
+        f: Decimal,
+        fee_ccy: str,
+        ts_ns: int,
+        position_side: PositionSide | None = None,
+    ) -> Decimal:
+        """`apply_fill` for checked values: a registered instrument, an OrderSide, finite
+        Decimals (q > 0, p > 0), a currency code, int ts_ns (no position_side for spot).
+        The venue and the portfolio book their own validated fills through here."""
+        if inst.contract_type is _SPOT:
+            sign = 1 if side is OrderSide.BUY else -1
+            self._move(inst.base, sign * q)
+            self._move(inst.quote, -sign * q * p)
             realized = _ZERO
         else:
-            _, realized = self.positions.apply_fill(
-                inst.id, side, q, p, _ZERO, ts_ns,
-                position_side=position_side, multiplier=inst.multiplier,
-            )  # fmt: skip
+            # a netted position already held: the account's hedge rule is fixed, so the
+            # key lookup is all the book's `get_or_create` would do
+            pos = self.positions._positions.get((inst.id, None)) if position_side is None else None
+            if pos is not None and pos.multiplier is inst.multiplier:
+                realized = pos._apply_fill(side, q, p, _ZERO, ts_ns)
+            else:
+                realized = self.positions._apply_fill(
+                    inst.id, side, q, p, ts_ns, position_side, inst.multiplier
+                )
             self._move(inst.settlement, realized)
-        self._move(fee_ccy, -f)
+        if f:
+            self._move(fee_ccy, -f)
         return realized
 
     def apply_funding(
@@ -199,7 +228,7 @@ class Account:
             if isinstance(instrument, InstrumentId)
             else self._register(instrument)
         )
-        if inst.contract_type is ContractType.SPOT:
+        if inst.contract_type is _SPOT:
             raise ValueError(f"funding applies to derivatives, not to spot {inst.id}")
         amount = self.positions.apply_funding(inst.id, rate, mark_px, ts_ns)
         self._move(inst.settlement, amount)
@@ -251,7 +280,7 @@ class Account:
         rates = dict(fx or {})
         for inst in self._instruments.values():
             if (
-                inst.contract_type is ContractType.SPOT
+                inst.contract_type is _SPOT
                 and inst.base not in rates
                 and inst.base != reporting
                 and inst.id in marks
@@ -308,7 +337,7 @@ class Account:
         q = positive("order qty", qty)
         p = positive("order price", px)
         f = instrument.fee(q, p, maker=False) if fee is None else num("fee", fee)
-        if instrument.contract_type is ContractType.SPOT:
+        if instrument.contract_type is _SPOT:
             if side is OrderSide.BUY:
                 need = q * p + f
                 have = self.balance(instrument.quote)

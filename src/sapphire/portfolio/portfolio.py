@@ -24,12 +24,13 @@ from sapphire.domain.events import (
     PositionEvent,
     PositionOpened,
     check_ts,
+    trusted_builder,
 )
 from sapphire.domain.identifiers import InstrumentId, StrategyId
 from sapphire.domain.instrument import Instrument
 from sapphire.domain.orders import Order
 from sapphire.portfolio._num import Num, num, positive
-from sapphire.portfolio.account import Account, Marks, check_supported
+from sapphire.portfolio.account import Account, Marks, _currency, check_supported
 from sapphire.portfolio.fx import FxRates, convert, to_reporting
 from sapphire.portfolio.position import Position, PositionBook
 
@@ -168,14 +169,43 @@ class Portfolio:
         p = positive("fill price", px)
         f = num("fee", fee)
         check_ts(ts_ns)
+        return self._book_fill(strategy_id, inst, side, q, p, f, ts_ns, position_side, True)
+
+    def _book_fill(
+        self,
+        strategy_id: StrategyId,
+        inst: Instrument,
+        side: OrderSide,
+        q: Decimal,
+        p: Decimal,
+        f: Decimal,
+        ts_ns: int,
+        position_side: PositionSide | None,
+        check_account: bool,
+    ) -> FillResult:
+        """Book checked values (OrderSide, finite Decimals q > 0 and p > 0, int ts_ns >= 0,
+        the fee in `inst`'s settlement currency); `check_account` False skips the account's
+        re-validation of the same values."""
+        settlement = inst.quote
         book = self._book(strategy_id)
-        pos = book.get_or_create(instrument_id, position_side, multiplier=inst.multiplier)
-        pos.check_fill(side, q)  # a hedge leg that would cross zero fails before any booking
+        # a netted position this book already holds: hedge mode is fixed per registered
+        # instrument (the account's), so the key lookup is all `get_or_create` would do
+        pos = book._positions.get((inst.id, None)) if position_side is None else None
+        if pos is None or pos.multiplier is not inst.multiplier:
+            pos = book.get_or_create(inst.id, position_side, multiplier=inst.multiplier)
+        if pos.leg is not None:  # a hedge leg that would cross zero fails before any booking
+            pos.check_fill(side, q)
         before_qty = pos.quantity
-        account_realized = self.account.apply_fill(
-            inst, side, q, p, f, settlement, ts_ns, position_side=position_side
-        )
-        realized = pos.apply_fill(side, q, p, f, ts_ns)
+        account = self.account
+        if check_account or position_side is not None:
+            account_realized = account.apply_fill(
+                inst, side, q, p, f, settlement, ts_ns, position_side=position_side
+            )
+        else:
+            account._register(inst)
+            fee_ccy = _currency("fee_currency", settlement)
+            account_realized = account._book_fill(inst, side, q, p, f, fee_ccy, ts_ns)
+        realized = pos._apply_fill(side, q, p, f, ts_ns)
         return FillResult(pos, realized, account_realized, self._event(pos, before_qty, ts_ns))
 
     def apply_order_fill(
@@ -193,16 +223,36 @@ class Portfolio:
                 f"fill {fill.trade_id} belongs to order {fill.client_order_id}, "
                 f"not {order.client_order_id}"
             )
-        return self.apply_fill(
+        if position_side is not None:
+            return self.apply_fill(
+                order.strategy_id,
+                order.instrument_id,
+                order.side,
+                fill.last_qty,
+                fill.last_px,
+                fill.fee,
+                fill.ts_ns,
+                fee_currency=fill.fee_currency,
+                position_side=position_side,
+            )
+        # an OrderFilled holds checked values (finite Decimals, qty and price > 0, int
+        # ts >= 0) and an Order a typed side and strategy: book them without re-checking
+        inst = self.instrument(order.instrument_id)
+        if fill.fee_currency != inst.quote:
+            raise ValueError(
+                f"fee currency {fill.fee_currency!r} of a {order.instrument_id} fill: the "
+                f"portfolio attributes fees in the settlement currency {inst.quote}"
+            )
+        return self._book_fill(
             order.strategy_id,
-            order.instrument_id,
+            inst,
             order.side,
             fill.last_qty,
             fill.last_px,
             fill.fee,
             fill.ts_ns,
-            fee_currency=fill.fee_currency,
-            position_side=position_side,
+            None,
+            False,
         )
 
     def apply_funding(
@@ -221,16 +271,20 @@ class Portfolio:
             return None
         after = pos.quantity
         kind: type[PositionEvent]
-        if before == 0 and after != 0:
+        if before == 0:
+            if after == 0:
+                return None
             kind = PositionOpened
-        elif before != 0 and after == 0:
+        elif after == 0:
             kind = PositionClosed
         elif after != before:
             kind = PositionChanged
         else:
             return None
         inst = self._instruments[pos.instrument_id]
-        return kind(
+        # the books hold exactly what PositionEvent checks (typed ids, a side that
+        # agrees with the quantity, finite Decimals, avg_px > 0 while open): no re-check
+        return trusted_builder(kind)(
             ts_ns=ts_ns,
             strategy_id=pos.strategy_id,
             instrument_id=pos.instrument_id,
@@ -274,7 +328,16 @@ class Portfolio:
         self, instrument_id: InstrumentId, strategy_id: StrategyId | None = None
     ) -> Decimal:
         """Signed quantity of `instrument_id` (one strategy's, or all strategies')."""
-        return sum((p.quantity for p in self.positions(strategy_id, instrument_id)), _ZERO)
+        if strategy_id is None:
+            books: Iterable[PositionBook] = self._books.values()
+        else:
+            book = self._books.get(strategy_id)
+            books = () if book is None else (book,)
+        total = _ZERO  # summed in the order of `positions(strategy_id, instrument_id)`
+        for book in books:
+            for p in book.positions(instrument_id):
+                total += p.quantity
+        return total
 
     # ------------------------------------------------------------------ valuation
     def _mark(self, marks: Marks, instrument_id: InstrumentId) -> Decimal:

@@ -35,10 +35,6 @@ __all__ = ["HedgeRule", "Position", "PositionBook"]
 _ZERO = Decimal(0)
 
 
-def _sign(x: Decimal) -> int:
-    return (x > 0) - (x < 0)
-
-
 class Position:
     """The netted position of one instrument (for one strategy, or account-wide).
 
@@ -145,9 +141,18 @@ class Position:
         f = num("fee", fee)
         if isinstance(ts_ns, bool) or not isinstance(ts_ns, int):
             raise ValueError(f"ts_ns must be int nanoseconds, got {ts_ns!r}")
-        sign = side.sign
-        old_sign = _sign(self.quantity)
-        self.check_fill(side, q)
+        return self._apply_fill(side, q, p, f, ts_ns)
+
+    def _apply_fill(
+        self, side: OrderSide, q: Decimal, p: Decimal, f: Decimal, ts_ns: int
+    ) -> Decimal:
+        """`apply_fill` for values already checked: an OrderSide, finite Decimals with
+        q > 0 and p > 0, int ts_ns (the books' internal path)."""
+        sign = 1 if side is OrderSide.BUY else -1
+        quantity = self.quantity
+        old_sign = (quantity > 0) - (quantity < 0)
+        if self.leg is not None:
+            self.check_fill(side, q)
 
         realized = _ZERO
         if old_sign == 0 or old_sign == sign:
@@ -287,7 +292,7 @@ class PositionBook:
     def _key(
         self, instrument_id: InstrumentId, position_side: PositionSide | None
     ) -> tuple[InstrumentId, PositionSide | None]:
-        if self.is_hedged(instrument_id):
+        if self._hedge(instrument_id):  # `is_hedged`, inline
             if position_side not in (PositionSide.LONG, PositionSide.SHORT):
                 raise ValueError(
                     f"a hedge-mode fill of {instrument_id} needs position_side LONG or SHORT, "
@@ -310,6 +315,8 @@ class PositionBook:
     ) -> Position:
         key = self._key(instrument_id, position_side)
         pos = self._positions.get(key)
+        if pos is not None and multiplier is pos.multiplier:
+            return pos  # the very Decimal the position was made with: nothing to check
         mult = positive("multiplier", multiplier)
         if pos is None:
             pos = Position(instrument_id, self.strategy_id, multiplier=mult, leg=key[1])
@@ -341,6 +348,20 @@ class PositionBook:
         """Book a fill on the right position; returns (position, realised PnL)."""
         pos = self.get_or_create(instrument_id, position_side, multiplier=multiplier)
         return pos, pos.apply_fill(side, qty, px, fee, ts_ns)
+
+    def _apply_fill(
+        self,
+        instrument_id: InstrumentId,
+        side: OrderSide,
+        q: Decimal,
+        p: Decimal,
+        ts_ns: int,
+        position_side: PositionSide | None,
+        multiplier: Decimal,
+    ) -> Decimal:
+        """`apply_fill` (no fee) for checked values (see `Position._apply_fill`)."""
+        pos = self.get_or_create(instrument_id, position_side, multiplier=multiplier)
+        return pos._apply_fill(side, q, p, _ZERO, ts_ns)
 
     def apply_funding(
         self,

@@ -60,6 +60,7 @@ from sapphire.domain import (
     TrailingOffsetType,
     VenueOrderId,
 )
+from sapphire.domain.events import trusted_builder
 from sapphire.portfolio import Account
 
 __all__ = ["FillModel", "SimulatedVenue", "Sizer"]
@@ -68,6 +69,12 @@ Sizer = Callable[[Decimal, Decimal], "Decimal | str"]
 _ZERO = Decimal(0)
 # Kinds of resting orders, in fill priority at one point.
 _STOP, _TRAIL, _LIMIT = 0, 1, 2
+_MAKER, _TAKER = LiquiditySide.MAKER, LiquiditySide.TAKER
+_BUY, _SELL = OrderSide.BUY, OrderSide.SELL
+# constructors without validation, for the events of values the venue made itself
+_new_filled = trusted_builder(OrderFilled)
+_new_accepted = trusted_builder(OrderAccepted)
+_new_canceled = trusted_builder(OrderCanceled)
 
 
 def _px(x: float) -> Decimal:
@@ -124,6 +131,7 @@ class _Resting:
         "kind",
         "level",
         "limit_px",
+        "market",
         "offset",
         "order",
         "post_only",
@@ -149,6 +157,7 @@ class _Resting:
         self.offset = 0.0
         self.limit_px = math.nan
         t = order.type
+        self.market = t is OrderType.MARKET
         if t is OrderType.MARKET:
             self.kind = _STOP
             self.level = math.nan
@@ -264,6 +273,13 @@ class SimulatedVenue:
         self.funding = _ZERO
         self._pos: dict[InstrumentId, Decimal] = {}
         self._events = 0
+        # ids "{name}-N", "{name}-TN" and event ids "{name}-EN" are valid by construction
+        # when the name has no whitespace: then they skip re-validation
+        try:
+            VenueOrderId(f"{name}-0")
+            self._fast = all(" " not in i.settlement for i in self.instruments.values())
+        except ValueError:
+            self._fast = False
 
     # ------------------------------------------------------------------ state
     def position(self, instrument_id: InstrumentId) -> Decimal:
@@ -306,7 +322,7 @@ class SimulatedVenue:
         """Take a SUBMITTED order: market orders wait for the next price, others rest."""
         book = self._books.get(order.instrument_id)
         self._seq += 1
-        vid = VenueOrderId(f"{self.name}-{self._seq}")
+        vid = self._vid(f"{self.name}-{self._seq}")
         ts = self._ts
         if book is None:
             self._reject(order.client_order_id, ts, f"unknown instrument {order.instrument_id}")
@@ -320,11 +336,7 @@ class SimulatedVenue:
         if t is OrderType.MARKET:
             book.queued.append(r)  # accepted at its fill
             return
-        self.on_event(
-            OrderAccepted(
-                event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid, venue_order_id=vid
-            )
-        )
+        self.on_event(self._accepted(ts, r))
         if r.kind == _TRAIL and r.level != r.level and book.last == book.last:
             r.trail_to(book.last)
         book.resting.append(r)
@@ -335,13 +347,7 @@ class SimulatedVenue:
         if r is None:
             return False
         self._remove(r)
-        self.on_event(
-            OrderCanceled(
-                event_id=self._event_id(),
-                ts_ns=self._ts if ts_ns is None else ts_ns,
-                client_order_id=r.cid,
-            )
-        )
+        self.on_event(self._canceled(self._ts if ts_ns is None else ts_ns, r.cid))
         return True
 
     def amend_order(
@@ -510,10 +516,11 @@ class SimulatedVenue:
     def _fill(self, book: _Book, r: _Resting, price: float, maker: bool) -> None:
         self._orders.pop(r.cid, None)
         inst = book.instrument
+        iid = inst.id
         ts = self._ts
-        px = _px(price)
+        px = Decimal(repr(price))  # `_px`, inline
         qty = r.qty
-        pos = self.position(inst.id)
+        pos = self._pos.get(iid, _ZERO)
         if r.reduce_only:
             if pos == 0 or (pos > 0) == (r.sign > 0):
                 self._cancel_venue(r, ts, "reduce-only order would not reduce the position")
@@ -525,7 +532,7 @@ class SimulatedVenue:
                 self._refuse(r, ts, sized)
                 return
             qty = sized
-        rate = self._maker[inst.id] if maker else self._taker[inst.id]
+        rate = self._maker[iid] if maker else self._taker[iid]
         notional = qty * px * inst.multiplier
         fee = notional * rate
         grows = pos == 0 or (pos > 0) == (r.sign > 0) or qty > abs(pos)
@@ -534,36 +541,49 @@ class SimulatedVenue:
             if notional > equity * self.leverage or notional / self.leverage + fee > equity:
                 self._refuse(r, ts, "insufficient margin")
                 return
-        if r.order.type is OrderType.MARKET:
+        order = r.order
+        if r.market:
             # a market order is accepted when it can be filled (else rejected)
-            self.on_event(
-                OrderAccepted(
-                    event_id=self._event_id(),
-                    ts_ns=ts,
-                    client_order_id=r.cid,
-                    venue_order_id=r.venue_id,
-                )
-            )
-        if qty != r.order.quantity:
+            self.on_event(self._accepted(ts, r))
+        if qty != order.quantity:
             self.on_event(
                 OrderUpdated(
                     event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid, quantity=qty
                 )
             )
-        side = OrderSide.BUY if r.sign > 0 else OrderSide.SELL
-        self.account.apply_fill(inst, side, qty, px, fee, inst.settlement, ts)
-        self._pos[inst.id] = pos + side.sign * qty
+        buy = r.sign > 0
+        side = _BUY if buy else _SELL
+        # what the venue computed itself is checked already: a positive finite price
+        # (from a finite float > 0), a positive Decimal quantity (the order's, or a
+        # sizer's result checked here), an int time >= 0; then the books and the event
+        # skip re-validating it
+        checked = (
+            self._fast
+            and 0.0 < price < math.inf
+            and type(ts) is int
+            and ts >= 0
+            and type(qty) is Decimal
+            and qty.is_finite()
+            and qty > 0
+        )
+        if checked:
+            account = self.account
+            account._book_fill(account._register(inst), side, qty, px, fee, inst.settlement, ts)
+        else:
+            self.account.apply_fill(inst, side, qty, px, fee, inst.settlement, ts)
+        self._pos[iid] = pos + qty if buy else pos - qty
         self.fees += fee
         self._trades += 1
+        trade = f"{self.name}-T{self._trades}"
         self.on_event(
-            OrderFilled(
+            (_new_filled if checked else OrderFilled)(
                 event_id=self._event_id(),
                 ts_ns=ts,
                 client_order_id=r.cid,
-                trade_id=TradeId(f"{self.name}-T{self._trades}"),
+                trade_id=str.__new__(TradeId, trade) if checked else TradeId(trade),
                 last_qty=qty,
                 last_px=px,
-                liquidity=LiquiditySide.MAKER if maker else LiquiditySide.TAKER,
+                liquidity=_MAKER if maker else _TAKER,
                 fee=fee,
                 fee_currency=inst.settlement,
                 venue_order_id=r.venue_id,
@@ -586,21 +606,32 @@ class SimulatedVenue:
     def _cancel_venue(self, r: _Resting, ts: int, reason: str) -> None:
         self.reasons[r.cid] = reason
         if r.order.type is OrderType.MARKET:
-            self.on_event(
-                OrderAccepted(
-                    event_id=self._event_id(),
-                    ts_ns=ts,
-                    client_order_id=r.cid,
-                    venue_order_id=r.venue_id,
-                )
-            )
-        self.on_event(OrderCanceled(event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid))
+            self.on_event(self._accepted(ts, r))
+        self.on_event(self._canceled(ts, r.cid))
 
     def _reject(self, cid: ClientOrderId, ts: int, reason: str) -> None:
         self.reasons[cid] = reason
         self.on_event(
             OrderRejected(event_id=self._event_id(), ts_ns=ts, client_order_id=cid, reason=reason)
         )
+
+    def _vid(self, text: str) -> VenueOrderId:
+        return str.__new__(VenueOrderId, text) if self._fast else VenueOrderId(text)
+
+    def _accepted(self, ts: int, r: _Resting) -> OrderAccepted:
+        if self._fast and type(ts) is int and ts >= 0:
+            return _new_accepted(
+                event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid,
+                venue_order_id=r.venue_id,
+            )  # fmt: skip
+        return OrderAccepted(
+            event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid, venue_order_id=r.venue_id
+        )
+
+    def _canceled(self, ts: int, cid: ClientOrderId) -> OrderCanceled:
+        if self._fast and type(ts) is int and ts >= 0:
+            return _new_canceled(event_id=self._event_id(), ts_ns=ts, client_order_id=cid)
+        return OrderCanceled(event_id=self._event_id(), ts_ns=ts, client_order_id=cid)
 
     def _remove(self, r: _Resting) -> None:
         book = self._books[r.instrument_id]

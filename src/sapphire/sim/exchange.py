@@ -1,0 +1,659 @@
+"""`MarketVenue`: a simulated exchange matching against trade ticks and L2 order books.
+
+The bar venue (`sapphire.sim.venue.SimulatedVenue`) matches orders against OHLC bars;
+this venue offers the node the same interface (`submit_order`, `cancel_order`,
+`amend_order`, `on_event`, `supports_trailing`, `has_work`, `process_price`,
+`position`, `balance`, `open_orders`, `equity`, `apply_funding`) on top of one
+`BookMatcher` per instrument (docs/engine.md, "Simulated venue: ticks and order
+books"), plus `process_trade(tick)` and `process_book(update)`, which the node calls
+for every trade tick and book update when the venue has them.
+
+- **Latency.** An order, cancel or amendment reaches the matcher `submit_delay()` ns
+  after the node sent it; every report (accepted, filled, canceled, ...) reaches the
+  node `report_delay()` ns after the matcher produced it. Both directions are FIFO
+  connections: a later message never overtakes an earlier one. Pending messages wait
+  in one time-ordered queue that is released as market data advances the venue's
+  clock: at a market-data event of time T, everything due at or before T happens first
+  (in time order, an order at its own arrival time, so it sees the book as it was
+  then), then the data is matched, then the reports due at T are delivered. With zero
+  latency (the default) an order is matched at once against the current book and its
+  reports are delivered before `submit_order` returns.
+- **Accounting.** Fills are booked when the matcher makes them (as an exchange would)
+  in a `sapphire.portfolio.Account`: cash for spot, margin and realised PnL for linear
+  derivatives; fees come from the instrument's maker/taker rates (or a `FeeModel`).
+  On arrival an order that opens risk needs `Account.check_order`'s margin or balance
+  at its price (limit price, stop trigger, or the touch for a market order), and a
+  reduce-only order must reduce the position; otherwise it is rejected with the reason
+  (also kept in `reasons`). Resting orders do not reserve margin.
+- **Funding** (`apply_funding`) is paid on the open position at the given mark.
+- **Liquidation** (perpetuals and futures): after every market-data event and funding
+  payment, `LiquidationRule` compares the account's equity at the marks (the last trade
+  price, or the book's mid) with the maintenance margin of its open derivative
+  positions, per settlement currency (cross margin). When equity falls *below* it, the
+  venue cancels the open orders of those instruments and closes every such position
+  at its mark, charging the taker fee plus the liquidation fee. Each close is a
+  `Liquidation` (with its `OrderFilled`, fees and reason), reported after the report
+  delay and returned by the `process_trade`/`process_book` call that releases it;
+  `Liquidation.book(portfolio, bus)` books it on the node's per-strategy positions.
+  No insurance fund: a loss beyond the equity leaves a negative balance.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sapphire.domain import (
+    ClientOrderId,
+    ContractType,
+    Instrument,
+    InstrumentId,
+    LiquiditySide,
+    Order,
+    OrderBook,
+    OrderBookDelta,
+    OrderCanceled,
+    OrderCancelRejected,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderSide,
+    OrderType,
+    StrategyId,
+    TradeId,
+    TradeTick,
+    to_decimal,
+)
+from sapphire.portfolio import Account, Portfolio
+from sapphire.sim.book import BookUpdate
+from sapphire.sim.matching import BookMatcher
+from sapphire.sim.models import FeeModel, FixedLatency, LatencyModel, SlippageModel
+
+__all__ = ["Liquidation", "LiquidationRule", "MarketVenue"]
+
+_ZERO = Decimal(0)
+_DERIVATIVES = frozenset({ContractType.PERPETUAL, ContractType.FUTURE})
+# the volume of a price without a size (`process_price`): enough to fill any order
+_UNLIMITED = 1e15
+# kinds of queued messages
+_SUBMIT, _CANCEL, _AMEND, _REPORT, _LIQUIDATION = range(5)
+
+
+def _rate(name: str, value: object) -> Decimal:
+    rate = to_decimal(value, name)
+    if not _ZERO <= rate < 1:
+        raise ValueError(f"{name} must be a rate in [0, 1), got {rate}")
+    return rate
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidationRule:
+    """When a margined account is liquidated, and what it costs.
+
+    `maintenance_margin_rate` (e.g. 0.005 = 0.5 %) of each open derivative position's
+    notional at the mark is the maintenance margin; an account whose equity in a
+    settlement currency (balance + unrealised PnL) is *below* the maintenance margin of
+    the positions settled in it is liquidated: each position is closed at its mark,
+    paying the taker fee plus `liquidation_fee_rate` of the notional. The bar venue
+    can adopt the same rule (`breached` on its account, `close_fees` for the fills).
+    """
+
+    maintenance_margin_rate: Decimal = Decimal("0.005")
+    liquidation_fee_rate: Decimal = Decimal("0.005")
+
+    def __post_init__(self) -> None:
+        for name in ("maintenance_margin_rate", "liquidation_fee_rate"):
+            object.__setattr__(self, name, _rate(f"LiquidationRule.{name}", getattr(self, name)))
+
+    def maintenance_margin(
+        self, quantity: Decimal, mark: Decimal, multiplier: Decimal = Decimal(1)
+    ) -> Decimal:
+        """``|quantity| * mark * multiplier * maintenance_margin_rate``."""
+        return abs(quantity) * mark * multiplier * self.maintenance_margin_rate
+
+    def margin_by_currency(
+        self, account: Account, marks: dict[InstrumentId, Decimal]
+    ) -> dict[str, Decimal]:
+        """The maintenance margin of `account`'s open derivative positions, per
+        settlement currency (ValueError naming a position without a mark)."""
+        out: dict[str, Decimal] = {}
+        for pos in account.positions.open_positions():
+            inst = account.instrument(pos.instrument_id)
+            mark = marks.get(pos.instrument_id)
+            if mark is None:
+                raise ValueError(f"no mark price for open position {pos.instrument_id}")
+            margin = self.maintenance_margin(pos.quantity, mark, inst.multiplier)
+            out[inst.settlement] = out.get(inst.settlement, _ZERO) + margin
+        return out
+
+    def breached(self, account: Account, marks: dict[InstrumentId, Decimal]) -> list[str]:
+        """The settlement currencies whose equity is below their maintenance margin."""
+        margins = self.margin_by_currency(account, marks)
+        if not margins:
+            return []
+        equity = account.equity_by_currency(marks)
+        return sorted(ccy for ccy, mm in margins.items() if equity.get(ccy, _ZERO) < mm)
+
+    def close_fees(
+        self, instrument: Instrument, quantity: Decimal, price: Decimal
+    ) -> tuple[Decimal, Decimal]:
+        """(taker fee, liquidation fee) of closing `quantity` at `price`."""
+        notional = instrument.notional(abs(quantity), price)
+        return notional * instrument.taker_fee, notional * self.liquidation_fee_rate
+
+    def liquidation_price(
+        self, quantity: Decimal, entry: Decimal, cash: Decimal, multiplier: Decimal = Decimal(1)
+    ) -> Decimal:
+        """The mark at which one position of signed `quantity` entered at `entry`, the
+        only one on an account holding `cash`, reaches its maintenance margin:
+        ``cash + q*m*(P - entry) = |q|*m*P*r``, so
+        ``P = (q*m*entry - cash) / (q*m*(1 - sign(q)*r))``. Any mark strictly beyond
+        it (below for a long, above for a short) liquidates."""
+        q = to_decimal(quantity, "quantity")
+        if q == 0:
+            raise ValueError("a flat position has no liquidation price")
+        sign = 1 if q > 0 else -1
+        qm = q * multiplier
+        return (qm * entry - cash) / (qm * (1 - sign * self.maintenance_margin_rate))
+
+
+@dataclass(frozen=True, slots=True)
+class Liquidation:
+    """The venue closed a position because the account fell below maintenance margin.
+
+    `fill` is the closing execution (a venue-made order id, taker liquidity, its fee the
+    sum of `fee` and `liquidation_fee`); `canceled` the orders canceled before it.
+    """
+
+    instrument_id: InstrumentId
+    ts_ns: int
+    side: OrderSide
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    liquidation_fee: Decimal
+    equity: Decimal
+    maintenance_margin: Decimal
+    reason: str
+    fill: OrderFilled
+    canceled: tuple[ClientOrderId, ...] = ()
+    realized_pnl: Decimal = _ZERO
+
+    def book(self, portfolio: Portfolio, bus: Any = None) -> list[Any]:
+        """Close the strategies' positions in the instrument at the liquidation price.
+
+        The venue closed the account's net position; each strategy holding the
+        instrument is closed at the same price, the fees shared in proportion to the
+        sizes closed (their sum is the venue's). Publishes this liquidation and the
+        position events on `bus` (when given); returns the position events.
+        """
+        holders = []
+        for sid in portfolio.strategies():
+            pos = portfolio.position(StrategyId(sid), self.instrument_id)
+            if pos is not None and pos.quantity != 0:
+                holders.append((sid, pos.quantity))
+        total = sum((abs(q) for _, q in holders), _ZERO)
+        events = []
+        fees = self.fee + self.liquidation_fee
+        for sid, qty in holders:
+            side = OrderSide.SELL if qty > 0 else OrderSide.BUY
+            result = portfolio.apply_fill(
+                sid, self.instrument_id, side, abs(qty), self.price,
+                fees * abs(qty) / total, self.ts_ns,
+            )  # fmt: skip
+            if result.event is not None:
+                events.append(result.event)
+        if bus is not None:
+            bus.publish(self)
+            for event in events:
+                bus.publish(event)
+        return events
+
+
+@dataclass(order=True)
+class _Message:
+    due_ns: int
+    seq: int
+    kind: int = field(compare=False)
+    payload: Any = field(compare=False)
+
+
+class MarketVenue:
+    """A simulated exchange for tick and book data: one `BookMatcher` per instrument,
+    a latency model, a cash/margin `Account`, funding and liquidation.
+
+    `cash` in `currency` (default: the first instrument's settlement currency);
+    `leverage` sets the initial margin of derivative positions; `latency` (default
+    none), `fees` (default the instruments' rates), `slippage` (default none: walking
+    the book is the slippage); `liquidation` None disables liquidation.
+    """
+
+    supports_trailing = False  # trailing stops are emulated by the node
+    supports_contingent = False  # OCO/OTO/bracket are emulated by the node
+
+    def __init__(
+        self,
+        instruments: Iterable[Instrument],
+        *,
+        cash: Decimal | float | str = 10_000,
+        currency: str | None = None,
+        leverage: Decimal | float | str = 1,
+        latency: LatencyModel | None = None,
+        fees: FeeModel | None = None,
+        slippage: SlippageModel | None = None,
+        liquidation: LiquidationRule | None = LiquidationRule(),
+        check_sequence: bool = True,
+        name: str = "SIM",
+    ) -> None:
+        self.instruments = {i.id: i for i in instruments}
+        if not self.instruments:
+            raise ValueError("a MarketVenue needs at least one instrument")
+        first = next(iter(self.instruments.values()))
+        self.currency = currency or first.settlement
+        self.account = Account(
+            self.currency,
+            {self.currency: to_decimal(cash, "cash")},
+            leverage=to_decimal(leverage, "leverage"),
+        )
+        self.latency: LatencyModel = latency or FixedLatency()
+        self.liquidation = liquidation
+        self.name = name
+        several = len(self.instruments) > 1
+        self.matchers = {
+            iid: BookMatcher(
+                inst,
+                fees=fees,
+                slippage=slippage,
+                check_sequence=check_sequence,
+                id_prefix=f"{name}{k}" if several else name,
+            )
+            for k, (iid, inst) in enumerate(self.instruments.items(), start=1)
+        }
+        self.on_event: Callable[[OrderEvent], None] = lambda event: None
+        self.reasons: dict[str, str] = {}
+        self.liquidations: list[Liquidation] = []
+        self.marks: dict[InstrumentId, Decimal] = {}
+        self.fees = _ZERO
+        self.funding = _ZERO
+        self.ts_ns = 0
+        self._orders: dict[str, Order] = {}  # every order the venue was sent
+        self._in_flight: dict[str, int] = {}  # orders sent, not arrived: count per id
+        self._pos: dict[InstrumentId, Decimal] = {}
+        self._queue: list[_Message] = []
+        self._seq = 0
+        self._last_arrival = 0
+        self._last_report = 0
+        self._releasing = False
+        self._released: list[Liquidation] = []
+        self._liq_seq = 0
+
+    # ------------------------------------------------------------------ state
+    def position(self, instrument_id: InstrumentId) -> Decimal:
+        """The account's signed position in `instrument_id` (sum of its fills)."""
+        return self._pos.get(instrument_id, _ZERO)
+
+    def balance(self, currency: str | None = None) -> Decimal:
+        return self.account.balance(currency or self.currency)
+
+    def equity(
+        self, instrument_id: InstrumentId | None = None, price: float | Decimal | None = None
+    ) -> Decimal:
+        """Balances plus open positions marked at the last marks (`instrument_id` at
+        `price` when given), in the account's currency."""
+        marks = dict(self.marks)
+        if instrument_id is not None and price is not None:
+            inst = self.instruments[instrument_id]
+            marks[instrument_id] = inst.make_price(price, quantize=True)
+        return self.account.equity(marks)
+
+    def open_orders(self, instrument_id: InstrumentId | None = None) -> list[Order]:
+        """Orders working at the venue or on their way to it."""
+        ids: list[str] = [
+            w.client_order_id for m in self.matchers.values() for w in m.open_orders()
+        ]
+        ids += [cid for cid in self._in_flight if cid not in ids]
+        return [
+            self._orders[cid]
+            for cid in ids
+            if instrument_id is None or self._orders[cid].instrument_id == instrument_id
+        ]
+
+    def has_work(self, instrument_id: InstrumentId) -> bool:
+        """Whether orders of `instrument_id` are working, or messages are pending."""
+        matcher = self.matchers.get(instrument_id)
+        return bool(self._queue) or (matcher is not None and bool(matcher.open_orders()))
+
+    # ------------------------------------------------------------------ orders in
+    def submit_order(self, order: Order, sizer: Any = None) -> None:
+        """Send an order; it reaches the matcher after the submit delay.
+
+        A `sizer` (the bar venue's size-at-fill) cannot work against a book: refused.
+        """
+        cid = order.client_order_id
+        self._orders[cid] = order
+        if sizer is not None:
+            self._report_now(
+                OrderRejected(
+                    ts_ns=self.ts_ns,
+                    client_order_id=cid,
+                    reason="sizing at the fill is not supported by a book venue: give a quantity",
+                )
+            )
+            return
+        self._in_flight[cid] = self._in_flight.get(cid, 0) + 1
+        self._send(_SUBMIT, order)
+
+    def cancel_order(self, client_order_id: str, ts_ns: int | None = None) -> bool:
+        """Request a cancel (it arrives after the submit delay); False if the order is
+        neither working nor on its way."""
+        if not self._is_live(client_order_id):
+            return False
+        self._send(_CANCEL, ClientOrderId(client_order_id))
+        return True
+
+    def amend_order(
+        self,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        price: Decimal | None = None,
+        trigger_price: Decimal | None = None,
+    ) -> bool:
+        """Request an amendment (it arrives after the submit delay); False if the order
+        is neither working nor on its way. An amendment the matcher refuses on arrival
+        is dropped, its reason kept in `reasons`."""
+        if not self._is_live(client_order_id):
+            return False
+        changes = {"quantity": quantity, "price": price, "trigger_price": trigger_price}
+        self._send(_AMEND, (ClientOrderId(client_order_id), changes))
+        return True
+
+    # ------------------------------------------------------------------ market data in
+    def process_trade(self, tick: TradeTick) -> list[Liquidation]:
+        """Match one trade tick; returns the liquidations reported by now."""
+        matcher = self._matcher(tick.instrument_id)
+        ts = tick.ts_ns
+        self._release(ts)
+        self._advance(ts)
+        self._booked(matcher.on_trade(tick))
+        self.marks[tick.instrument_id] = matcher.instrument.make_price(tick.price, quantize=True)
+        self._after_data(ts)
+        return self._take_released()
+
+    def process_book(self, update: BookUpdate | OrderBookDelta | OrderBook) -> list[Liquidation]:
+        """Apply one book update (snapshot, delta batch or domain snapshot) and match
+        the orders it reaches; returns the liquidations reported by now."""
+        matcher = self._matcher(update.instrument_id)
+        ts = update.ts_ns
+        self._release(ts)
+        self._advance(ts)
+        self._booked(matcher.on_book(update))
+        mid = matcher.book.mid
+        if mid is not None:
+            self.marks[update.instrument_id] = matcher.instrument.make_price(mid, quantize=True)
+        self._after_data(ts)
+        return self._take_released()
+
+    def process_price(
+        self, instrument_id: InstrumentId, ts_ns: int, price: float, size: float | None = None
+    ) -> list[Liquidation]:
+        """A traded price without an aggressor; without a `size` its volume is unlimited
+        (any order at or through the price fills, as on the bar venue)."""
+        tick = TradeTick(
+            instrument_id, ts_ns, price, _UNLIMITED if size is None else size, None,
+            TradeId(f"{self.name}-P{ts_ns}"),
+        )  # fmt: skip
+        return self.process_trade(tick)
+
+    def apply_funding(
+        self, instrument_id: InstrumentId, rate: float | Decimal, mark: float | Decimal, ts: int
+    ) -> Decimal:
+        """Funding at `rate` on the open position valued at `mark` (long pays rate > 0);
+        returns the amount received (negative when paid). A liquidation it causes is
+        returned by the next `process_trade`/`process_book`/`flush`."""
+        inst = self.instruments[instrument_id]
+        self._release(ts)
+        self._advance(ts)
+        if self.position(instrument_id) == 0:
+            return _ZERO
+        mark_px = inst.make_price(mark, quantize=True)
+        amount = self.account.apply_funding(inst, to_decimal(rate, "funding rate"), mark_px, ts)
+        self.funding += amount
+        self.marks[instrument_id] = mark_px
+        self._after_data(ts)
+        return amount
+
+    def flush(self, ts_ns: int | None = None) -> list[Liquidation]:
+        """Deliver everything pending up to `ts_ns` (default: all of it) — the end of a
+        replay, when no more market data will advance the clock."""
+        if ts_ns is None:
+            while self._queue:  # a report may queue more (a reaction with latency)
+                self._release(max(m.due_ns for m in self._queue))
+        else:
+            self._release(ts_ns)
+        return self._take_released()
+
+    # ------------------------------------------------------------------ internals
+    def _matcher(self, instrument_id: InstrumentId) -> BookMatcher:
+        matcher = self.matchers.get(instrument_id)
+        if matcher is None:
+            raise ValueError(f"unknown instrument {instrument_id} at venue {self.name}")
+        return matcher
+
+    def _advance(self, ts_ns: int) -> None:
+        if ts_ns < self.ts_ns:
+            raise ValueError(f"venue time runs backwards: {ts_ns} after {self.ts_ns}")
+        self.ts_ns = ts_ns
+
+    def _is_live(self, cid: str) -> bool:
+        if cid in self._in_flight:
+            return True
+        order = self._orders.get(cid)
+        if order is None:
+            return False
+        return self._matcher(order.instrument_id).order(ClientOrderId(cid)) is not None
+
+    def _push(self, due: int, kind: int, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, _Message(due, self._seq, kind, payload))
+
+    def _send(self, kind: int, payload: Any) -> None:
+        due = max(self.ts_ns + self.latency.submit_delay(), self._last_arrival)
+        self._last_arrival = due
+        self._push(due, kind, payload)
+        self._release(self.ts_ns)
+
+    def _report_now(self, event: OrderEvent) -> None:
+        self._schedule([event])
+        self._release(self.ts_ns)
+
+    def _schedule(self, events: list[Any]) -> None:
+        """Reports of what the venue did now, delivered after one report delay."""
+        if not events:
+            return
+        due = max(self.ts_ns + self.latency.report_delay(), self._last_report)
+        self._last_report = due
+        for event in events:
+            self._push(due, _LIQUIDATION if isinstance(event, Liquidation) else _REPORT, event)
+
+    def _release(self, until: int) -> None:
+        """Process the queued messages due at or before `until`, in time order."""
+        if self._releasing:
+            return  # the outer loop picks up what was queued meanwhile
+        self._releasing = True
+        try:
+            queue = self._queue
+            while queue and queue[0].due_ns <= until:
+                msg = heapq.heappop(queue)
+                self.ts_ns = max(self.ts_ns, msg.due_ns)
+                if msg.kind == _REPORT:
+                    self.on_event(msg.payload)
+                elif msg.kind == _LIQUIDATION:
+                    self._released.append(msg.payload)
+                else:
+                    self._arrive(msg.kind, msg.payload)
+        finally:
+            self._releasing = False
+
+    def _arrive(self, kind: int, payload: Any) -> None:
+        ts = self.ts_ns
+        if kind == _SUBMIT:
+            order: Order = payload
+            cid = order.client_order_id
+            left = self._in_flight.pop(cid, 1) - 1
+            if left:
+                self._in_flight[cid] = left
+            matcher = self.matchers.get(order.instrument_id)
+            reason = (
+                f"unknown instrument {order.instrument_id}"
+                if matcher is None
+                else self._refusal(order, matcher)
+            )
+            if reason is not None or matcher is None:
+                reason = reason or f"no matcher for {order.instrument_id}"
+                self.reasons[cid] = reason
+                self._schedule([OrderRejected(ts_ns=ts, client_order_id=cid, reason=reason)])
+                return
+            self._booked(matcher.submit(order, ts))
+        elif kind == _CANCEL:
+            cid = payload
+            matcher = self.matchers[self._orders[cid].instrument_id]
+            events = matcher.cancel(cid, ts)
+            if matcher.order(cid) is None and any(
+                isinstance(e, OrderCancelRejected) for e in events
+            ):
+                # filled, canceled or expired meanwhile: the node learns that from the
+                # report already on its way; a refusal would reach a terminal order
+                self.reasons[cid] = f"cancel of {cid} arrived after the order was done"
+                events = [e for e in events if not isinstance(e, OrderCancelRejected)]
+            self._booked(events)
+        else:
+            cid, changes = payload
+            matcher = self.matchers[self._orders[cid].instrument_id]
+            if matcher.order(cid) is None:
+                self.reasons[cid] = f"amendment of {cid} arrived after the order was done"
+                return
+            try:
+                self._booked(matcher.modify(cid, ts, **changes))
+            except ValueError as exc:
+                self.reasons[cid] = str(exc)
+
+    def _refusal(self, order: Order, matcher: BookMatcher) -> str | None:
+        """The venue's own checks at arrival (the matcher does the rest)."""
+        inst = matcher.instrument
+        pos = self.position(inst.id)
+        if order.reduce_only:
+            if pos == 0 or pos * order.side.sign > 0 or order.quantity > abs(pos):
+                return (
+                    f"reduce-only {order.side} {order.quantity} would not reduce the "
+                    f"position {pos} in {inst.id}"
+                )
+            return None
+        if order.type is OrderType.MARKET:
+            touch = matcher.book.best_ask if order.side is OrderSide.BUY else matcher.book.best_bid
+            px = (
+                inst.make_price(touch[0], quantize=True)
+                if touch is not None
+                else matcher.last_trade_px
+            )
+        elif order.type is OrderType.STOP_MARKET:
+            px = order.trigger_price
+        else:
+            px = order.price
+        if px is None or px <= 0:
+            return None  # no price to value it: the matcher decides (no liquidity)
+        marks = dict(self.marks)
+        marks.setdefault(inst.id, px)
+        try:
+            return self.account.check_order(inst, order.side, order.quantity, px, marks=marks)
+        except ValueError as exc:
+            return str(exc)
+
+    def _booked(self, events: list[OrderEvent]) -> None:
+        """Book the fills of `events` in the account, then schedule their reports."""
+        for event in events:
+            if isinstance(event, OrderFilled):
+                order = self._orders[event.client_order_id]
+                inst = self.instruments[order.instrument_id]
+                self.account.apply_fill(
+                    inst, order.side, event.last_qty, event.last_px, event.fee,
+                    event.fee_currency, event.ts_ns,
+                )  # fmt: skip
+                self._pos[inst.id] = self.position(inst.id) + order.side.sign * event.last_qty
+                self.fees += event.fee
+            elif isinstance(event, (OrderRejected, OrderCanceled, OrderExpired)):
+                reason = getattr(event, "reason", None)
+                if reason:
+                    self.reasons.setdefault(event.client_order_id, reason)
+        self._schedule(list(events))
+
+    def _after_data(self, ts: int) -> None:
+        if self.liquidation is not None:
+            self._check_liquidation(self.liquidation, ts)
+        self._release(ts)
+
+    def _take_released(self) -> list[Liquidation]:
+        out, self._released = self._released, []
+        return out
+
+    def _check_liquidation(self, rule: LiquidationRule, ts: int) -> None:
+        account = self.account
+        if not account.positions.open_positions():
+            return
+        if any(p.instrument_id not in self.marks for p in account.positions.open_positions()):
+            return  # a position without a mark cannot be valued yet
+        breached = rule.breached(account, self.marks)
+        for ccy in breached:
+            equity = account.equity_by_currency(self.marks).get(ccy, _ZERO)
+            margin = rule.margin_by_currency(account, self.marks)[ccy]
+            for pos in list(account.positions.open_positions()):
+                inst = self.instruments[pos.instrument_id]
+                if inst.settlement == ccy and inst.contract_type in _DERIVATIVES:
+                    self._liquidate(rule, inst, ts, equity, margin)
+
+    def _liquidate(
+        self, rule: LiquidationRule, inst: Instrument, ts: int, equity: Decimal, margin: Decimal
+    ) -> None:
+        matcher = self.matchers[inst.id]
+        canceled = []
+        reports: list[Any] = []
+        for work in matcher.open_orders():
+            reports += matcher.cancel(work.client_order_id, ts)
+            self.reasons[work.client_order_id] = "canceled by the liquidation of the position"
+            canceled.append(work.client_order_id)
+        qty = self.position(inst.id)
+        mark = self.marks[inst.id]
+        side = OrderSide.SELL if qty > 0 else OrderSide.BUY
+        fee, liq_fee = rule.close_fees(inst, qty, mark)
+        reason = (
+            f"liquidation of {qty} {inst.id} at mark {mark}: equity {equity} {inst.settlement} "
+            f"below the maintenance margin {margin} "
+            f"(rate {rule.maintenance_margin_rate})"
+        )
+        self._liq_seq += 1
+        fill = OrderFilled(
+            ts_ns=ts,
+            client_order_id=ClientOrderId(f"{self.name}-LIQ-{self._liq_seq}"),
+            trade_id=TradeId(f"{self.name}-LT{self._liq_seq}"),
+            last_qty=abs(qty),
+            last_px=mark,
+            liquidity=LiquiditySide.TAKER,
+            fee=fee + liq_fee,
+            fee_currency=inst.settlement,
+        )
+        realized = self.account.apply_fill(
+            inst, side, abs(qty), mark, fee + liq_fee, inst.settlement, ts
+        )
+        self._pos[inst.id] = _ZERO
+        self.fees += fee + liq_fee
+        liquidation = Liquidation(
+            instrument_id=inst.id, ts_ns=ts, side=side, quantity=abs(qty), price=mark,
+            fee=fee, liquidation_fee=liq_fee, equity=equity, maintenance_margin=margin,
+            reason=reason, fill=fill, canceled=tuple(canceled), realized_pnl=realized,
+        )  # fmt: skip
+        self.liquidations.append(liquidation)
+        self._schedule([*reports, liquidation])
