@@ -91,10 +91,15 @@ def _clean(value: Any) -> Any:
     kind = type(value)  # exact-type fast paths first: this runs for every stored trial
     if kind is float:
         return value if value - value == 0.0 else None  # NaN and ±inf give NaN here
-    if kind is list:
-        return [_clean(v) for v in value]
+    if kind is list:  # floats inline: the moments' blocks are lists of float triples
+        return [(v if v - v == 0.0 else None) if type(v) is float else _clean(v) for v in value]
     if kind is dict:
-        return {k if type(k) is str else str(k): _clean(v) for k, v in value.items()}
+        return {
+            k if type(k) is str else str(k): (v if v - v == 0.0 else None)
+            if type(v) is float
+            else _clean(v)
+            for k, v in value.items()
+        }
     if kind is str or kind is int or kind is bool or value is None:
         return value
     if isinstance(value, dict):
