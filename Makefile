@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/backtest_speed.py
 	$(PY) benchmarks/startup_time.py
 	$(PY) benchmarks/optimize_speed.py
+	$(PY) benchmarks/event_speed.py
+	$(PY) benchmarks/tick_to_order_latency.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
