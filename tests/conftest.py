@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# gRPC (Ray Client) reads this when it first loads: its default epoll1 poller can abort
+# a process that used a "ray://" connection (see sapphire.optimize.executor.import_ray)
+os.environ.setdefault("GRPC_POLL_STRATEGY", "poll")
 
 import pandas as pd
 import pytest

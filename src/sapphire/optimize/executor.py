@@ -373,6 +373,11 @@ class LocalExecutor:
 
 def import_ray() -> Any:
     """Import Ray, or say how to install it."""
+    # grpcio >= 1.8x can abort the process in its default epoll1 poller when a Ray
+    # Client ("ray://") connection is used ("Check failed: next_worker->state ==
+    # KICKED"); the portable poll poller does not. Set before gRPC first loads; a
+    # user's own setting wins.
+    os.environ.setdefault("GRPC_POLL_STRATEGY", "poll")
     try:
         import ray
     except ImportError as exc:
