@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ class _Timer:
         self.callback = callback
 
 
-class Clock:
+class Clock(ABC):
     """Time and timers; subclasses say where `now` comes from."""
 
     def __init__(self) -> None:
@@ -50,8 +51,9 @@ class Clock:
         # the earliest due time of any timer (a float so that "none" is +inf)
         self.next_due: float = float("inf")
 
+    @abstractmethod
     def now_ns(self) -> int:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The current time, int nanoseconds since the epoch (UTC)."""
 
     def set_timer(
         self,
@@ -111,7 +113,7 @@ class Clock:
         self._set_time(ts_ns)
         return fired
 
-    def _set_time(self, ts_ns: int) -> None:
+    def _set_time(self, ts_ns: int) -> None:  # noqa: B027 - a no-op by default
         """Simulated clocks move; the wall clock ignores it."""
 
 
