@@ -65,6 +65,9 @@ def test_backtest_prints_a_table_and_writes_the_report(tmp_path: Path) -> None:
         (["--taker-fee", "0.2"], "taker_fee=0.2 is invalid"),
         (["--stop-loss", "2"], "stop_loss=2.0 is invalid"),
         (["--data", "NO/SUCH:SYMBOL"], "NO/SUCH:SYMBOL"),
+        (["--risk-profile", "conservative"], "risk_profile needs engine='event'"),
+        (["--maintenance-margin", "0.005"], "maintenance_margin need engine='event'"),
+        (["--engine", "event", "--risk-profile", "careful"], "unknown risk profile 'careful'"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_code_2(args: list[str], message: str) -> None:
@@ -72,6 +75,22 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(args: list[str], message: s
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_event_backtest_with_a_risk_profile_and_liquidation() -> None:
+    result = runner.invoke(
+        app,
+        ["backtest", "--engine", "event", "--risk-profile", "conservative",
+         "--maintenance-margin", "0.005", "--size", "0.1", "--fee", "0.001", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["n_trades"] > 50
+    # 5 BTC on 10,000 cash without leverage: the profile's balance check denies entries
+    big = runner.invoke(
+        app, ["backtest", "--engine", "event", "--risk-profile", "conservative", "--size", "5"]
+    )
+    assert big.exit_code == 0, big.output
+    assert "denied by risk" in big.output
 
 
 def test_backtest_reads_a_file_and_resamples(tmp_path: Path, btc_df: pd.DataFrame) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,11 +19,20 @@ from sapphire.strategy.registry import get_strategy
 
 SizeMode = Literal["fixed", "notional", "equity"]
 SIZE_MODES = {"fixed": K.SIZE_FIXED, "notional": K.SIZE_NOTIONAL, "equity": K.SIZE_EQUITY}
-EXIT_REASONS = np.array(["", "signal", "stop_loss", "take_profit", "trailing_stop", "end"])
+EXIT_REASONS = np.array(
+    ["", "signal", "stop_loss", "take_profit", "trailing_stop", "end", "liquidation", "kill_switch"]
+)
 ORDER_TYPES = np.array(["market", "limit", "stop"])
 ORDER_STATUS = np.array(["filled", "expired", "rejected"])
-REJECT_REASONS = np.array(["", "size below lot", "insufficient margin", "invalid entry price"])
-ROLES = np.array(["entry", "signal", "stop_loss", "take_profit", "trailing_stop", "end"])
+REJECT_REASONS = np.array(
+    ["", "size below lot", "insufficient margin", "invalid entry price", "denied by risk"]
+)
+ROLES = np.array(
+    [
+        "entry", "signal", "stop_loss", "take_profit", "trailing_stop", "end", "liquidation",
+        "kill_switch",
+    ]
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -218,10 +228,16 @@ class Backtest:
         resample: str | None = None,
         gaps: Literal["keep", "ffill", "fail"] = "keep",
         engine: Literal["vector", "event"] = "vector",
+        maintenance_margin: float | None = None,
+        liquidation_fee: float | None = None,
+        risk_profile: Any = None,
         **params: Any,
     ) -> None:
         if engine not in ("vector", "event"):
             raise ValueError(f"engine={engine!r} is invalid: expected 'vector' or 'event'")
+        self.liquidation = self._liquidation_rule(engine, maintenance_margin, liquidation_fee)
+        self.risk_profile = self._risk_profile(engine, risk_profile)
+        self.event_run: Any = None  # the last event-driven run (node, monitor, refusals)
         if engine == "event" and fill_at != "open":
             raise ValueError(
                 "engine='event' fills signal orders at the next bar's open: fill_at='close' "
@@ -256,6 +272,64 @@ class Backtest:
             funding = read_funding(funding)
         self.funding = align_funding(funding, self.bars) if funding is not None else None
         self._index: pd.DatetimeIndex | None = None
+
+    @staticmethod
+    def _risk_profile(engine: str, risk_profile: Any) -> Any:
+        """A `RiskProfile` from a built-in name or a profile (None: no risk checks)."""
+        if risk_profile is None:
+            return None
+        if engine != "event":
+            raise ValueError(
+                "risk_profile needs engine='event': the vectorised kernel has no pre-trade "
+                "checks or portfolio limits"
+            )
+        from sapphire.risk import RiskProfile, profile
+
+        if isinstance(risk_profile, str):
+            return profile(risk_profile)
+        if not isinstance(risk_profile, RiskProfile):
+            raise ValueError(
+                f"risk_profile={risk_profile!r} is invalid: expected a profile name or a "
+                "RiskProfile"
+            )
+        return risk_profile
+
+    @staticmethod
+    def _liquidation_rule(
+        engine: str, maintenance_margin: float | None, liquidation_fee: float | None
+    ) -> Any:
+        """The event venue's `LiquidationRule` (None: no liquidation)."""
+        given = [
+            name
+            for name, value in (
+                ("maintenance_margin", maintenance_margin),
+                ("liquidation_fee", liquidation_fee),
+            )
+            if value is not None
+        ]
+        if not given:
+            return None
+        if engine != "event":
+            raise ValueError(
+                f"{' and '.join(given)} need engine='event': the vectorised kernel does not "
+                "model liquidation"
+            )
+        if maintenance_margin is None:
+            raise ValueError("liquidation_fee needs maintenance_margin (the liquidation rule)")
+        from sapphire.sim.exchange import LiquidationRule
+
+        for name, value in (
+            ("maintenance_margin", maintenance_margin),
+            ("liquidation_fee", liquidation_fee),
+        ):
+            if value is not None and not (np.isfinite(value) and 0 <= value < 1):
+                raise ValueError(f"{name}={value!r} is invalid: expected a rate in [0, 1)")
+        return LiquidationRule(
+            maintenance_margin_rate=Decimal(repr(float(maintenance_margin))),
+            liquidation_fee_rate=Decimal(repr(float(liquidation_fee)))
+            if liquidation_fee is not None
+            else Decimal("0.005"),
+        )
 
     @staticmethod
     def _load(
@@ -423,8 +497,10 @@ class Backtest:
             maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee,
             slippage_bps=cfg.slippage_bps, slippage_ticks=cfg.slippage_ticks,
             tick_size=cfg.tick_size, lot_size=cfg.lot_size, intrabar=cfg.intrabar,
-            funding=funding if len(funding) else None,
+            funding=funding if len(funding) else None, liquidation=self.liquidation,
+            risk_profile=self.risk_profile,
         )  # fmt: skip
+        self.event_run = run
         return run.equity, run.orders, run.trades, run.scalars
 
     def _times(self, bar: NDArray[np.float64]) -> pd.DatetimeIndex:
@@ -519,6 +595,15 @@ class Backtest:
             "funding": self.funding is not None,
             "timeframe": str(pd.Timedelta(self.bars.timeframe_ns, unit="ns")),
             "engine": self.engine,
+            **(
+                {
+                    "maintenance_margin": float(self.liquidation.maintenance_margin_rate),
+                    "liquidation_fee": float(self.liquidation.liquidation_fee_rate),
+                }
+                if self.liquidation is not None
+                else {}
+            ),
+            **({"risk_profile": self.risk_profile.name} if self.risk_profile is not None else {}),
         }
 
 

@@ -25,12 +25,26 @@ from sapphire.domain import (
     OrderSubmitted,
     OrderType,
 )
-from sapphire.engine import BarFeed, FundingPaid, SignalArrays, TradingNode, VectorAdapter
+from sapphire.engine import (
+    BarFeed,
+    FundingPaid,
+    RiskMonitor,
+    SignalArrays,
+    TradingNode,
+    VectorAdapter,
+)
+from sapphire.risk import RiskProfile
 from sapphire.sim import kernel as K
-from sapphire.sim.venue import FillModel, SimulatedVenue
+from sapphire.sim.exchange import Liquidation, LiquidationRule
+from sapphire.sim.venue import LIQUIDATION_CANCEL, FillModel, SimulatedVenue
 from sapphire.strategy.base import Bars, Strategy
 
-__all__ = ["EventRun", "run_event_backtest"]
+__all__ = ["REASON_RISK", "ROLE_KILL_SWITCH", "ROLE_LIQUIDATION", "EventRun", "run_event_backtest"]
+
+# roles (and a trade's exit reasons) the kernel has not: a venue liquidation, and the
+# kill switch's closing orders; a pre-trade risk denial's rejection reason
+ROLE_LIQUIDATION, ROLE_KILL_SWITCH = 6, 7
+REASON_RISK = 4
 
 _ROLE = {
     "entry": K.ROLE_ENTRY,
@@ -39,6 +53,7 @@ _ROLE = {
     "take_profit": K.ROLE_TAKE_PROFIT,
     "trailing_stop": K.ROLE_TRAILING,
     "end": K.ROLE_END,
+    "kill_switch": ROLE_KILL_SWITCH,
 }
 _TYPE = {OrderType.MARKET: K.MARKET, OrderType.LIMIT: K.LIMIT}
 _REASON = {"size below lot": K.REASON_LOT, "insufficient margin": K.REASON_MARGIN}
@@ -53,6 +68,8 @@ class EventRun:
     trades: NDArray[np.float64]
     scalars: NDArray[np.float64]
     node: TradingNode
+    monitor: RiskMonitor | None = None
+    refusals: tuple[tuple[int, str, str], ...] = ()  # (bar, order id, reason)
 
 
 class _Recorder:
@@ -68,6 +85,7 @@ class _Recorder:
         self.marks: list[tuple[int, float, float]] = []  # (bar, cash, position)
         self.fees = Decimal(0)
         self.funding = Decimal(0)
+        self.reasons: list[tuple[int, str, str]] = []  # (bar, order id, why refused)
         self._trade: list[float] | None = None
         self._trade_funding = Decimal(0)
         self._entry_fee = Decimal(0)
@@ -79,6 +97,7 @@ class _Recorder:
         bus.subscribe(OrderExpired, self.on_expired)
         bus.subscribe(OrderCanceled, self.on_canceled)
         bus.subscribe(FundingPaid, self.on_funding)
+        bus.subscribe(Liquidation, self.on_liquidation)
 
     def on_funding(self, event: FundingPaid) -> None:
         self.cash += event.amount
@@ -94,7 +113,11 @@ class _Recorder:
 
     def on_refused(self, event: OrderRejected | OrderDenied) -> None:
         order = self.node.orders[event.client_order_id]
-        self._row(order, K.REJECTED, _REASON.get(event.reason, K.REASON_NONE))
+        self.reasons.append((self.node.bar_index, str(event.client_order_id), event.reason))
+        if isinstance(event, OrderDenied):
+            self._row(order, K.REJECTED, REASON_RISK)
+        else:
+            self._row(order, K.REJECTED, _REASON.get(event.reason, K.REASON_NONE))
 
     def on_expired(self, event: OrderExpired) -> None:
         self._row(self.node.orders[event.client_order_id], K.EXPIRED, K.REASON_NONE)
@@ -103,6 +126,8 @@ class _Recorder:
         cid = event.client_order_id
         order = self.node.orders[cid]
         reason = self.node.venue.reasons.get(cid)
+        if reason == LIQUIDATION_CANCEL:
+            return  # a working order dropped by a liquidation: not an order outcome
         if reason is not None:
             self._row(order, K.REJECTED, _REASON.get(reason, K.REASON_NONE))
         elif self.node.tags.get(cid) == "entry" and order.type is not OrderType.MARKET:
@@ -136,26 +161,41 @@ class _Recorder:
             ]
         )
 
+    def on_liquidation(self, liq: Liquidation) -> None:
+        """The venue closed the position: a taker market fill with role `liquidation`."""
+        fill = liq.fill
+        bar = self.node.bar_index
+        self.orders.append(
+            [
+                bar, bar, float(liq.side.sign), K.MARKET, ROLE_LIQUIDATION,
+                float(liq.quantity), np.nan, float(liq.price), float(fill.fee), K.FILLED,
+                K.REASON_NONE, 0.0,
+            ]
+        )  # fmt: skip
+        self._book(liq.side.sign, liq.quantity, liq.price, fill.fee, ROLE_LIQUIDATION)
+
     def _fill(self, order: Order, fill: OrderFilled) -> None:
-        sign = order.side.sign
-        qty, px, fee = fill.last_qty, fill.last_px, fill.fee
+        self._row(order, K.FILLED, K.REASON_NONE, fill)
+        tag = self.node.tags.get(order.client_order_id, "signal")
+        role = _ROLE.get(tag, K.ROLE_SIGNAL)
+        self._book(order.side.sign, fill.last_qty, fill.last_px, fill.fee, role)
+
+    def _book(self, sign: int, qty: Decimal, px: Decimal, fee: Decimal, role: int) -> None:
         self.cash -= sign * qty * px + fee
         self.fees += fee
         before = self.pos
         self.pos += sign * qty
         bar = self.node.bar_index
-        self._row(order, K.FILLED, K.REASON_NONE, fill)
         if before == 0:
             self._trade = [bar, float(sign), float(qty), float(px)]
             self._entry_fee = fee
             self._trade_funding = Decimal(0)
         elif self.pos == 0 and self._trade is not None:
             entry_bar, side, size, entry_px = self._trade
-            tag = self.node.tags.get(order.client_order_id, "signal")
             self.trades.append(
                 [
                     entry_bar, bar, side, size, entry_px, float(px), float(self._entry_fee),
-                    float(fee), float(self._trade_funding), _ROLE.get(tag, K.ROLE_SIGNAL),
+                    float(fee), float(self._trade_funding), role,
                 ]
             )  # fmt: skip
             self._trade = None
@@ -199,8 +239,16 @@ def run_event_backtest(
     lot_size: float = 0.0,
     intrabar: str = "path",
     funding: NDArray[np.float64] | None = None,
+    liquidation: LiquidationRule | None = None,
+    risk_profile: RiskProfile | None = None,
 ) -> EventRun:
-    """Replay `bars` through a node running `strategy` (or its precomputed `signals`)."""
+    """Replay `bars` through a node running `strategy` (or its precomputed `signals`).
+
+    `liquidation` (None: none, as the kernel) lets the venue liquidate the position
+    when the equity falls below the maintenance margin at a path point. `risk_profile`
+    checks every order with the profile's pre-trade limits and feeds its portfolio
+    limits the equity at each bar's close (`RiskMonitor`: REDUCING/HALTED states, the
+    kill switch cancels and flattens on HALTED)."""
     n = len(bars)
     iid = InstrumentId(symbol.replace(" ", "_").replace("@", "_") or "bars", "SIM")
     instrument = Instrument(
@@ -215,13 +263,26 @@ def run_event_backtest(
         leverage=leverage,
         fill_model=FillModel(slippage_bps, slippage_ticks, tick_size),
         intrabar="worst" if intrabar == "worst" else "path",
+        liquidation=liquidation,
     )
-    node = TradingNode(venue, run_id="bt", bracket_tick=tick_size)
+    node = TradingNode(
+        venue,
+        run_id="bt",
+        bracket_tick=tick_size,
+        risk=risk_profile.risk_engine() if risk_profile is not None else None,
+    )
+    venue.on_liquidation = lambda liq: liq.book(node.portfolio, node.bus)
     adapter = VectorAdapter(
         strategy, iid, bars=bars, signals=signals, size=size, size_mode=size_mode,  # type: ignore[arg-type]
         lot=lot_size, strategy_id="s",
     )  # fmt: skip
+    monitor = None
+    if risk_profile is not None:
+        # added first: it sees each bar's close before the adapter acts on its signals
+        monitor = RiskMonitor(risk_profile.portfolio_limits(), strategy_capital={"s": cash})
+        node.add_strategy(monitor, bars=[iid])
     node.add_strategy(adapter, bars=[iid])
+    node.bus.subscribe(Liquidation, adapter.on_liquidation)
     rec = _Recorder(node, cash)
     feed = BarFeed(
         iid, bars.time, bars.open, bars.high, bars.low, bars.close, bars.volume,
@@ -248,4 +309,4 @@ def run_event_backtest(
     scalars[K.S_N_TRADES] = len(rec.trades)
     orders = np.asarray(rec.orders, dtype=np.float64).reshape(-1, K.ORDER_FIELDS)
     trades = np.asarray(rec.trades, dtype=np.float64).reshape(-1, K.TRADE_FIELDS)
-    return EventRun(equity, orders, trades, scalars, node)
+    return EventRun(equity, orders, trades, scalars, node, monitor, tuple(rec.reasons))

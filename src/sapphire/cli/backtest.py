@@ -23,10 +23,13 @@ from sapphire.cli.options import (
     IntrabarOpt,
     JsonOpt,
     LeverageOpt,
+    LiquidationFeeOpt,
     LotSizeOpt,
+    MaintenanceMarginOpt,
     MakerFeeOpt,
     ParamOpt,
     ResampleOpt,
+    RiskProfileOpt,
     SizeModeOpt,
     SizeOpt,
     SlippageBpsOpt,
@@ -126,6 +129,9 @@ def backtest_command(
     resample: ResampleOpt = None,
     gaps: GapsOpt = "keep",
     engine: EngineOpt = "vector",
+    risk_profile: RiskProfileOpt = None,
+    maintenance_margin: MaintenanceMarginOpt = None,
+    liquidation_fee: LiquidationFeeOpt = None,
     trades_out: Annotated[Path | None, typer.Option(help="Write the trades to this CSV.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
     as_json: JsonOpt = False,
@@ -136,13 +142,16 @@ def backtest_command(
 
     try:
         params: dict[str, Any] = parse_params(param)
-        result = Backtest(
+        bt = Backtest(
             _data_source(data),
             strategy,
             symbol="BTC-PERP (sample)" if data == SAMPLE else None,
             start=start,
             end=end,
             engine=cast(Literal["vector", "event"], engine),
+            risk_profile=_risk_profile(risk_profile),
+            maintenance_margin=maintenance_margin,
+            liquidation_fee=liquidation_fee,
             **backtest_kwargs(
                 cash=cash,
                 size=size,
@@ -167,9 +176,15 @@ def backtest_command(
                 gaps=gaps,
             ),
             **params,
-        ).run()
+        )
+        result = bt.run()
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
+
+    monitor = bt.event_run.monitor if bt.event_run is not None else None
+    for event in monitor.events if monitor is not None else ():
+        if getattr(event, "kind", None) is not None:
+            err_console.print(f"[yellow]risk:[/] {event.reason}", highlight=False)
 
     rejected = result.orders[result.orders["status"] == "rejected"]
     if len(rejected):
@@ -193,6 +208,15 @@ def backtest_command(
     console.print(metrics_table({result.strategy: result.metrics}, title))
     for key, path in outputs.items():
         console.print(f"{key.replace('_', ' ')}: {path}", soft_wrap=True)
+
+
+def _risk_profile(value: str | None) -> Any:
+    """A built-in profile name as is, or a RiskProfile read from a YAML file."""
+    if value is None or not value.endswith((".yaml", ".yml")):
+        return value
+    from sapphire.risk import RiskProfile
+
+    return RiskProfile.from_yaml(Path(value).read_text(encoding="utf-8"))
 
 
 def demo_command(

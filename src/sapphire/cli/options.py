@@ -50,6 +50,23 @@ EngineOpt = Annotated[
     str,
     typer.Option(help="vector (compiled kernel) or event (the trading node; same trades)."),
 ]
+RiskProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Event engine: a risk profile (conservative, aggressive or a YAML file): "
+        "pre-trade checks, and portfolio limits fed each bar (halt + kill switch)."
+    ),
+]
+MaintenanceMarginOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Event engine: liquidate when equity < |qty| * price * this rate (e.g. 0.005)."
+    ),
+]
+LiquidationFeeOpt = Annotated[
+    float | None,
+    typer.Option(help="Event engine: liquidation fee, fraction of notional (default 0.005)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 

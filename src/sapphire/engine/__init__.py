@@ -8,6 +8,7 @@ from sapphire.engine.adapter import SignalArrays, VectorAdapter, prepare_signals
 from sapphire.engine.bus import MessageBus
 from sapphire.engine.clock import Clock, SimulatedClock, TimeEvent, WallClock
 from sapphire.engine.node import BarFeed, FundingPaid, TradingNode, Venue
+from sapphire.engine.risk_monitor import RiskMonitor
 from sapphire.engine.strategy import EventStrategy
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "EventStrategy",
     "FundingPaid",
     "MessageBus",
+    "RiskMonitor",
     "SignalArrays",
     "SimulatedClock",
     "TimeEvent",

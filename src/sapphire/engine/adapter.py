@@ -375,6 +375,13 @@ class VectorAdapter(EventStrategy):
                 if o.parent_order_id == cid and o.strategy_id == self.strategy_id
             ] or self.children
 
+    def on_liquidation(self, liquidation: Any) -> None:
+        """The venue liquidated the position (a `sapphire.sim.exchange.Liquidation`,
+        booked on the node's portfolio): flat, its bracket legs already canceled."""
+        if liquidation.instrument_id == self.instrument_id:
+            self.pos = Decimal(0)
+            self.children = []
+
     def on_order_update(self, order: Order, event: OrderEvent) -> None:
         cid = order.client_order_id
         if order.is_terminal:

@@ -43,6 +43,7 @@ from typing import Literal
 
 from sapphire.domain import (
     ClientOrderId,
+    ContractType,
     Instrument,
     InstrumentId,
     LiquiditySide,
@@ -62,8 +63,12 @@ from sapphire.domain import (
 )
 from sapphire.domain.events import trusted_builder
 from sapphire.portfolio import Account
+from sapphire.sim.exchange import Liquidation, LiquidationRule
 
-__all__ = ["FillModel", "SimulatedVenue", "Sizer"]
+__all__ = ["LIQUIDATION_CANCEL", "FillModel", "SimulatedVenue", "Sizer"]
+
+# why the venue canceled an order when it liquidated the position (`venue.reasons`)
+LIQUIDATION_CANCEL = "canceled by the liquidation of the position"
 
 Sizer = Callable[[Decimal, Decimal], "Decimal | str"]
 _ZERO = Decimal(0)
@@ -71,6 +76,7 @@ _ZERO = Decimal(0)
 _STOP, _TRAIL, _LIMIT = 0, 1, 2
 _MAKER, _TAKER = LiquiditySide.MAKER, LiquiditySide.TAKER
 _BUY, _SELL = OrderSide.BUY, OrderSide.SELL
+_DERIVATIVES = frozenset({ContractType.PERPETUAL, ContractType.FUTURE})
 # constructors without validation, for the events of values the venue made itself
 _new_filled = trusted_builder(OrderFilled)
 _new_accepted = trusted_builder(OrderAccepted)
@@ -223,7 +229,13 @@ class SimulatedVenue:
     `instruments`: what it lists; `cash` in `currency` (default: the first instrument's
     settlement currency); `leverage` None = no margin limit (as the backtester);
     `intrabar` "path" or "worst"; `native_trailing=False` makes the venue refuse
-    trailing stops (the node then emulates them).
+    trailing stops (the node then emulates them). `liquidation` (a `LiquidationRule`,
+    default None: no liquidation, the kernel's behaviour) checks the account at every
+    path point of every bar (open, first extreme, second extreme, close, after the
+    orders reached on the segment to it) and liquidates the derivative positions at that
+    price when equity falls below the maintenance margin; each `Liquidation` is kept in
+    `liquidations` and passed to `on_liquidation` (the owner books it on the node's
+    portfolio with `Liquidation.book`).
     """
 
     supports_trailing: bool
@@ -239,6 +251,7 @@ class SimulatedVenue:
         fill_model: FillModel | None = None,
         intrabar: Literal["path", "worst"] = "path",
         native_trailing: bool = True,
+        liquidation: LiquidationRule | None = None,
         name: str = "SIM",
     ) -> None:
         self.instruments = {i.id: i for i in instruments}
@@ -261,6 +274,10 @@ class SimulatedVenue:
         self.supports_trailing = native_trailing
         self.name = name
         self.on_event: Callable[[OrderEvent], None] = lambda event: None
+        self.liquidation = liquidation
+        self.liquidations: list[Liquidation] = []
+        self.on_liquidation: Callable[[Liquidation], object] = lambda liquidation: None
+        self._liq_seq = 0
         self.reasons: dict[str, str] = {}  # why the venue rejected/canceled an order
         self._books = {iid: _Book(inst) for iid, inst in self.instruments.items()}
         self._orders: dict[str, _Resting] = {}
@@ -293,9 +310,13 @@ class SimulatedVenue:
     def balance(self, currency: str | None = None) -> Decimal:
         return self.account.balance(currency or self.currency)
 
-    def book_of(self, instrument_id: InstrumentId) -> _Book:
+    def book_of(self, instrument_id: InstrumentId) -> _Book | None:
         """The working-order lists of one instrument (`queued` market orders, `resting`
-        orders); the node's replay loop reads them to skip bars with nothing to match."""
+        orders); the node's replay loop reads them to skip bars with nothing to match.
+        None with a liquidation rule: every bar must reach the venue, which watches the
+        margin of open positions even when no order works."""
+        if self.liquidation is not None:
+            return None
         return self._books[instrument_id]
 
     def has_work(self, instrument_id: InstrumentId) -> bool:
@@ -404,6 +425,9 @@ class SimulatedVenue:
         """Match the working orders of `instrument_id` against one bar."""
         book = self._books[instrument_id]
         self._ts = ts_ns
+        if self.liquidation is not None:
+            self._bar_with_liquidation(book, ts_ns, o, h, lo, c, end_ns)
+            return
         if book.queued:
             self._fill_queued(book, o)
         if book.resting and _reachable(book.resting, lo, h):
@@ -421,13 +445,105 @@ class SimulatedVenue:
                 self._walk(book, first, second)
             if book.resting:
                 self._walk(book, second, c)
+        self._expire(book, ts_ns, end_ns)
+        book.last = c
+
+    def _expire(self, book: _Book, ts_ns: int, end_ns: int) -> None:
         for r in [r for r in book.resting if r.expire_ns is not None and r.expire_ns <= end_ns]:
             self._orders.pop(r.cid, None)
             book.resting.remove(r)
             self.on_event(
                 OrderExpired(event_id=self._event_id(), ts_ns=ts_ns, client_order_id=r.cid)
             )
+
+    # ------------------------------------------------------------------ liquidation
+    def _bar_with_liquidation(
+        self, book: _Book, ts_ns: int, o: float, h: float, lo: float, c: float, end_ns: int
+    ) -> None:
+        """`process_bar` with a liquidation rule: the same walk, and the margin check at
+        each path point (after the orders reached on the segment leading to it)."""
+        iid = book.instrument.id
+        if book.queued:
+            self._fill_queued(book, o)
+        if self.worst:
+            pos = self.position(iid)
+            d = float(pos) if pos else (book.resting[0].sign if book.resting else 1.0)
+            low_first = d > 0.0
+        else:
+            low_first = o - lo < h - o
+        first, second = (lo, h) if low_first else (h, lo)
+        if book.resting:
+            self._walk(book, o, o)
+        self._check_liquidation(book, o)
+        for a, b in ((o, first), (first, second), (second, c)):
+            if book.resting:
+                self._walk(book, a, b)
+            self._check_liquidation(book, b)
+        self._expire(book, ts_ns, end_ns)
         book.last = c
+
+    def _check_liquidation(self, book: _Book, price: float) -> None:
+        rule = self.liquidation
+        if rule is None or not any(self._pos.values()):
+            return
+        iid = book.instrument.id
+        marks = {i: _px(b.last) for i, b in self._books.items() if b.last == b.last}
+        marks[iid] = _px(price)
+        account = self.account
+        if any(p.instrument_id not in marks for p in account.positions.open_positions()):
+            return  # a position without a mark cannot be valued yet
+        for ccy in rule.breached(account, marks):
+            equity = account.equity_by_currency(marks).get(ccy, _ZERO)
+            margin = rule.margin_by_currency(account, marks)[ccy]
+            for i, qty in list(self._pos.items()):
+                inst = self.instruments[i]
+                if qty != 0 and inst.settlement == ccy and inst.contract_type in _DERIVATIVES:
+                    self._liquidate(rule, self._books[i], marks[i], equity, margin)
+
+    def _liquidate(
+        self, rule: LiquidationRule, book: _Book, mark: Decimal, equity: Decimal, margin: Decimal
+    ) -> None:
+        """Cancel the instrument's working orders, close its position at `mark` (taker
+        fee + liquidation fee) and report a `Liquidation`."""
+        inst = book.instrument
+        ts = self._ts
+        canceled = []
+        for r in [*book.queued, *book.resting]:
+            self._remove(r)
+            self._orders.pop(r.cid, None)
+            self._cancel_venue(r, ts, LIQUIDATION_CANCEL)
+            canceled.append(r.cid)
+        qty = self._pos[inst.id]
+        side = _SELL if qty > 0 else _BUY
+        fee, liq_fee = rule.close_fees(inst, qty, mark)
+        reason = (
+            f"liquidation of {qty} {inst.id} at {mark}: equity {equity} {inst.settlement} "
+            f"below the maintenance margin {margin} (rate {rule.maintenance_margin_rate})"
+        )
+        self._liq_seq += 1
+        fill = OrderFilled(
+            event_id=self._event_id(),
+            ts_ns=ts,
+            client_order_id=ClientOrderId(f"{self.name}-LIQ-{self._liq_seq}"),
+            trade_id=TradeId(f"{self.name}-LT{self._liq_seq}"),
+            last_qty=abs(qty),
+            last_px=mark,
+            liquidity=_TAKER,
+            fee=fee + liq_fee,
+            fee_currency=inst.settlement,
+        )
+        realized = self.account.apply_fill(
+            inst, side, abs(qty), mark, fee + liq_fee, inst.settlement, ts
+        )
+        self._pos[inst.id] = _ZERO
+        self.fees += fee + liq_fee
+        liquidation = Liquidation(
+            instrument_id=inst.id, ts_ns=ts, side=side, quantity=abs(qty), price=mark,
+            fee=fee, liquidation_fee=liq_fee, equity=equity, maintenance_margin=margin,
+            reason=reason, fill=fill, canceled=tuple(canceled), realized_pnl=realized,
+        )  # fmt: skip
+        self.liquidations.append(liquidation)
+        self.on_liquidation(liquidation)
 
     def process_price(self, instrument_id: InstrumentId, ts_ns: int, price: float) -> None:
         """Match against one traded price (a trade tick): the segment last -> price."""

@@ -4,6 +4,7 @@ and the domain events it emits (hand-worked examples of docs/backtest.md's rules
 from __future__ import annotations
 
 from decimal import Decimal
+from decimal import Decimal as D
 
 import pytest
 
@@ -21,13 +22,15 @@ from sapphire.domain import (
     OrderFilled,
     OrderRejected,
     OrderSide,
+    OrderStatus,
     OrderSubmitted,
     OrderUpdated,
     StrategyId,
     TimeInForce,
     TrailingOffsetType,
 )
-from sapphire.sim.venue import FillModel, SimulatedVenue
+from sapphire.sim.exchange import Liquidation, LiquidationRule
+from sapphire.sim.venue import LIQUIDATION_CANCEL, FillModel, SimulatedVenue
 
 IID = InstrumentId("BTC/USDT:USDT", "SIM")
 S = StrategyId("s")
@@ -251,3 +254,72 @@ def test_unknown_instrument_and_unsupported_trailing_are_rejected() -> None:
         SimulatedVenue([instrument()], intrabar="best")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="slippage_bps"):
         FillModel(slippage_bps=-1)
+
+
+# -- liquidation (opt-in LiquidationRule) ----------------------------------------------
+
+RULE = LiquidationRule(D("0.005"), D("0.001"))
+
+
+def _long_5_at_20000(rule: LiquidationRule | None) -> tuple[Harness, list[Liquidation]]:
+    h = Harness(leverage=20, liquidation=rule)
+    got: list[Liquidation] = []
+    h.venue.on_liquidation = got.append
+    h.market(BUY, "5")  # 100,000 notional on 10,000 cash (10x); taker fee 50
+    h.bar(20000.0, 20100.0, 19900.0, 20000.0)
+    return h, got
+
+
+def test_a_10x_long_is_liquidated_at_the_path_point_beyond_its_price() -> None:
+    h, got = _long_5_at_20000(RULE)
+    venue = h.venue
+    assert venue.balance() == D("9950")
+    take_profit = h.limit(SELL, "5", "25000", reduce_only=True)
+    # P = (q*E - cash) / (q*(1 - r)) = (100000 - 9950) / (5 * 0.995) = 18100.5025...
+    price = RULE.liquidation_price(D("5"), D("20000"), D("9950"))
+    assert D("18100.5") < price < D("18101")
+    # the low 18101 is above it (equity 455 vs maintenance margin 452.525): still open
+    h.bar(19000.0, 19500.0, 18101.0, 18500.0)
+    assert got == [] and take_profit.status is OrderStatus.ACCEPTED
+    # high first (19500 is nearer the open), then the low 18100.5: liquidated there
+    h.bar(19000.0, 19500.0, 18100.5, 18500.0)
+    (liq,) = got
+    assert venue.liquidations == [liq]
+    assert (liq.side, liq.quantity, liq.price) == (SELL, D("5"), D("18100.5"))
+    assert liq.ts_ns == 2 * MIN
+    assert liq.equity == D("452.5") and liq.maintenance_margin == D("452.5125")
+    assert liq.fee == D("45.25125")  # taker 0.05 % of 90,502.5
+    assert liq.liquidation_fee == D("90.5025")  # 0.1 %
+    assert liq.fill.fee == D("135.75375") and liq.fill.last_px == D("18100.5")
+    assert liq.realized_pnl == D("-9497.5")
+    assert "below the maintenance margin 452.5125" in liq.reason
+    assert liq.canceled == (take_profit.client_order_id,)
+    assert take_profit.status is OrderStatus.CANCELED
+    assert venue.reasons[take_profit.client_order_id] == LIQUIDATION_CANCEL
+    assert venue.position(liq.instrument_id) == 0
+    assert venue.balance() == D("9950") - D("9497.5") - D("135.75375") == D("316.74625")
+    assert venue.fees == D("50") + D("135.75375")
+    h.bar(15000.0, 15000.0, 14000.0, 14500.0)  # flat: nothing more
+    assert len(got) == 1 and venue.balance() == D("316.74625")
+
+
+def test_the_close_is_checked_too_and_a_short_mirrors() -> None:
+    h = Harness(leverage=20, liquidation=RULE)
+    got: list[Liquidation] = []
+    h.venue.on_liquidation = got.append
+    h.market(SELL, "5")
+    h.bar(20000.0, 20000.0, 20000.0, 20000.0)
+    # short: liquidated above (100000 + 9950) / (5 * 1.005) = 21880.59...; the bar's
+    # extremes stay below it, the close is beyond it
+    h.bar(20000.0, 21800.0, 19900.0, 21881.0)
+    (liq,) = got
+    assert (liq.side, liq.quantity, liq.price) == (BUY, D("5"), D("21881"))
+
+
+def test_without_a_rule_nothing_is_liquidated() -> None:
+    h, got = _long_5_at_20000(None)
+    h.bar(19000.0, 19500.0, 18100.5, 18500.0)
+    h.bar(15000.0, 15000.0, 14000.0, 14500.0)
+    assert got == [] and h.venue.liquidations == []
+    assert h.venue.position(next(iter(h.venue.instruments))) == D("5")
+    assert h.venue.balance() == D("9950")

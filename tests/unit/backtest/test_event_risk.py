@@ -1,0 +1,85 @@
+"""`Backtest(engine="event", risk_profile=...)`: the portfolio limits are fed once per
+bar; a drawdown past the profile's limit halts the node, the kill switch cancels and
+flattens, and later entries are denied with the reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sapphire import Backtest, Bars, Signals, Strategy
+from sapphire.domain import RiskEvent, TradingState, TradingStateChanged
+from sapphire.risk import CONSERVATIVE
+
+MIN = 60_000_000_000
+
+
+class EnterTwice(Strategy):
+    """Long entries on bars 0 and 5 (with a take-profit bracket), never an exit signal."""
+
+    def signals(self, bars: Bars) -> Signals:
+        enter = np.zeros(len(bars), dtype=bool)
+        enter[[0, 5]] = True
+        return Signals(enter_long=enter, take_profit=0.5)
+
+
+def _bars() -> Bars:
+    o = [100.0, 100.0, 100.0, 60.0, 61.0, 62.0, 63.0, 64.0]
+    h = [100.0, 101.0, 100.0, 61.0, 62.0, 63.0, 64.0, 65.0]
+    lo = [100.0, 99.0, 60.0, 59.0, 60.0, 61.0, 62.0, 63.0]
+    c = [100.0, 100.0, 60.0, 60.0, 61.0, 62.0, 63.0, 64.0]
+    n = len(o)
+    return Bars(
+        time=np.arange(n, dtype=np.int64) * MIN, open=np.array(o), high=np.array(h),
+        low=np.array(lo), close=np.array(c), volume=np.ones(n), timeframe_ns=MIN,
+    )  # fmt: skip
+
+
+def test_a_drawdown_past_the_limit_halts_flattens_and_denies_later_entries() -> None:
+    bt = Backtest(_bars(), EnterTwice, size=90, engine="event", risk_profile="conservative")
+    r = bt.run()
+    run = bt.event_run
+    # 90 long at 100; the close at 60 is a 36 % drawdown (limit 25 %): halted at bar 2's
+    # close, the take-profit canceled, the position closed at bar 3's open
+    (trade,) = r.trades.itertuples()
+    assert (trade.entry_bar, trade.exit_bar, trade.exit_price) == (1, 3, 60.0)
+    assert trade.exit_reason == "kill_switch" and trade.size == 90
+    iid = next(iter(run.node.venue.instruments))
+    assert run.node.portfolio.net_quantity(iid) == 0
+    assert run.node.trading_state is TradingState.HALTED
+    kinds = {e.kind for e in run.monitor.events if isinstance(e, RiskEvent)}
+    assert {"drawdown", "strategy_drawdown", "daily_loss", "kill_switch"} <= kinds
+    drawdown = next(e for e in run.monitor.events if getattr(e, "kind", "") == "drawdown")
+    assert drawdown.ts_ns == 3 * MIN  # the close of bar 2
+    changes = [e for e in run.monitor.events if isinstance(e, TradingStateChanged)]
+    assert any(e.state is TradingState.HALTED and e.strategy_id is None for e in changes)
+    orders = r.orders
+    tp = orders[orders["role"] == "take_profit"]
+    assert len(tp) == 0 or (tp["status"] != "filled").all()
+    # the second entry (signal on bar 5) is denied, with the reason
+    denied = orders[orders["reason"] == "denied by risk"]
+    assert len(denied) == 1 and denied["created_time"].iloc[0] == r.equity.index[5]
+    ((bar, _cid, reason),) = run.refusals
+    assert bar == 5 and reason.startswith("trading state is HALTED")
+    assert r.equity.iloc[-1] == pytest.approx(10_000 - 90 * 40)
+    assert r.config["risk_profile"] == "conservative"
+
+
+def test_without_a_breach_the_profile_changes_nothing() -> None:
+    calm = _bars()
+    calm.low[2], calm.close[2] = 95.0, 95.0  # a 4.5 % dip: within every limit
+    for k in range(3, 8):
+        calm.open[k] = calm.low[k] = calm.high[k] = calm.close[k] = 95.0
+    plain = Backtest(calm, EnterTwice, size=90, engine="event").run()
+    bt = Backtest(calm, EnterTwice, size=90, engine="event", risk_profile=CONSERVATIVE)
+    guarded = bt.run()
+    assert bt.event_run.node.trading_state is TradingState.ACTIVE
+    assert np.array_equal(plain.equity.to_numpy(), guarded.equity.to_numpy())
+    assert len(plain.trades) == len(guarded.trades) == 1
+
+
+def test_the_risk_profile_is_refused_by_the_kernel_and_checked() -> None:
+    with pytest.raises(ValueError, match="risk_profile needs engine='event'"):
+        Backtest(_bars(), EnterTwice, risk_profile="conservative")
+    with pytest.raises(ValueError, match="unknown risk profile 'careful'"):
+        Backtest(_bars(), EnterTwice, engine="event", risk_profile="careful")
