@@ -69,7 +69,9 @@ def test_stop_and_resume_to_the_end() -> None:
     ("extra", "message"),
     [(["--speed", "fast"], "speed='fast'"), (["--size-mode", "kelly"], "size_mode='kelly'"),
      (["--risk-profile", "yolo"], "yolo"), (["--strategy", "nope"], "nope"),
-     (["--data", "missing.csv"], "missing.csv")],
+     (["--data", "missing.csv"], "missing.csv"),
+     (["--size-mode", "risk"], "gives no stop-loss"),
+     (["--funding", "no-funding.csv"], "no-funding.csv")],
 )  # fmt: skip
 def test_bad_options_exit_2_naming_the_value(extra: list[str], message: str) -> None:
     result = runner.invoke(app, [*ARGS, *extra])

@@ -15,13 +15,13 @@ from sapphire.cli.options import (
     DataOpt,
     EndOpt,
     FeeOpt,
+    FundingOpt,
     IntrabarOpt,
     JsonOpt,
     LeverageOpt,
     LotSizeOpt,
     MakerFeeOpt,
     ParamOpt,
-    SizeModeOpt,
     SizeOpt,
     SlippageBpsOpt,
     StartOpt,
@@ -107,7 +107,14 @@ def paper_command(
     risk_profile: RiskOpt = "conservative",
     cash: CashOpt = 10_000.0,
     size: SizeOpt = 0.01,
-    size_mode: SizeModeOpt = "fixed",
+    size_mode: Annotated[
+        str,
+        typer.Option(
+            help="fixed (base qty), notional (quote amount), equity (fraction), risk (the "
+            "risk profile's risk per trade from each entry's stop-loss; --size unused)."
+        ),
+    ] = "fixed",
+    funding: FundingOpt = None,
     leverage: LeverageOpt = None,
     fee: FeeOpt = 0.0,
     maker_fee: MakerFeeOpt = None,
@@ -139,7 +146,7 @@ def paper_command(
             maker_fee=fee if maker_fee is None else maker_fee,
             taker_fee=fee if taker_fee is None else taker_fee,
             slippage_bps=slippage_bps, tick_size=tick_size or 0.0, lot_size=lot_size or 0.0,
-            intrabar=intrabar,
+            intrabar=intrabar, funding=None if funding is None else str(funding.resolve()),
         )  # fmt: skip
         session = PaperSession.start(config, run_id=run_id)
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:

@@ -64,7 +64,7 @@ from sapphire.engine.bus import MessageBus
 from sapphire.engine.clock import Clock, SimulatedClock
 from sapphire.engine.strategy import EventStrategy
 from sapphire.portfolio import Account, Portfolio
-from sapphire.risk import RiskContext, RiskEngine
+from sapphire.risk import RiskContext, RiskEngine, severity
 
 __all__ = ["BarFeed", "FundingPaid", "TradingNode", "Venue"]
 
@@ -193,6 +193,9 @@ class TradingNode:
         self.run_id = run_id
         self.bracket_tick = float(bracket_tick)
         self.trading_state = TradingState.ACTIVE
+        # a strategy's own state (e.g. its drawdown limit, set by a `RiskMonitor`): its
+        # orders are checked under the more severe of this and `trading_state`
+        self.strategy_states: dict[str, TradingState] = {}
         if portfolio is None:
             ccy = currency or getattr(venue, "currency", None) or "USDT"
             start = cash if cash is not None else venue.balance(ccy)
@@ -255,6 +258,105 @@ class TradingNode:
 
     def open_orders(self) -> list[Order]:
         return list(self._open.values())
+
+    # ---------------------------------------------------------------- crash recovery
+    def restore(
+        self,
+        orders: Sequence[Order],
+        last_event_seq: int,
+        *,
+        id_seqs: dict[str, int] | None = None,
+        brackets: dict[str, dict[str, Any]] | None = None,
+    ) -> list[str]:
+        """Adopt the orders of an interrupted run (rebuilt from a store), before `start`.
+
+        `orders` become the node's orders (the open ones its working orders);
+        `last_event_seq` moves the event-id counter past the stored ids (`{run_id}-N`);
+        `id_seqs` restores each strategy's client-order-id generator to its last used
+        sequence (a new order never reuses an id); `brackets` maps an entry's client id
+        to its bracket spec (`bracket_spec`): an open entry gets its exit legs when it
+        fills, as before the restart. Returns the ids of the FILLED entries whose legs
+        are missing (the node died between the fill and the legs):
+        `place_bracket(cid)` places them once a price is known. Sibling exit legs
+        (one parent) are relinked one-cancels-the-others.
+        """
+        if not (isinstance(last_event_seq, int) and last_event_seq >= 0):
+            raise ValueError(f"last_event_seq={last_event_seq!r} is invalid: expected an int >= 0")
+        for order in orders:
+            cid = str(order.client_order_id)
+            if cid in self.orders:
+                raise ValueError(f"order {cid} is already in this node")
+            if str(order.strategy_id) not in self._by_id:
+                raise ValueError(f"order {cid}: strategy {order.strategy_id!r} is not in this node")
+            self.orders[cid] = order
+            if order.is_open:
+                self._open[cid] = order
+        self._events = max(self._events, last_event_seq)
+        for sid, seq in (id_seqs or {}).items():
+            if sid not in self._ids:
+                raise ValueError(f"id_seqs: strategy {sid!r} is not in this node")
+            self._ids[sid].restore(seq)
+        groups: dict[str, list[str]] = {}
+        for cid, order in self._open.items():
+            if order.parent_order_id is not None:
+                groups.setdefault(str(order.parent_order_id), []).append(cid)
+        for group in groups.values():
+            if len(group) > 1:
+                self.link_oco(group)
+        missing: list[str] = []
+        for cid, spec in (brackets or {}).items():
+            entry = self.orders.get(cid)
+            if entry is None:
+                raise ValueError(f"brackets: order {cid} is not in this node")
+            unknown = sorted(set(spec) - {"stop_loss", "take_profit", "trailing_stop", "relative"})
+            if unknown:
+                raise ValueError(f"brackets[{cid}]: unknown keys {', '.join(unknown)}")
+            bracket = _Bracket(
+                self._by_id[str(entry.strategy_id)], spec.get("stop_loss"),
+                spec.get("take_profit"), spec.get("trailing_stop"),
+                bool(spec.get("relative", True)), self.bracket_tick,
+            )  # fmt: skip
+            if entry.is_open:
+                self._brackets[cid] = bracket
+            elif entry.status is OrderStatus.FILLED and not any(
+                o.parent_order_id == cid for o in self.orders.values()
+            ):
+                self._brackets[cid] = bracket
+                missing.append(cid)
+        return missing
+
+    def link_oco(self, ids: Sequence[str]) -> None:
+        """Link working orders one-cancels-the-others (a fill of one cancels the rest)."""
+        group = tuple(ids)
+        if len(group) < 2:
+            raise ValueError(f"an OCO group needs at least 2 orders, got {len(group)}")
+        for cid in group:
+            if cid not in self.orders:
+                raise ValueError(f"link_oco: order {cid} is not in this node")
+        for cid in group:
+            self._oco[cid] = group
+
+    def bracket_spec(self, client_order_id: str) -> dict[str, Any] | None:
+        """The bracket of an entry not yet filled (what `restore(brackets=)` takes)."""
+        spec = self._brackets.get(client_order_id)
+        if spec is None:
+            return None
+        return {
+            "stop_loss": spec.stop_loss, "take_profit": spec.take_profit,
+            "trailing_stop": spec.trailing_stop, "relative": spec.relative,
+        }  # fmt: skip
+
+    def place_bracket(self, client_order_id: str) -> bool:
+        """Place the exit legs of a FILLED entry that `restore` reported as missing them
+        (at the entry's last fill price); False when there is nothing to place."""
+        spec = self._brackets.get(client_order_id)
+        entry = self.orders.get(client_order_id)
+        if spec is None or entry is None or entry.status is not OrderStatus.FILLED:
+            return False
+        fill = next(e for e in reversed(entry.events) if isinstance(e, OrderFilled))
+        del self._brackets[client_order_id]
+        self._place_bracket(entry, fill, spec)
+        return True
 
     def _order_event(self, cls: type[_OE], ts: int, cid: ClientOrderId) -> _OE:
         """An event without fields of its own (`OrderSubmitted`, `OrderCancelRequested`)
@@ -351,6 +453,9 @@ class TradingNode:
         account = portfolio.account
         mark = marks[iid]
         state = self.trading_state
+        own = self.strategy_states.get(order.strategy_id) if self.strategy_states else None
+        if own is not None and severity(own) > severity(state):
+            state = own
         # the rest comes from the node's own books (finite Decimals, gross >= 0,
         # leverage > 0): with a valid time, state and mark, skip RiskContext's checks
         trusted = (

@@ -178,6 +178,9 @@ def sizer_spec(sizer: Callable[..., Any] | None) -> dict[str, Any] | None:
     callable cannot cross a process boundary."""
     if sizer is None:
         return None
+    spec = getattr(sizer, "spec", None)
+    if callable(spec):  # e.g. the session's risk sizer
+        return dict(spec())
     owner = getattr(sizer, "__self__", None)
     mode = getattr(owner, "size_mode", None)
     if owner is None or mode is None or not hasattr(owner, "_size"):

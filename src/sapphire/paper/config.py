@@ -57,15 +57,17 @@ class PaperConfig:
     tick_size: float = 0.0
     lot_size: float = 0.0
     intrabar: str = "path"
+    #: a funding-rate file (as `sapphire backtest --funding`), absolute; None = no funding
+    funding: str | None = None
 
     def __post_init__(self) -> None:
         parse_speed(self.speed)
         from sapphire.risk import profile
 
         profile(self.risk_profile)  # an unknown profile -> ValueError naming it
-        if self.size_mode not in ("fixed", "notional", "equity"):
+        if self.size_mode not in ("fixed", "notional", "equity", "risk"):
             raise ValueError(
-                f"size_mode={self.size_mode!r} is invalid: expected fixed, notional, equity"
+                f"size_mode={self.size_mode!r} is invalid: expected fixed, notional, equity, risk"
             )
         if not (math.isfinite(self.cash) and self.cash > 0):
             raise ValueError(f"cash={self.cash!r} is invalid: expected a positive number")
@@ -77,6 +79,32 @@ class PaperConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name}={value!r} is invalid: expected a number >= 0")
+
+    def funding_rates(self, bars: Bars, cache: Path | None = None) -> Any:
+        """The funding rate of each bar (summed into the bar whose interval holds each
+        funding time, as the backtester does), or None without a funding file. With
+        `cache` (the run's `funding.npy`) the rates are read from there when it exists,
+        else computed and written there, so the node and the venue (and every restart)
+        apply the same rates even if the file changes."""
+        import numpy as np
+
+        if self.funding is None:
+            return None
+        if cache is not None and cache.exists():
+            return np.load(cache)
+        from sapphire.backtest.engine import align_funding
+        from sapphire.data import read_funding
+
+        rates = align_funding(read_funding(self.funding), bars)
+        if len(rates) != len(bars):
+            raise ValueError(f"{self.funding}: {len(rates)} funding rates for {len(bars)} bars")
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, rates)
+            os.replace(tmp, cache)
+        return rates
 
     def to_mapping(self) -> dict[str, Any]:
         return asdict(self)

@@ -59,7 +59,7 @@ from sapphire.paper.config import PaperConfig
 from sapphire.sim.venue import FillModel, SimulatedVenue
 from sapphire.strategy.base import Bars
 
-__all__ = ["NEVER_REACHED", "Entry", "VenueBook", "make_sizer", "serve"]
+__all__ = ["NEVER_REACHED", "Entry", "VenueBook", "make_sizer", "risk_sizer", "serve"]
 
 NEVER_REACHED = "never reached the venue"
 IDLE_ENV = "SAPPHIRE_PAPER_VENUE_IDLE"  # seconds without a request before the server stops
@@ -81,12 +81,19 @@ CREATE TABLE IF NOT EXISTS positions (instrument_id TEXT PRIMARY KEY, qty TEXT N
 """
 
 
-def make_sizer(spec: dict[str, Any] | None) -> Callable[[Decimal, Decimal], Decimal | str] | None:
+def make_sizer(
+    spec: dict[str, Any] | None, config: PaperConfig | None = None
+) -> Callable[[Decimal, Decimal], Decimal | str] | None:
     """The venue-side sizer for a serialised sizing spec (`VectorAdapter`'s modes: fixed,
-    notional, equity; `size`, `lot`), the same arithmetic as the adapter's."""
+    notional, equity; `size`, `lot`), the same arithmetic as the adapter's; mode `risk`
+    (`stop`, `side`) sizes from the paper config's risk profile (`risk_sizer`)."""
     if spec is None:
         return None
     mode = spec["mode"]
+    if mode == "risk":
+        if config is None:
+            raise ValueError("sizer mode='risk' needs the paper config (its risk profile)")
+        return risk_sizer(Decimal(spec["stop"]), int(spec["side"]), config)
     size = Decimal(spec["size"])
     lot = Decimal(spec["lot"]) if spec.get("lot") else None
     if mode not in ("fixed", "notional", "equity"):
@@ -110,13 +117,42 @@ def make_sizer(spec: dict[str, Any] | None) -> Callable[[Decimal, Decimal], Deci
     return sizer
 
 
+def risk_sizer(
+    stop: Decimal, side: int, config: PaperConfig
+) -> Callable[[Decimal, Decimal], Decimal | str]:
+    """Fixed-fractional sizing at the fill: risk the profile's risk per trade (of the
+    equity) between the fill price and the stop-loss `stop` (a fraction of the fill
+    price, below it for a buy, `side` +1, above it for a sell, -1), quantised by the
+    instrument (`sapphire.risk.sizing.fixed_fractional`)."""
+    from sapphire.risk import profile
+    from sapphire.risk.sizing import fixed_fractional
+
+    if not (stop.is_finite() and stop > 0):
+        raise ValueError(f"stop={stop!r} is invalid: expected a fraction > 0")
+    if side not in (1, -1):
+        raise ValueError(f"side={side!r} is invalid: expected 1 or -1")
+    prof = profile(config.risk_profile)
+    inst = config.instrument()
+
+    def sizer(px: Decimal, equity: Decimal) -> Decimal | str:
+        if equity <= 0:
+            return "insufficient margin"
+        level = px * (1 - side * stop)
+        if level <= 0:
+            return f"stop-loss {stop} puts the stop at or below zero"
+        qty = fixed_fractional(equity, prof.risk_fraction(equity), px, level, inst)
+        return qty if qty > 0 else "size below lot"
+
+    return sizer
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One item of the venue's outbound stream: an order event, a bar the venue has
     matched (`bar` = its index), or the end of the data (`kind="end"`)."""
 
     seq: int
-    kind: str  # "event" | "bar" | "end"
+    kind: str  # "event" | "funding" (before bar `bar` is matched) | "bar" | "end"
     bar: int | None = None
     event: OrderEvent | None = None
 
@@ -138,6 +174,8 @@ class VenueBook:
         self.name = name
         self.bars = bars if bars is not None else config.load_bars()
         self.instrument = config.instrument()
+        #: per-bar funding rates (None: no funding), applied at each bar's open
+        self.funding = config.funding_rates(self.bars, Path(db_path).parent / "funding.npy")
         self.lock = threading.RLock()
         self.venue = SimulatedVenue(
             [self.instrument],
@@ -194,7 +232,7 @@ class VenueBook:
             cid = str(order.client_order_id)
             self.orders[cid] = order
             self.order_events[cid] = []
-            v.submit_order(order, make_sizer(args.get("sizer")))
+            v.submit_order(order, make_sizer(args.get("sizer"), self.config))
             return None
         if kind == "cancel":
             return v.cancel_order(args["client_order_id"])
@@ -217,6 +255,10 @@ class VenueBook:
             i = self.next_bar
             b = self.bars
             ts = int(b.time[i])
+            if self.funding is not None and self.funding[i] != 0.0:
+                # at the bar's open, before its orders are matched (as the backtester)
+                v.apply_funding(self.instrument.id, float(self.funding[i]), float(b.open[i]), ts)
+                self._add(Entry(len(self.stream) + 1, "funding", bar=i))
             v.process_bar(
                 self.instrument.id, ts, float(b.open[i]), float(b.high[i]), float(b.low[i]),
                 float(b.close[i]), ts + b.timeframe_ns,
@@ -302,7 +344,7 @@ class VenueBook:
                         str(fill.last_qty), str(fill.last_px), str(fill.fee), fill.ts_ns,
                     ),
                 )  # fmt: skip
-            if fills:
+            if fills or kind == "bar":  # a bar may pay funding
                 for ccy, total in self.venue.account.balances.items():
                     db.execute("INSERT OR REPLACE INTO balances VALUES (?, ?)", (ccy, str(total)))
                 for iid in self.venue.instruments:

@@ -23,6 +23,7 @@ with a live exchange); their fills are not lost, they arrive by reconciliation.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -32,16 +33,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from sapphire.domain import (
     AccountBalance,
     AccountId,
     AccountState,
     Bar,
+    ClientOrderIdGenerator,
+    Order,
     OrderDenied,
     OrderEvent,
     OrderFilled,
+    OrderSide,
     OrderStatus,
+    OrderType,
     StrategyId,
     TimeInForce,
     TradingState,
@@ -59,6 +65,12 @@ __all__ = ["PaperSession", "SessionView", "paper_dir"]
 STRATEGY_ID = "s"
 _SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 ACCOUNT = AccountId("paper")
+#: the run directory's file of bracket specs (JSON lines, appended before the entry's
+#: first event is committed), read back on resume
+BRACKETS = "brackets.jsonl"
+FUNDING = "funding.npy"  # the run's per-bar funding rates (node and venue read it)
+KILL = "kill_switch"  # the tag of the kill switch's flattening orders
+NO_STOP = "size_mode risk needs a stop-loss: entry not sent"
 
 
 def paper_dir(run_id: str, home: Path | None = None) -> Path:
@@ -110,14 +122,15 @@ class PaperSession:
         self.bars = bars if bars is not None else config.load_bars(run_dir / "bars.npz")
         self.instrument = config.instrument()
         self.iid = self.instrument.id
+        #: per-bar funding rates (None: none); the venue pays them, the node books them
+        self.funding = config.funding_rates(self.bars, run_dir / FUNDING)
         ensure_venue(run_dir, config.to_mapping(), f"PAPER-{run_id}")
         self.client = VenueClient(run_dir)
         cash = Decimal(repr(float(config.cash)))
         self.seen: set[str] = set()
         self.venue = RemoteVenue(self.client, self.instrument, cash, self.seen, self._after)
-        ccy = self.instrument.settlement
-        leverage = Decimal(repr(config.leverage)) if config.leverage else Decimal(1)
-        portfolio = Portfolio(Account(ccy, {ccy: cash}, leverage=leverage), [self.instrument])
+        self._cash = cash
+        portfolio = self._new_portfolio()
         from sapphire.risk import profile
         from sapphire.strategy.registry import get_strategy
 
@@ -130,11 +143,14 @@ class PaperSession:
         self.limits = risk_profile.portfolio_limits()
         self._capital = {StrategyId(STRATEGY_ID): cash}
         strategy = get_strategy(config.strategy)(**config.params)
-        self.adapter = VectorAdapter(
+        risk_sized = config.size_mode == "risk"
+        self.adapter = (RiskSizedAdapter if risk_sized else VectorAdapter)(
             strategy, self.iid, bars=self.bars, size=config.size,
-            size_mode=config.size_mode,  # type: ignore[arg-type]
+            size_mode="equity" if risk_sized else config.size_mode,  # type: ignore[arg-type]
             lot=config.lot_size, strategy_id=STRATEGY_ID,
         )  # fmt: skip
+        if isinstance(self.adapter, RiskSizedAdapter):
+            self.adapter.config = config
         self.node.add_strategy(self.adapter, bars=[self.iid])
         self.node.bus.subscribe(OrderEvent, self._persist)
         self.cursor = 0
@@ -142,6 +158,14 @@ class PaperSession:
         self.status = "running"
         self.speed = config.speed
         self._events_n = 0
+        self._bracketed: set[str] = set()  # entries whose bracket spec is on disk
+
+    def _new_portfolio(self) -> Portfolio:
+        ccy = self.instrument.settlement
+        lev = self.config.leverage
+        leverage = Decimal(repr(lev)) if lev else Decimal(1)
+        account = Account(ccy, {ccy: self._cash}, leverage=leverage)
+        return Portfolio(account, [self.instrument])
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -163,8 +187,23 @@ class PaperSession:
         # what can fail on bad input fails before anything is started or stored
         from sapphire.strategy.registry import get_strategy
 
-        get_strategy(config.strategy)(**config.params)
+        strategy = get_strategy(config.strategy)(**config.params)
         bars = config.load_bars(run_dir / "bars.npz")
+        config.funding_rates(bars, run_dir / FUNDING)  # a bad funding file fails here
+        if config.size_mode == "risk":
+            import numpy as np
+
+            from sapphire.engine.adapter import prepare_signals
+
+            sig = prepare_signals(strategy.signals(bars), len(bars))
+            entries = sig.enter_long | sig.enter_short
+            stops = np.broadcast_to(sig.stop_loss, entries.shape)
+            if not (stops[entries] > 0).any():
+                raise ValueError(
+                    f"size_mode='risk' sizes from the stop-loss distance, and strategy "
+                    f"{config.strategy!r} gives no stop-loss: use a strategy with one, or "
+                    "size_mode fixed, notional or equity"
+                )
         store.start_run(
             run_id, RunMode.PAPER, time.time_ns(), [STRATEGY_ID],
             {**config.to_mapping(), "run_dir": str(run_dir)},
@@ -196,10 +235,38 @@ class PaperSession:
     # ---------------------------------------------------------------- persistence
     def _persist(self, event: OrderEvent) -> None:
         """Commit `event` (already applied to its order) before the node acts on it."""
-        order = self.node.orders.get(str(event.client_order_id))
+        cid = str(event.client_order_id)
+        order = self.node.orders.get(cid)
         if order is None:
             return
+        if cid not in self._bracketed:
+            spec = self.node.bracket_spec(cid)
+            if spec is not None:
+                # write-ahead: an entry in the store always has its bracket on disk
+                self._bracketed.add(cid)
+                line = json.dumps({"client_order_id": cid, **spec}, sort_keys=True)
+                with open(self.run_dir / BRACKETS, "a", encoding="utf-8") as fh:
+                    fh.write(line + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
         self.store.record_order_event(order, event, run_id=self.run_id)
+
+    def _load_brackets(self) -> dict[str, dict[str, Any]]:
+        """The bracket specs written by `_persist` (a torn last line is ignored: its
+        order never reached the store)."""
+        path = self.run_dir / BRACKETS
+        specs: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                cid = row.pop("client_order_id")
+                specs[cid] = row
+        known = set(self.store.client_order_ids(self.run_id, STRATEGY_ID))
+        self._bracketed.update(specs)
+        return {cid: spec for cid, spec in specs.items() if cid in known}
 
     def _after(self, event: OrderEvent) -> None:
         """After the node booked a venue event: save the position and balances (fills)."""
@@ -227,19 +294,18 @@ class PaperSession:
         max_event = 0
         prefix = f"{self.run_id}-"
         for order in orders:
-            cid = str(order.client_order_id)
-            node.orders[cid] = order
-            if order.is_open:
-                node._open[cid] = order
             for ev in order.events:
                 self.seen.add(ev.event_id)
                 tail = ev.event_id[len(prefix) :] if ev.event_id.startswith(prefix) else ""
                 if tail.isdigit():
                     max_event = max(max_event, int(tail))
-        node._events = max_event
-        gen = node._ids[STRATEGY_ID]
+        gen = ClientOrderIdGenerator(STRATEGY_ID, self.run_id)
         seqs = [gen.seq_of(c) for c in store.client_order_ids(self.run_id, STRATEGY_ID)]
-        gen.restore(max((s for s in seqs if s is not None), default=0))
+        missing = node.restore(
+            orders, max_event,
+            id_seqs={STRATEGY_ID: max((s for s in seqs if s is not None), default=0)},
+            brackets=self._load_brackets(),
+        )  # fmt: skip
         # positions and balances: replay the stored fills
         for fill in store.fills(self.run_id):
             node.portfolio.apply_fill(
@@ -256,16 +322,70 @@ class PaperSession:
         own = self.limits.state_for(StrategyId(STRATEGY_ID))
         node.trading_state = max((recorded, own), key=_SEVERITY.__getitem__)
         node.start()  # the adapter computes its signals
-        head = self.client.call("snapshot")["head"]
+        snap = self.client.call("snapshot")
+        head = snap["head"]
+        if snap.get("last") is not None:
+            # the venue's last close: the mark (and the risk check's price) until a bar
+            node.last[self.iid] = float(snap["last"])
         self.reconcile()
+        if self.funding is not None:
+            self._rebuild_portfolio(int(snap["next_bar"]))
+        for cid in missing:
+            # the entry filled but the node died before placing its exit legs
+            node.place_bracket(cid)
+        if node.trading_state is TradingState.HALTED:
+            # the node may have died between the halt and the flattening order
+            self._restore_adapter()
+            self._kill()
         self._restore_adapter()
         self.cursor = head
         self._save_state(time.time_ns())
 
+    def _rebuild_portfolio(self, bars_done: int) -> None:
+        """With funding: the portfolio again from the stored fills (the reconciled ones
+        included) and the funding of every bar the venue has matched (`bars_done`, also
+        those that went by while the node was down), in the venue's order: a bar's
+        funding before the fills at or after its open."""
+        assert self.funding is not None
+        portfolio = self._new_portfolio()
+        fills = self.store.fills(self.run_id)
+        times = self.bars.time
+        steps: list[tuple[int, int, int]] = [
+            (int(times[i]), 0, i) for i in range(bars_done) if self.funding[i] != 0.0
+        ]
+        steps += [(f.ts_ns, 1, k) for k, f in enumerate(fills)]
+        for ts, kind, k in sorted(steps):
+            if kind == 0:
+                if portfolio.net_quantity(self.iid) != 0:
+                    portfolio.apply_funding(
+                        self.iid, Decimal(repr(float(self.funding[k]))),
+                        Decimal(repr(float(self.bars.open[k]))), ts,
+                    )  # fmt: skip
+            else:
+                f = fills[k]
+                portfolio.apply_fill(
+                    f.strategy_id, f.instrument_id, f.side, f.last_qty, f.last_px, f.fee,
+                    f.ts_ns, fee_currency=f.fee_currency,
+                )  # fmt: skip
+        self.node.portfolio = portfolio
+
+    def _on_funding(self, i: int) -> None:
+        """The venue paid bar `i`'s funding (before matching the bar): book it too."""
+        assert self.funding is not None
+        portfolio = self.node.portfolio
+        if portfolio.net_quantity(self.iid) == 0:
+            return
+        ts = int(self.bars.time[i])
+        portfolio.apply_funding(
+            self.iid, Decimal(repr(float(self.funding[i]))),
+            Decimal(repr(float(self.bars.open[i]))), ts,
+        )  # fmt: skip
+        self._save_state(ts)
+
     def reconcile(self) -> None:
         """Adopt the venue's truth for every order the store has as open."""
         node = self.node
-        for order in list(node._open.values()):
+        for order in node.open_orders():
             cid = str(order.client_order_id)
             reply = self.client.call("reconcile", client_order_id=cid, ts_ns=order.ts_last)
             self.venue.deliver(reply["events"])
@@ -279,17 +399,11 @@ class PaperSession:
         a.pos = node.portfolio.net_quantity(self.iid, StrategyId(STRATEGY_ID))
         a.pending = None
         a.children = []
-        groups: dict[str, list[str]] = {}
-        for cid, order in node._open.items():
+        for order in node.open_orders():
             if order.parent_order_id is not None:
-                a.children.append(cid)
-                groups.setdefault(str(order.parent_order_id), []).append(cid)
+                a.children.append(str(order.client_order_id))
             elif order.time_in_force is TimeInForce.GTD:
-                a.pending = cid
-        for group in groups.values():
-            if len(group) > 1:
-                for cid in group:
-                    node._oco[cid] = tuple(group)
+                a.pending = str(order.client_order_id)
 
     # ---------------------------------------------------------------- the loop
     def _on_bar(self, i: int) -> None:
@@ -319,10 +433,31 @@ class PaperSession:
             self.store.save_equity_snapshot(snap, run_id=self.run_id)
         state = self.limits.state_for(StrategyId(STRATEGY_ID))
         if state is not self.node.trading_state:
-            self.node.trading_state = state
             if state is TradingState.HALTED:
-                for order in self.node.open_orders():
-                    self.node.cancel_order(str(order.client_order_id))
+                self._kill()
+            else:
+                self.node.trading_state = state
+
+    def _kill(self) -> None:
+        """The kill switch: cancel every open order and flatten the position with a
+        reduce-only market order through the venue (sent, and persisted like any order,
+        while the node is REDUCING, which allows only reducing orders), then HALT."""
+        node = self.node
+        node.trading_state = TradingState.REDUCING
+        closing = False
+        for order in node.open_orders():
+            if order.reduce_only and order.type is OrderType.MARKET and not order.parent_order_id:
+                closing = True  # already closing the position (a signal's exit, a kill)
+                continue
+            node.cancel_order(str(order.client_order_id))
+        self.adapter.pending = None
+        self.adapter.children = []
+        pos = node.portfolio.net_quantity(self.iid, StrategyId(STRATEGY_ID))
+        if pos != 0 and not closing:
+            side = OrderSide.SELL if pos > 0 else OrderSide.BUY
+            order = self.adapter.market(self.iid, side, abs(pos), reduce_only=True)
+            node.submit_order(self.adapter, order, tag=KILL)
+        node.trading_state = TradingState.HALTED
 
     def _finish(self) -> None:
         """End of the data: the strategy closes out, the venue fills what is queued."""
@@ -377,6 +512,8 @@ class PaperSession:
             self.cursor = entry.seq
             if entry.kind == "event":
                 self.venue.deliver([entry.event])
+            elif entry.kind == "funding":
+                self._on_funding(entry.bar)
             elif entry.kind == "bar":
                 self._on_bar(entry.bar)
             else:
@@ -416,6 +553,53 @@ class PaperSession:
             fills=sum(1 for o in node.orders.values() for e in o.events
                       if isinstance(e, OrderFilled)),
             status=self.status,
+        )  # fmt: skip
+
+
+class RiskSizer:
+    """`--size-mode risk`'s sizer for one entry: the venue rebuilds it from `spec()`
+    (`server.risk_sizer`: the profile's risk per trade between the fill and the stop)."""
+
+    def __init__(self, stop: float, side: int, config: PaperConfig) -> None:
+        from sapphire.paper.server import risk_sizer
+
+        self.stop, self.side = Decimal(repr(float(stop))), int(side)
+        self._sizer = risk_sizer(self.stop, self.side, config)
+
+    def spec(self) -> dict[str, Any]:
+        return {"mode": "risk", "stop": str(self.stop), "side": self.side}
+
+    def __call__(self, px: Decimal, equity: Decimal) -> Decimal | str:
+        return self._sizer(px, equity)
+
+
+class RiskSizedAdapter(VectorAdapter):
+    """A `VectorAdapter` sized by the risk profile's risk per trade from each entry's
+    stop-loss (`RiskSizer`); an entry without a stop-loss is not sent (it is listed
+    in `rejected` with the reason)."""
+
+    config: PaperConfig
+
+    def submit_bracket(
+        self,
+        entry: Order,
+        *,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+        trailing_stop: float | None = None,
+        relative: bool = True,
+        tag: str | None = None,
+        sizer: Callable[[Decimal, Decimal], Decimal | str] | None = None,
+    ) -> bool:
+        if stop_loss is None or not relative:
+            if self.pending == entry.client_order_id:
+                self.pending = None
+            self.rejected.append((self.node.bar_index, float(entry.side.sign), 0, NO_STOP))
+            return False
+        return super().submit_bracket(
+            entry, stop_loss=stop_loss, take_profit=take_profit, trailing_stop=trailing_stop,
+            relative=relative, tag=tag,
+            sizer=RiskSizer(stop_loss, entry.side.sign, self.config),
         )  # fmt: skip
 
 

@@ -116,3 +116,123 @@ def test_a_drawdown_breach_halts_the_node_and_is_recorded(tmp_path: Path, store:
     assert later, "the strategy kept signalling after the halt"
     assert all(isinstance(o.events[-1], OrderDenied) for o in later)
     assert store.equity_snapshots(s.run_id)
+
+
+def test_a_bracket_survives_a_node_crash(tmp_path: Path, store: Store) -> None:
+    """The entry fills while the node is down: the resumed node places its exit legs
+    (from the bracket spec written ahead of the entry), and a further resume does not
+    place them again."""
+    s = PaperSession.start(CFG, store=store, home=tmp_path)
+    for _ in range(30):
+        s.pump(advance=True)
+    entry = s.adapter.market(s.iid, OrderSide.BUY, Decimal("0.01"))
+    assert s.node.submit_bracket(s.adapter, entry, stop_loss=0.05, take_profit=0.1)
+    cid = str(entry.client_order_id)
+    s.client.close()  # the node dies before the fill
+    r = PaperSession.resume(s.run_id, store=store)
+    for _ in range(2):  # the venue moves on and fills the entry; this node never sees it
+        r.client.call("poll", after=10**9, advance=True)
+    r.client.close()
+    r = PaperSession.resume(s.run_id, store=store)
+    filled = store.order(cid)
+    assert filled.status is OrderStatus.FILLED
+    legs = [o for o in store.orders(s.run_id) if str(o.parent_order_id) == cid]
+    assert len(legs) == 2
+    px = filled.avg_px
+    assert px is not None
+    stop = next(o for o in legs if o.trigger_price is not None)
+    assert float(stop.trigger_price or 0) == pytest.approx(float(px) * 0.95)
+    assert {str(o.client_order_id) for o in legs} <= {
+        str(o.client_order_id) for o in r.node.open_orders()
+    }
+    assert sorted(r.adapter.children) == sorted(str(o.client_order_id) for o in legs)
+    r.client.close()
+    again = PaperSession.resume(s.run_id, store=store)
+    assert len([o for o in store.orders(s.run_id) if str(o.parent_order_id) == cid]) == 2
+    again.run()
+    final = store.orders(s.run_id)
+    assert len({str(o.client_order_id) for o in final}) == len(final)
+
+
+def test_the_kill_switch_flattens_the_position(tmp_path: Path, store: Store) -> None:
+    from sapphire.domain import OrderType, TradingState
+
+    s = PaperSession.start(CFG, store=store, home=tmp_path)
+    for _ in range(180):
+        s.pump(advance=True)
+        if s.adapter.pos != 0 and not s.node.open_orders():
+            break
+    held = s.adapter.pos
+    assert held != 0
+    before = {str(o.client_order_id) for o in store.orders(s.run_id)}
+    for event in s.limits.halt("manual kill", s.node.clock.now_ns()):
+        store.record_risk_event(event, run_id=s.run_id)  # as `_check_limits` records a breach
+    for _ in range(3):
+        s.pump(advance=True)
+    assert s.node.trading_state is TradingState.HALTED
+    (kill,) = [o for o in store.orders(s.run_id) if str(o.client_order_id) not in before]
+    assert kill.reduce_only and kill.type is OrderType.MARKET and kill.side.sign * held < 0
+    assert kill.status is OrderStatus.FILLED and kill.filled_qty == abs(held)
+    assert s.node.portfolio.net_quantity(s.iid) == 0 == s.adapter.pos
+    assert s.client.call("snapshot")["positions"][str(s.iid)] == 0
+    s.client.close()
+    r = PaperSession.resume(s.run_id, store=store)  # still halted, nothing more to close
+    assert r.node.trading_state is TradingState.HALTED
+    assert len(store.orders(s.run_id)) == len(before) + 1
+    r.shutdown_venue()
+
+
+def _funding_file(tmp_path: Path) -> str:
+    """A funding rate every 5 minutes over the range (alternating sign, larger than
+    real so that it shows)."""
+    path = tmp_path / "funding.csv"
+    rows = ["timestamp,funding_rate"]
+    for k in range(0, 180, 5):
+        rows.append(f"2022-01-03T{k // 60:02d}:{k % 60:02d}:00Z,{0.001 if k % 10 else -0.0005}")
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_funding_is_paid_by_the_venue_and_reconciled_on_resume(
+    tmp_path: Path, store: Store
+) -> None:
+    from dataclasses import replace
+
+    from sapphire.domain import StrategyId as Sid
+
+    cfg = replace(CFG, funding=_funding_file(tmp_path), speed="max")
+    s = PaperSession.start(cfg, store=store, home=tmp_path)
+    for _ in range(60):
+        s.pump(advance=True)
+    venue = s.client.call("snapshot")
+    assert s.node.portfolio.account.balances == venue["balances"]
+    s.client.close()
+    # the node is down; the venue moves on, matching bars and paying funding
+    r = PaperSession.resume(s.run_id, store=store)
+    for _ in range(40):
+        r.client.call("poll", after=10**9, advance=True)
+    r.client.close()
+    r = PaperSession.resume(s.run_id, store=store)
+    venue = r.client.call("snapshot")
+    assert r.node.portfolio.account.balances == venue["balances"]
+    r.run(shutdown_venue=False)
+    venue = r.client.call("snapshot")
+    r.shutdown_venue()
+    assert r.node.portfolio.account.balances == venue["balances"]
+    pos = r.node.portfolio.position(Sid("s"), r.iid)
+    assert pos is not None and pos.funding != 0
+    (state,) = store.balances(r.run_id).values()
+    assert state.balances[0].total == r.node.portfolio.account.balance("QUOTE")
+    # without funding the balance differs: funding was really paid
+    plain = PaperSession.start(CFG, store=store, home=tmp_path, run_id="plain")
+    assert plain.run().balance != r.node.portfolio.account.balance("QUOTE")
+
+
+def test_a_bad_funding_file_fails_before_the_run_starts(tmp_path: Path, store: Store) -> None:
+    from dataclasses import replace
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,nothing\n2022-01-03T00:00:00Z,1\n")
+    with pytest.raises(ValueError, match="funding-rate column"):
+        PaperSession.start(replace(CFG, funding=str(bad)), store=store, home=tmp_path)
+    assert store.runs() == []

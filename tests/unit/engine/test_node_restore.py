@@ -1,0 +1,127 @@
+"""`TradingNode.restore`: a restarted node adopts the stored orders, continues the ids,
+relinks exit legs one-cancels-the-others and places the bracket legs of entries that
+filled while it was down (once, never twice)."""
+
+from __future__ import annotations
+
+import copy
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from sapphire.domain import (
+    ClientOrderId,
+    ContractType,
+    Instrument,
+    InstrumentId,
+    LiquiditySide,
+    Order,
+    OrderAccepted,
+    OrderEvent,
+    OrderFilled,
+    OrderStatus,
+    OrderType,
+    TradeId,
+    VenueOrderId,
+)
+from sapphire.engine import EventStrategy, TradingNode
+from sapphire.sim.venue import SimulatedVenue
+
+BTC = InstrumentId("BTC/USDT:USDT", "SIM")
+
+
+def inst(iid: InstrumentId, base: str) -> Instrument:
+    return Instrument(
+        iid, base, "USDT", "USDT", ContractType.PERPETUAL, tick_size=Decimal("0.01"),
+        lot_size=Decimal("0.001"), maker_fee=Decimal(0), taker_fee=Decimal(0),
+    )  # fmt: skip
+
+
+def _node() -> tuple[TradingNode, EventStrategy]:
+    node = TradingNode(SimulatedVenue([inst(BTC, "BTC")], cash=100_000), run_id="r")
+    strat = EventStrategy("s")
+    node.add_strategy(strat, bars=[BTC])
+    node.last[BTC] = 100.0
+    return node, strat
+
+
+def _fill(cid: str, px: str, qty: str = "1") -> list[OrderEvent]:
+    return [
+        OrderAccepted(event_id="v-1", ts_ns=1, client_order_id=ClientOrderId(cid),
+                      venue_order_id=VenueOrderId("V1")),
+        OrderFilled(event_id="v-2", ts_ns=2, client_order_id=ClientOrderId(cid),
+                    trade_id=TradeId("T1"),
+                    last_qty=Decimal(qty), last_px=Decimal(px), liquidity=LiquiditySide.TAKER,
+                    fee=Decimal(0), fee_currency="USDT"),
+    ]  # fmt: skip
+
+
+def _crashed_entry() -> tuple[Order, dict[str, Any], int]:
+    """A bracket entry submitted by a node that then died before its fill."""
+    node, strat = _node()
+    entry = strat.market(BTC, "BUY", Decimal(1))
+    strat.submit_bracket(entry, stop_loss=0.1, take_profit=0.2)
+    spec = node.bracket_spec(str(entry.client_order_id))
+    assert spec == {"stop_loss": 0.1, "take_profit": 0.2, "trailing_stop": None,
+                    "relative": True}  # fmt: skip
+    return copy.deepcopy(entry), spec, node._events
+
+
+def test_a_restored_open_entry_places_its_legs_when_it_fills() -> None:
+    entry, spec, seq = _crashed_entry()
+    cid = str(entry.client_order_id)
+    node, _ = _node()
+    missing = node.restore([entry], seq, id_seqs={"s": 1}, brackets={cid: spec})
+    assert missing == []
+    assert [str(o.client_order_id) for o in node.open_orders()] == [cid]
+    for ev in _fill(cid, "100"):
+        node.on_venue_event(ev)
+    legs = [o for o in node.open_orders() if str(o.parent_order_id) == cid]
+    assert sorted(o.type for o in legs) == sorted([OrderType.STOP_MARKET, OrderType.LIMIT])
+    assert {str(o.client_order_id) for o in legs} == {"r-s-2", "r-s-3"}  # ids continue
+    stop = next(o for o in legs if o.type is OrderType.STOP_MARKET)
+    assert stop.trigger_price == Decimal("90.0") and stop.reduce_only
+    # the new events' ids continue after the stored ones
+    assert int(stop.events[0].event_id.rsplit("-", 1)[1]) > seq
+
+
+def test_a_filled_entry_without_legs_gets_them_once() -> None:
+    entry, spec, seq = _crashed_entry()
+    cid = str(entry.client_order_id)
+    for ev in _fill(cid, "100"):
+        entry.apply(ev)
+    node, _ = _node()
+    assert node.restore([entry], seq, id_seqs={"s": 1}, brackets={cid: spec}) == [cid]
+    assert node.place_bracket(cid)
+    assert not node.place_bracket(cid)  # placed once
+    legs = [o for o in node.orders.values() if str(o.parent_order_id) == cid]
+    assert len(legs) == 2
+    # a second restart sees the legs: nothing is missing, the legs are linked OCO
+    again, _ = _node()
+    stored = [copy.deepcopy(o) for o in node.orders.values()]
+    assert again.restore(stored, node._events, brackets={cid: spec}) == []
+    stop, tp = sorted(legs, key=lambda o: o.type is OrderType.LIMIT)
+    assert stop.status is OrderStatus.ACCEPTED  # the venue took the legs
+    again.on_venue_event(_fill(str(stop.client_order_id), "90")[1])
+    sibling = again.orders[str(tp.client_order_id)]
+    # the fill cancels the relinked sibling (this test venue never had it: refused)
+    assert any(type(e).__name__ == "OrderCancelRequested" for e in sibling.events)
+
+
+def test_restore_refuses_bad_input() -> None:
+    entry, spec, seq = _crashed_entry()
+    cid = str(entry.client_order_id)
+    node, _ = _node()
+    with pytest.raises(ValueError, match="last_event_seq"):
+        node.restore([], -1)
+    with pytest.raises(ValueError, match="strategy 'x'"):
+        node.restore([], 0, id_seqs={"x": 3})
+    with pytest.raises(ValueError, match="unknown keys bogus"):
+        node.restore([entry], seq, brackets={cid: {**spec, "bogus": 1}})
+    with pytest.raises(ValueError, match="already in this node"):
+        node.restore([entry], seq)
+    with pytest.raises(ValueError, match="at least 2"):
+        node.link_oco([cid])
+    with pytest.raises(ValueError, match="not in this node"):
+        node.link_oco([cid, "nope"])

@@ -1,0 +1,82 @@
+"""`size_mode="risk"`: fixed-fractional sizing from the profile's risk per trade and
+each entry's stop-loss, at the venue's fill; refused for strategies without a stop."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from sapphire.domain import OrderSide
+from sapphire.paper import PaperConfig, PaperSession
+from sapphire.paper.client import sizer_spec
+from sapphire.paper.server import make_sizer, risk_sizer
+from sapphire.paper.session import RiskSizer
+from sapphire.store import Store
+
+RANGE = {"start": "2022-01-03", "end": "2022-01-03 03:00"}
+
+
+def test_risk_sizer_arithmetic() -> None:
+    cfg = PaperConfig(size_mode="risk", lot_size=0.001)  # conservative: 1 % per trade
+    buy = risk_sizer(Decimal("0.05"), 1, cfg)
+    # 10,000 * 1 % / (100 * 5 %) = 20
+    assert buy(Decimal(100), Decimal(10_000)) == Decimal(20)
+    assert risk_sizer(Decimal("0.05"), -1, cfg)(Decimal(100), Decimal(10_000)) == Decimal(20)
+    # quantised down to the lot
+    assert buy(Decimal(300), Decimal(10_000)) == Decimal("6.666")
+    assert buy(Decimal(100), Decimal(0)) == "insufficient margin"
+    assert "at or below zero" in str(risk_sizer(Decimal("1.5"), 1, cfg)(Decimal(1), Decimal(1)))
+    aggressive = PaperConfig(size_mode="risk", risk_profile="aggressive")
+    # 2 % at a balance of 10,000 -> 10,000 * 2 % / (100 * 5 %) = 40
+    assert risk_sizer(Decimal("0.05"), 1, aggressive)(Decimal(100), Decimal(10_000)) == 40
+    with pytest.raises(ValueError, match="stop="):
+        risk_sizer(Decimal(0), 1, cfg)
+    with pytest.raises(ValueError, match="side="):
+        risk_sizer(Decimal("0.1"), 0, cfg)
+
+
+def test_the_risk_sizer_crosses_to_the_venue() -> None:
+    cfg = PaperConfig(size_mode="risk")
+    sizer = RiskSizer(0.05, OrderSide.SELL.sign, cfg)
+    spec = sizer_spec(sizer)
+    assert spec == {"mode": "risk", "stop": "0.05", "side": -1}
+    rebuilt = make_sizer(spec, cfg)
+    assert rebuilt is not None
+    assert rebuilt(Decimal(100), Decimal(5_000)) == sizer(Decimal(100), Decimal(5_000)) == 10
+    with pytest.raises(ValueError, match="needs the paper config"):
+        make_sizer(spec)
+
+
+def test_risk_sizing_needs_a_strategy_with_a_stop(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    cfg = PaperConfig(**RANGE, size_mode="risk", speed="max")  # sma_cross: no stop-loss
+    with pytest.raises(ValueError, match="gives no stop-loss"):
+        PaperSession.start(cfg, store=store, home=tmp_path)
+    assert store.runs() == []
+    with pytest.raises(ValueError, match="size_mode='bogus'"):
+        PaperConfig(size_mode="bogus")
+
+
+def test_a_risk_sized_session_risks_the_profiles_fraction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAPPHIRE_PAPER_VENUE_IDLE", "60")
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    cfg = PaperConfig(
+        strategy="volatility_breakout", params={"channel": 10, "exit_channel": 5}, leverage=10,
+        **RANGE, size_mode="risk", speed="max", lot_size=0.0001,
+    )  # fmt: skip
+    s = PaperSession.start(cfg, store=store, home=tmp_path)
+    s.run()
+    entries = [o for o in store.orders(s.run_id) if s.node.tags.get(str(o.client_order_id))
+               == "entry" and o.filled_qty > 0]  # fmt: skip
+    assert entries
+    for order in entries:
+        legs = [o for o in store.orders(s.run_id) if o.parent_order_id == order.client_order_id]
+        stop = next(o for o in legs if o.trigger_price is not None)
+        assert order.avg_px is not None and stop.trigger_price is not None
+        risked = order.filled_qty * abs(order.avg_px - stop.trigger_price)
+        # ~1 % of the balance (equity when flat) of 10,000-ish, less one lot of rounding
+        assert Decimal(90) < risked <= Decimal(102)
