@@ -24,7 +24,8 @@ How signals are evaluated:
 Sizing (`size_mode`): `fixed` (base quantity), `notional` (quote amount / fill price),
 `equity` (fraction of equity / fill price): the quantity is worked out at the fill by
 the venue (`sizer`), from the fill price and the cash after any exit at the same open,
-rounded down to `lot`.
+rounded down to `lot`; the order carries a placeholder quantity, and the node's
+pre-trade check sees the quantity the sizer gives at the last close instead.
 """
 
 from __future__ import annotations

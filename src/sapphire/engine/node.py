@@ -15,6 +15,9 @@ Order management done by the node, so that it works with any venue:
 - brackets (entry + stop-loss / take-profit / trailing stop) are OTO + OCO: the exit
   legs are placed when the entry fills (levels relative to the fill price, or
   absolute), and the first leg to fill cancels the others;
+- OTO (`submit_oto`): child orders held by the node and submitted once the parent is
+  completely FILLED (discarded, each with an `OrderDenied`, when the parent ends
+  otherwise); brackets are OTO whose children are built from the fill price;
 - OCO groups: the first order to fill cancels the others;
 - trailing stops on a venue without them (`venue.supports_trailing` false) are stop
   orders whose trigger the node moves after each bar/trade.
@@ -29,7 +32,7 @@ import gc
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
@@ -39,6 +42,7 @@ from sapphire.domain import (
     Bar,
     ClientOrderId,
     ClientOrderIdGenerator,
+    ContingencyType,
     InstrumentId,
     Order,
     OrderBook,
@@ -49,6 +53,7 @@ from sapphire.domain import (
     OrderEvent,
     OrderExpired,
     OrderFilled,
+    OrderInitialized,
     OrderRejected,
     OrderStatus,
     OrderSubmitted,
@@ -125,12 +130,17 @@ class FundingPaid:
 
 @dataclass
 class _Bracket:
+    """What to place when an entry fills: exit legs (a bracket) or, for an OTO, the
+    held `children` orders (submitted as they are, with their `tags`)."""
+
     strategy: EventStrategy
     stop_loss: float | None
     take_profit: float | None
     trailing_stop: float | None
     relative: bool
     tick: float
+    children: tuple[Order, ...] = ()
+    tags: tuple[str | None, ...] = ()
 
 
 class _Trail:
@@ -162,6 +172,33 @@ def _rare_gc_passes() -> Iterator[None]:
     finally:
         if changed and gc.get_threshold() == ours:  # unless someone changed it since
             gc.set_threshold(*old)
+
+
+def _link(
+    order: Order,
+    kind: ContingencyType,
+    parent: ClientOrderId | None,
+    linked: Sequence[ClientOrderId],
+) -> None:
+    """Set the contingency fields of an INITIALIZED order in place (its only event is
+    `OrderInitialized`, replaced); fields already set must agree."""
+    init = order.events[0]
+    assert isinstance(init, OrderInitialized)
+    want = (kind, parent, tuple(linked))
+    have = (init.contingency_type, init.parent_order_id, init.linked_order_ids)
+    if have == want:
+        return
+    blank = (ContingencyType.NONE, None, ())
+    for k, (h, w) in enumerate(zip(have, want, strict=True)):
+        if h != w and h != blank[k]:
+            raise ValueError(
+                f"order {order.client_order_id}: contingency field "
+                f"{('contingency_type', 'parent_order_id', 'linked_order_ids')[k]}={h!r} "
+                f"conflicts with the OTO ({w!r})"
+            )
+    order._reset(
+        replace(init, contingency_type=kind, parent_order_id=parent, linked_order_ids=tuple(linked))
+    )
 
 
 class TradingNode:
@@ -199,7 +236,12 @@ class TradingNode:
         if portfolio is None:
             ccy = currency or getattr(venue, "currency", None) or "USDT"
             start = cash if cash is not None else venue.balance(ccy)
-            portfolio = Portfolio(Account(ccy, {ccy: Decimal(str(start))}))
+            # the node's book mirrors the venue's margin: its leverage when it has one,
+            # else 1 (no credit beyond the cash for the pre-trade balance check)
+            venue_leverage = getattr(venue, "leverage", None)
+            portfolio = Portfolio(
+                Account(ccy, {ccy: Decimal(str(start))}, Decimal(str(venue_leverage or 1)))
+            )
             for inst in getattr(venue, "instruments", {}).values():
                 portfolio.add_instrument(inst)
         self.portfolio = portfolio
@@ -267,6 +309,7 @@ class TradingNode:
         *,
         id_seqs: dict[str, int] | None = None,
         brackets: dict[str, dict[str, Any]] | None = None,
+        otos: dict[str, Sequence[Order]] | None = None,
     ) -> list[str]:
         """Adopt the orders of an interrupted run (rebuilt from a store), before `start`.
 
@@ -278,7 +321,10 @@ class TradingNode:
         fills, as before the restart. Returns the ids of the FILLED entries whose legs
         are missing (the node died between the fill and the legs):
         `place_bracket(cid)` places them once a price is known. Sibling exit legs
-        (one parent) are relinked one-cancels-the-others.
+        (one parent) are relinked one-cancels-the-others. `otos` maps an OTO parent's
+        client id to its held children (`oto_children`, INITIALIZED orders): held again
+        while the parent is open, reported missing like a bracket when it FILLED
+        without them, discarded when it ended otherwise.
         """
         if not (isinstance(last_event_seq, int) and last_event_seq >= 0):
             raise ValueError(f"last_event_seq={last_event_seq!r} is invalid: expected an int >= 0")
@@ -298,6 +344,9 @@ class TradingNode:
             self._ids[sid].restore(seq)
         groups: dict[str, list[str]] = {}
         for cid, order in self._open.items():
+            parent = self.orders.get(str(order.parent_order_id))
+            if parent is not None and parent.contingency_type is ContingencyType.OTO:
+                continue  # OTO children are independent orders
             if order.parent_order_id is not None:
                 groups.setdefault(str(order.parent_order_id), []).append(cid)
         for group in groups.values():
@@ -323,6 +372,28 @@ class TradingNode:
             ):
                 self._brackets[cid] = bracket
                 missing.append(cid)
+        for cid, held in (otos or {}).items():
+            parent = self.orders.get(cid)
+            if parent is None:
+                raise ValueError(f"otos: order {cid} is not in this node")
+            kids = tuple(held)
+            for child in kids:
+                ccid = child.client_order_id
+                if child.status is not OrderStatus.INITIALIZED or ccid in self.orders:
+                    raise ValueError(f"otos[{cid}]: order {ccid} was already submitted")
+                if child.parent_order_id != cid:
+                    raise ValueError(
+                        f"otos[{cid}]: order {ccid} has parent {child.parent_order_id}"
+                    )
+            strat = self._by_id[str(parent.strategy_id)]
+            tags = tuple(self.tags.get(c.client_order_id) for c in kids)
+            self._brackets[cid] = _Bracket(
+                strat, None, None, None, True, self.bracket_tick, kids, tags
+            )
+            if parent.status is OrderStatus.FILLED:
+                missing.append(cid)
+            elif not parent.is_open:
+                self._discard_children(cid, parent.status.name.lower())
         return missing
 
     def link_oco(self, ids: Sequence[str]) -> None:
@@ -412,7 +483,7 @@ class TradingNode:
             self.tags[cid] = tag
         ts = self.clock.now_ns()
         if self.risk is not None:
-            reason = self._risk_check(order, ts)
+            reason = self._risk_check(order, ts, sizer)
             if reason is not None:
                 denied = OrderDenied(
                     event_id=self.next_event_id(), ts_ns=ts, client_order_id=cid, reason=reason
@@ -441,7 +512,11 @@ class TradingNode:
         self.venue.submit_order(order, sizer)
         return True
 
-    def _risk_check(self, order: Order, ts: int) -> str | None:
+    def _risk_check(self, order: Order, ts: int, sizer: Sizer | None = None) -> str | None:
+        """The pre-trade check of `order`. With a `sizer` (the quantity is worked out at
+        the fill), the check sees the quantity the sizer gives at the latest price
+        (the last close; a bar venue fills at the next open) and the portfolio's equity
+        now, not the order's placeholder quantity; the order sent keeps the sizer."""
         assert self.risk is not None
         iid = order.instrument_id
         inst = self.portfolio.instrument(iid)
@@ -476,8 +551,23 @@ class TradingNode:
             ts_ns=ts,
             leverage=account.leverage,
         )
-        decision = self.risk.check(order, ctx)
-        return None if decision.ok else decision.reason
+        checked = order
+        if sizer is not None:
+            est = sizer(mark, portfolio.equity(marks))
+            if isinstance(est, Decimal) and est.is_finite() and est > 0:
+                init = order.events[0]
+                assert isinstance(init, OrderInitialized)
+                checked = Order.from_init(replace(init, quantity=inst.quantize_qty(est)))
+        decision = self.risk.check(checked, ctx)
+        if decision.ok:
+            return None
+        if checked is not order:
+            return (
+                f"{decision.reason} (quantity {checked.quantity.normalize():f} estimated by the "
+                f"sizer at the "
+                f"last price {mark})"
+            )
+        return decision.reason
 
     def cancel_order(self, client_order_id: str) -> bool:
         order = self._open.get(client_order_id)
@@ -545,6 +635,77 @@ class TradingNode:
             self._brackets.pop(entry.client_order_id, None)
         return ok
 
+    def submit_oto(
+        self,
+        strategy: EventStrategy,
+        parent: Order,
+        children: Sequence[Order],
+        *,
+        tag: str | None = None,
+        tags: Sequence[str | None] | None = None,
+        sizer: Sizer | None = None,
+    ) -> bool:
+        """One-triggers-the-others: submit `parent` now and hold `children` (emulated by
+        the node) until the parent is completely FILLED, then submit them as they are
+        (their own quantities, `tags[k]`). A parent that ends otherwise (denied,
+        rejected, canceled, expired, even after a partial fill) discards the children:
+        each gets an `OrderDenied` naming the parent. Orders built with the strategy
+        helpers (ids from the node's generator) are linked here, in place: the parent
+        gets `contingency_type` OTO and `linked_order_ids` = the children, each child
+        `parent_order_id` = the parent (orders already carrying these must match).
+        False when the parent is denied.
+        """
+        kids = tuple(children)
+        if not kids:
+            raise ValueError("an OTO needs at least 1 child order, got 0")
+        if tags is not None and len(tags) != len(kids):
+            raise ValueError(f"tags: {len(tags)} given for {len(kids)} children")
+        pid = parent.client_order_id
+        ids = tuple(o.client_order_id for o in kids)
+        if len(set(ids) | {pid}) != len(ids) + 1:
+            raise ValueError(f"an OTO's orders need distinct client ids, got {pid}, {ids}")
+        for o in (parent, *kids):
+            if o.status is not OrderStatus.INITIALIZED or o.client_order_id in self.orders:
+                raise ValueError(f"order {o.client_order_id} was already submitted")
+            if o.strategy_id != strategy.strategy_id:
+                raise ValueError(
+                    f"order {o.client_order_id}: strategy {o.strategy_id!r} is not "
+                    f"{strategy.strategy_id!r}"
+                )
+        _link(parent, ContingencyType.OTO, None, ids)
+        for child in kids:
+            _link(child, child.contingency_type, pid, child.linked_order_ids)
+        self._brackets[pid] = _Bracket(
+            strategy, None, None, None, True, self.bracket_tick, kids,
+            tuple(tags) if tags is not None else (None,) * len(kids),
+        )  # fmt: skip
+        ok = self.submit_order(strategy, parent, tag=tag, sizer=sizer)
+        if not ok:
+            self._discard_children(pid, "denied")
+        return ok
+
+    def oto_children(self, client_order_id: str) -> tuple[Order, ...] | None:
+        """The children an OTO parent not yet filled holds (what `restore(otos=)` takes)."""
+        spec = self._brackets.get(client_order_id)
+        return spec.children if spec is not None and spec.children else None
+
+    def _discard_children(self, cid: str, why: str) -> None:
+        """The parent `cid` ended without filling: its held OTO children are denied."""
+        spec = self._brackets.pop(cid, None)
+        if spec is None or not spec.children:
+            return
+        ts = self.clock.now_ns()
+        for child in spec.children:
+            ccid = child.client_order_id
+            self.orders[ccid] = child
+            denied = OrderDenied(
+                event_id=self.next_event_id(), ts_ns=ts, client_order_id=ccid,
+                reason=f"OTO parent {cid} {why}: child discarded",
+            )  # fmt: skip
+            child.apply(denied)
+            self.bus.publish(denied)
+            spec.strategy.on_order_update(child, denied)
+
     def submit_oco(
         self,
         strategy: EventStrategy,
@@ -563,8 +724,13 @@ class TradingNode:
         return ok
 
     def _place_bracket(self, entry: Order, fill: OrderFilled, spec: _Bracket) -> None:
-        """The entry filled: place its exit legs, linked one-cancels-the-others."""
+        """The entry filled: place its exit legs, linked one-cancels-the-others (an
+        OTO: submit its held children)."""
         strat = spec.strategy
+        if spec.children:
+            for child, child_tag in zip(spec.children, spec.tags, strict=True):
+                self.submit_order(strat, child, tag=child_tag)
+            return
         iid = entry.instrument_id
         qty = entry.filled_qty
         side = entry.side.opposite
@@ -723,7 +889,8 @@ class TradingNode:
             strategy.on_fill(order, event)
         else:
             if isinstance(event, (OrderCanceled, OrderRejected, OrderExpired)):
-                self._brackets.pop(cid, None)
+                if cid in self._brackets:
+                    self._discard_children(cid, order.status.name.lower())
                 group = self._oco.pop(cid, None)
                 if group is not None:
                     self._oco.update(

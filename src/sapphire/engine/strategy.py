@@ -12,7 +12,8 @@ Helpers (valid once the strategy is added to a `TradingNode`): `market`, `limit`
 `stop_market`, `trailing_stop` build orders with deterministic client order ids;
 `submit_order` sends one through the risk engine to the venue (False when denied);
 `submit_bracket` an entry with stop-loss / take-profit / trailing-stop legs (placed when
-the entry fills, one cancelling the others); `submit_oco`; `cancel_order`;
+the entry fills, one cancelling the others); `submit_oto` (children held until the
+parent fills); `submit_oco`; `cancel_order`;
 `amend_order`; `position`, `balance`, `now_ns`, `set_timer`. Streaming indicators from
 `sapphire.indicators` work as usual: keep one on the strategy and update it in `on_bar`.
 """
@@ -173,6 +174,19 @@ class EventStrategy:
             self, entry, stop_loss=stop_loss, take_profit=take_profit,
             trailing_stop=trailing_stop, relative=relative, tag=tag, sizer=sizer,
         )  # fmt: skip
+
+    def submit_oto(
+        self,
+        parent: Order,
+        children: Sequence[Order],
+        *,
+        tag: str | None = None,
+        tags: Sequence[str | None] | None = None,
+        sizer: Callable[[Decimal, Decimal], Decimal | str] | None = None,
+    ) -> bool:
+        """Send `parent`; the node holds `children` and submits them once the parent is
+        completely filled (they are discarded if it ends otherwise)."""
+        return self.node.submit_oto(self, parent, children, tag=tag, tags=tags, sizer=sizer)
 
     def submit_oco(self, orders: Sequence[Order], *, tags: Sequence[str] | None = None) -> bool:
         """Send orders where the first to fill cancels the others."""

@@ -83,3 +83,50 @@ def test_the_risk_profile_is_refused_by_the_kernel_and_checked() -> None:
         Backtest(_bars(), EnterTwice, risk_profile="conservative")
     with pytest.raises(ValueError, match="unknown risk profile 'careful'"):
         Backtest(_bars(), EnterTwice, engine="event", risk_profile="careful")
+
+
+def _calm(level: float) -> Bars:
+    calm = _bars()
+    for k in range(len(calm.close)):
+        calm.open[k] = calm.low[k] = calm.high[k] = calm.close[k] = level
+    return calm
+
+
+def test_equity_sized_entries_are_checked_at_their_estimated_size() -> None:
+    # a price of 100,000 with 10,000 cash: the adapter's placeholder quantity 1 would
+    # be 10x the cash; the check sees 0.95 * equity / last close instead
+    bt = Backtest(
+        _calm(100_000.0), EnterTwice, size=0.95, size_mode="equity", engine="event",
+        risk_profile="conservative",
+    )  # fmt: skip
+    r = bt.run()
+    assert bt.event_run.refusals == ()
+    (trade,) = r.trades.itertuples()  # the second entry signal comes while long
+    assert trade.size == pytest.approx(0.95 * 10_000 / 100_000)
+    plain = Backtest(_calm(100_000.0), EnterTwice, size=0.95, size_mode="equity").run()
+    assert np.array_equal(plain.equity.to_numpy(), r.equity.to_numpy())  # parity kept
+
+
+def test_an_oversized_equity_entry_is_denied_naming_its_estimated_notional() -> None:
+    bt = Backtest(
+        _calm(100.0), EnterTwice, size=5, size_mode="equity", engine="event",
+        risk_profile="conservative",
+    )  # fmt: skip
+    r = bt.run()
+    assert len(r.trades) == 0
+    (bar, _cid, reason), *_ = bt.event_run.refusals
+    assert bar == 0
+    # 5 * 10,000 / 100 = 500 at the last close 100: notional 50,000 at leverage 1
+    assert "notional 50000" in reason.replace(",", "")
+    assert "quantity 500" in reason and "last price 100" in reason
+
+
+def test_the_balance_check_uses_the_venue_leverage(btc_df) -> None:  # type: ignore[no-untyped-def]
+    # 1 BTC (~47,000 notional) on 10,000 cash: without leverage the profile's balance
+    # check denies every entry; with leverage 5 the same entries pass
+    df = btc_df.iloc[:3000].reset_index(drop=True)
+    kw = {"engine": "event", "risk_profile": "conservative", "size": 1.0, "cash": 10_000.0}
+    none = Backtest(df, "sma_cross", **kw).run()
+    levered = Backtest(df, "sma_cross", leverage=5, **kw).run()
+    assert len(none.trades) == 0
+    assert len(levered.trades) > 0
