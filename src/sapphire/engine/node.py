@@ -141,6 +141,19 @@ class _Bracket:
     tick: float
     children: tuple[Order, ...] = ()
     tags: tuple[str | None, ...] = ()
+    placed: int = 0  # legs already placed before a restart (a prefix of `kinds()`)
+
+    def kinds(self) -> tuple[str, ...]:
+        """The exit legs, in the order they are placed."""
+        return tuple(
+            kind
+            for kind, value in (
+                ("stop_loss", self.stop_loss),
+                ("trailing_stop", self.trailing_stop),
+                ("take_profit", self.take_profit),
+            )
+            if value
+        )
 
 
 class _Trail:
@@ -367,11 +380,14 @@ class TradingNode:
             )  # fmt: skip
             if entry.is_open:
                 self._brackets[cid] = bracket
-            elif entry.status is OrderStatus.FILLED and not any(
-                o.parent_order_id == cid for o in self.orders.values()
-            ):
-                self._brackets[cid] = bracket
-                missing.append(cid)
+            elif entry.status is OrderStatus.FILLED:
+                # legs are placed one after another in a fixed order (stop-loss, trailing
+                # stop, take-profit): a node that died between two of them left a prefix
+                placed = sum(1 for o in self.orders.values() if o.parent_order_id == cid)
+                if placed < len(bracket.kinds()):
+                    bracket.placed = placed
+                    self._brackets[cid] = bracket
+                    missing.append(cid)
         for cid, held in (otos or {}).items():
             parent = self.orders.get(cid)
             if parent is None:
@@ -745,7 +761,8 @@ class TradingNode:
         legs: list[tuple[Order, str]] = []
         common: dict[str, Any] = {"reduce_only": True, "parent_order_id": entry.client_order_id}
         ids = self._ids[strat.strategy_id]
-        if spec.stop_loss:
+        todo = set(spec.kinds()[spec.placed :])  # after a restart: only the missing legs
+        if spec.stop_loss and "stop_loss" in todo:
             lvl = to_tick(e * (1.0 - d * spec.stop_loss)) if spec.relative else spec.stop_loss
             legs.append(
                 (
@@ -763,7 +780,7 @@ class TradingNode:
                     "stop_loss",
                 )
             )
-        if spec.trailing_stop:
+        if spec.trailing_stop and "trailing_stop" in todo:
             if spec.relative:
                 frac = spec.trailing_stop
                 init = e * (1.0 - d * frac)
@@ -792,7 +809,7 @@ class TradingNode:
                     "trailing_stop",
                 )
             )
-        if spec.take_profit:
+        if spec.take_profit and "take_profit" in todo:
             lvl = to_tick(e * (1.0 + d * spec.take_profit)) if spec.relative else spec.take_profit
             legs.append(
                 (
@@ -810,8 +827,13 @@ class TradingNode:
                     "take_profit",
                 )
             )
-        if len(legs) > 1:
-            group = tuple(o.client_order_id for o, _ in legs)
+        siblings = tuple(  # legs placed before a restart that are still working
+            o.client_order_id
+            for o in self._open.values()
+            if o.parent_order_id == entry.client_order_id
+        )
+        group = siblings + tuple(o.client_order_id for o, _ in legs)
+        if len(group) > 1:
             for cid in group:
                 self._oco[cid] = group
         for order, tag in legs:

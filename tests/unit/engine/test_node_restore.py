@@ -125,3 +125,28 @@ def test_restore_refuses_bad_input() -> None:
         node.link_oco([cid])
     with pytest.raises(ValueError, match="not in this node"):
         node.link_oco([cid, "nope"])
+
+
+def test_a_node_that_died_between_two_legs_places_only_the_missing_one() -> None:
+    entry, spec, seq = _crashed_entry()
+    cid = str(entry.client_order_id)
+    for ev in _fill(cid, "100"):
+        entry.apply(ev)
+    # the first node placed the stop-loss leg, then died before the take-profit leg
+    first, _ = _node()
+    assert first.restore([entry], seq, id_seqs={"s": 1}, brackets={cid: spec}) == [cid]
+    assert first.place_bracket(cid)
+    stop = next(o for o in first.orders.values() if o.type is OrderType.STOP_MARKET)
+    stored = [copy.deepcopy(entry), copy.deepcopy(stop)]
+    node, _ = _node()
+    missing = node.restore(stored, first._events, id_seqs={"s": 2}, brackets={cid: spec})
+    assert missing == [cid]
+    assert node.place_bracket(cid)
+    legs = [o for o in node.orders.values() if str(o.parent_order_id) == cid]
+    assert sorted(o.type for o in legs) == sorted([OrderType.STOP_MARKET, OrderType.LIMIT])
+    assert len(legs) == 2  # the stop-loss was not placed a second time
+    tp = next(o for o in legs if o.type is OrderType.LIMIT)
+    assert tp.price == Decimal("120.0")
+    # the new take-profit is linked one-cancels-the-other with the surviving stop
+    group = node._oco[str(tp.client_order_id)]
+    assert set(group) == {str(stop.client_order_id), str(tp.client_order_id)}
