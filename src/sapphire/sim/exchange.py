@@ -24,7 +24,17 @@ for every trade tick and book update when the venue has them.
   On arrival an order that opens risk needs `Account.check_order`'s margin or balance
   at its price (limit price, stop trigger, or the touch for a market order), and a
   reduce-only order must reduce the position; otherwise it is rejected with the reason
-  (also kept in `reasons`). Resting orders do not reserve margin.
+  (also kept in `reasons`).
+- **Reservations.** An accepted order that opens or increases a position reserves, while
+  it works, its initial margin at its price plus the larger of the maker/taker fee
+  (derivatives: ``increase * price * multiplier / leverage + fee`` in the settlement
+  currency; spot: ``qty * price + fee`` of the quote for a BUY, `qty` of the base for
+  a SELL). An order whose reservation exceeds the free margin (or balance) *after* the
+  other orders' reservations is rejected, naming the numbers. Fills release it in
+  proportion to the quantity filled; cancels, expiry, rejection and liquidation release
+  the rest; an amendment re-reserves for the remaining quantity at the new price.
+  Reduce-only and position-reducing orders (judged against the position at arrival)
+  reserve nothing. `reserved(currency)` and `free_margin(currency)` expose them.
 - **Funding** (`apply_funding`) is paid on the open position at the given mark.
 - **Liquidation** (perpetuals and futures): after every market-data event and funding
   payment, `LiquidationRule` compares the account's equity at the marks (the last trade
@@ -290,6 +300,9 @@ class MarketVenue:
         self._releasing = False
         self._released: list[Liquidation] = []
         self._liq_seq = 0
+        # working orders' reservations: cid -> [currency, amount, quantity it covers]
+        self._reserve: dict[str, list[Any]] = {}
+        self._pending_reserve: list[Any] | None = None
 
     # ------------------------------------------------------------------ state
     def position(self, instrument_id: InstrumentId) -> Decimal:
@@ -298,6 +311,18 @@ class MarketVenue:
 
     def balance(self, currency: str | None = None) -> Decimal:
         return self.account.balance(currency or self.currency)
+
+    def reserved(self, currency: str | None = None) -> Decimal:
+        """What the working orders reserve in `currency` (default the account's)."""
+        ccy = currency or self.currency
+        return sum((r[1] for r in self._reserve.values() if r[0] == ccy), _ZERO)
+
+    def free_margin(self, currency: str | None = None) -> Decimal:
+        """What new risk may use in `currency`: the account's free margin at the last
+        marks (balance + unrealised PnL - initial margin; a plain balance for a
+        currency no derivative settles in) less the working orders' reservations."""
+        ccy = currency or self.currency
+        return self.account.free_margin(ccy, dict(self.marks)) - self.reserved(ccy)
 
     def equity(
         self, instrument_id: InstrumentId | None = None, price: float | Decimal | None = None
@@ -518,7 +543,11 @@ class MarketVenue:
                 self.reasons[cid] = reason
                 self._schedule([OrderRejected(ts_ns=ts, client_order_id=cid, reason=reason)])
                 return
+            if self._pending_reserve is not None:
+                self._reserve[cid] = self._pending_reserve
             self._booked(matcher.submit(order, ts))
+            if matcher.order(cid) is None:
+                self._reserve.pop(cid, None)  # done at once (filled, canceled, refused)
         elif kind == _CANCEL:
             cid = payload
             matcher = self.matchers[self._orders[cid].instrument_id]
@@ -538,12 +567,17 @@ class MarketVenue:
                 self.reasons[cid] = f"amendment of {cid} arrived after the order was done"
                 return
             try:
-                self._booked(matcher.modify(cid, ts, **changes))
+                events = matcher.modify(cid, ts, **changes)
             except ValueError as exc:
                 self.reasons[cid] = str(exc)
+                return
+            self._booked(events)
+            self._re_reserve(cid, matcher)
 
     def _refusal(self, order: Order, matcher: BookMatcher) -> str | None:
-        """The venue's own checks at arrival (the matcher does the rest)."""
+        """The venue's own checks at arrival (the matcher does the rest); sets
+        `_pending_reserve` to the reservation the order takes if accepted."""
+        self._pending_reserve = None
         inst = matcher.instrument
         pos = self.position(inst.id)
         if order.reduce_only:
@@ -569,14 +603,80 @@ class MarketVenue:
         marks = dict(self.marks)
         marks.setdefault(inst.id, px)
         try:
-            return self.account.check_order(inst, order.side, order.quantity, px, marks=marks)
+            reason = self.account.check_order(inst, order.side, order.quantity, px, marks=marks)
         except ValueError as exc:
             return str(exc)
+        if reason is not None:
+            return reason
+        need = self._reservation(inst, order.side, order.quantity, px)
+        if need is None:
+            return None
+        ccy, amount, detail = need
+        free = self.account.free_margin(ccy, marks)
+        reserved = self.reserved(ccy)
+        if amount > free - reserved:
+            working = sum(1 for r in self._reserve.values() if r[0] == ccy)
+            return (
+                f"insufficient free {ccy} for {order.side} {order.quantity} {inst.id} at {px}: "
+                f"it reserves {amount} ({detail}), free {free} less {reserved} reserved by "
+                f"{working} working order(s) leaves {free - reserved}"
+            )
+        self._pending_reserve = [ccy, amount, order.quantity]
+        return None
+
+    def _reservation(
+        self, inst: Instrument, side: OrderSide, qty: Decimal, px: Decimal
+    ) -> tuple[str, Decimal, str] | None:
+        """(currency, amount, how it was computed) an order of `qty` at `px` reserves
+        while it works, or None if it reserves nothing (it only reduces the position)."""
+        fee = max(inst.fee(qty, px, maker=True), inst.fee(qty, px, maker=False))
+        if inst.contract_type is ContractType.SPOT:
+            if side is OrderSide.BUY:
+                return inst.quote, qty * px + fee, f"notional {qty * px} + fee {fee}"
+            return inst.base, qty, f"the {qty} {inst.base} sold"
+        pos = self.position(inst.id)
+        reducing = min(qty, abs(pos)) if pos * side.sign < 0 else _ZERO
+        increase = qty - reducing
+        if increase == 0:
+            return None
+        margin = increase * px * inst.multiplier / self.account.leverage
+        return (
+            inst.settlement,
+            margin + fee,
+            f"initial margin {margin} at leverage {self.account.leverage} + fee {fee}",
+        )
+
+    def _re_reserve(self, cid: str, matcher: BookMatcher) -> None:
+        """After an amendment: reserve for the remaining quantity at the new price."""
+        held = self._reserve.pop(cid, None)
+        work = matcher.order(ClientOrderId(cid))
+        if held is None or work is None:
+            return  # it reserved nothing (reducing), or it is done
+        px = work.price if work.price is not None else work.trigger_price
+        left = work.quantity - work.filled_qty
+        if px is None or px <= 0 or left <= 0:
+            return
+        need = self._reservation(matcher.instrument, work.side, left, px)
+        if need is not None:
+            self._reserve[cid] = [need[0], need[1], left]
+
+    def _release_reserve(self, cid: str, filled: Decimal | None = None) -> None:
+        """Release `cid`'s reservation: in proportion to `filled`, or all of it."""
+        held = self._reserve.get(cid)
+        if held is None:
+            return
+        if filled is None or filled >= held[2]:
+            del self._reserve[cid]
+            return
+        held[1] -= held[1] * filled / held[2]
+        held[2] -= filled
 
     def _booked(self, events: list[OrderEvent]) -> None:
-        """Book the fills of `events` in the account, then schedule their reports."""
+        """Book the fills of `events` in the account (releasing in proportion the
+        reservations they use), then schedule their reports."""
         for event in events:
             if isinstance(event, OrderFilled):
+                self._release_reserve(event.client_order_id, event.last_qty)
                 order = self._orders[event.client_order_id]
                 inst = self.instruments[order.instrument_id]
                 self.account.apply_fill(
@@ -586,6 +686,7 @@ class MarketVenue:
                 self._pos[inst.id] = self.position(inst.id) + order.side.sign * event.last_qty
                 self.fees += event.fee
             elif isinstance(event, (OrderRejected, OrderCanceled, OrderExpired)):
+                self._release_reserve(event.client_order_id)
                 reason = getattr(event, "reason", None)
                 if reason:
                     self.reasons.setdefault(event.client_order_id, reason)
@@ -624,6 +725,7 @@ class MarketVenue:
         for work in matcher.open_orders():
             reports += matcher.cancel(work.client_order_id, ts)
             self.reasons[work.client_order_id] = "canceled by the liquidation of the position"
+            self._release_reserve(work.client_order_id)
             canceled.append(work.client_order_id)
         qty = self.position(inst.id)
         mark = self.marks[inst.id]

@@ -301,6 +301,82 @@ def test_insufficient_margin_and_reduce_only_are_rejected_with_reasons() -> None
     assert closing.status is OrderStatus.FILLED and venue.position(PERP) == 0
 
 
+def test_resting_orders_reserve_margin_and_a_second_that_does_not_fit_is_rejected() -> None:
+    venue = MarketVenue([PERP_INST], cash=1_000, leverage=2)
+    rec = Recorder(venue)
+    venue.process_trade(trade(100.0, 0))
+    # 12 * 99 / 2 = 594 initial margin + the larger fee (taker 0.0005 * 1188 = 0.594)
+    first = rec.submit(limit(PERP, BUY, "12", "99"))
+    assert first.status is OrderStatus.ACCEPTED
+    assert venue.reserved("USDT") == D("594.594") and venue.balance() == D(1_000)
+    assert venue.free_margin() == D("405.406")
+    second = limit(PERP, BUY, "12", "98")  # fits alone (588.588), not after the first
+    rec.submit(second)
+    assert second.status is OrderStatus.REJECTED
+    assert venue.reasons[second.client_order_id] == (
+        f"insufficient free USDT for BUY 12 {PERP} at 98: it reserves 588.5880 (initial "
+        "margin 588 at leverage 2 + fee 0.5880), free 1000 less 594.5940 reserved by 1 "
+        "working order(s) leaves 405.4060"
+    )
+    assert venue.reserved("USDT") == D("594.594")  # the rejection reserved nothing
+    venue.cancel_order(first.client_order_id)
+    assert first.status is OrderStatus.CANCELED and venue.reserved("USDT") == 0
+    again = rec.submit(limit(PERP, BUY, "12", "98"))
+    assert again.status is OrderStatus.ACCEPTED and venue.reserved("USDT") == D("588.588")
+    # a partial fill of 3 of 12 releases a quarter; the position now holds its margin
+    venue.process_trade(trade(98.0, 1, size=3.0))
+    assert again.filled_qty == D(3) and venue.position(PERP) == D(3)
+    assert venue.reserved("USDT") == D("441.441")
+    venue.process_trade(trade(97.0, 2, size=100.0))
+    assert again.status is OrderStatus.FILLED and venue.reserved("USDT") == 0
+    check_identity(rec, D(1_000))
+
+
+def test_reducing_orders_reserve_nothing_and_amendments_re_reserve() -> None:
+    venue = MarketVenue([PERP_INST], cash=1_000, leverage=2)
+    rec = Recorder(venue)
+    venue.process_trade(trade(100.0, 0))
+    rec.submit(market(PERP, BUY, "5"))
+    assert venue.position(PERP) == D(5) and venue.reserved() == 0
+    ro = rec.submit(limit(PERP, SELL, "5", "110", reduce_only=True))
+    reducing = rec.submit(limit(PERP, SELL, "3", "111"))
+    assert ro.status is reducing.status is OrderStatus.ACCEPTED
+    assert venue.reserved("USDT") == 0
+    # a sell beyond the position reserves for the part that opens a short
+    flip = rec.submit(limit(PERP, SELL, "7", "120"))
+    assert flip.status is OrderStatus.ACCEPTED
+    # 2 * 120 / 2 = 120 margin + taker fee 0.0005 * 840 = 0.42
+    assert venue.reserved("USDT") == D("120.42")
+    buy = rec.submit(limit(PERP, BUY, "2", "90"))  # 90 + 0.09
+    assert venue.reserved("USDT") == D("210.51")
+    venue.amend_order(buy.client_order_id, price=D("80"))  # 80 + 0.08
+    assert venue.reserved("USDT") == D("200.50")
+    for order in (ro, reducing, flip, buy):
+        venue.cancel_order(order.client_order_id)
+    assert venue.reserved("USDT") == 0
+
+
+def test_spot_orders_reserve_quote_cash_for_buys_and_base_for_sells() -> None:
+    venue = MarketVenue([SPOT_INST], cash=1_000)
+    rec = Recorder(venue)
+    venue.process_trade(trade(100.0, 0, iid=SPOT))
+    buy = rec.submit(limit(SPOT, BUY, "6", "99"))  # 594 + fee 0.594
+    assert buy.status is OrderStatus.ACCEPTED and venue.reserved("USDT") == D("594.594")
+    other = rec.submit(limit(SPOT, BUY, "6", "98"))
+    assert other.status is OrderStatus.REJECTED
+    assert "leaves 405.406" in venue.reasons[other.client_order_id]
+    venue.process_trade(trade(98.0, 1, size=100.0, iid=SPOT))
+    assert buy.status is OrderStatus.FILLED and venue.reserved("USDT") == 0
+    sell = rec.submit(limit(SPOT, SELL, "4", "110"))
+    assert venue.reserved("BTC") == D(4) and venue.free_margin("BTC") == D(2)
+    too_many = rec.submit(limit(SPOT, SELL, "3", "111"))
+    assert too_many.status is OrderStatus.REJECTED
+    assert "reserves 3 (the 3 BTC sold)" in venue.reasons[too_many.client_order_id]
+    venue.cancel_order(sell.client_order_id)
+    assert venue.reserved("BTC") == 0
+    check_identity(rec, D(1_000))
+
+
 def test_sizer_and_unknown_instrument_are_refused() -> None:
     venue = MarketVenue([PERP_INST])
     rec = Recorder(venue)
