@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +25,8 @@ EXIT_REASONS = np.array(
 )
 ORDER_TYPES = np.array(["market", "limit", "stop"])
 ORDER_STATUS = np.array(["filled", "expired", "rejected"])
+# the DatetimeIndex of each Bars object still alive (Bars are immutable)
+_INDEXES: weakref.WeakKeyDictionary[Bars, pd.DatetimeIndex] = weakref.WeakKeyDictionary()
 REJECT_REASONS = np.array(
     ["", "size below lot", "insufficient margin", "invalid entry price", "denied by risk"]
 )
@@ -375,9 +378,14 @@ class Backtest:
 
     @property
     def index(self) -> pd.DatetimeIndex:
-        """Bar open times as a UTC DatetimeIndex (built once)."""
+        """Bar open times as a UTC DatetimeIndex (built once per Bars object: an optimiser
+        runs thousands of backtests on the same bars)."""
         if self._index is None:
-            self._index = pd.DatetimeIndex(self.bars.time.view("datetime64[ns]")).tz_localize("UTC")
+            index = _INDEXES.get(self.bars)
+            if index is None:
+                index = pd.DatetimeIndex(self.bars.time.view("datetime64[ns]")).tz_localize("UTC")
+                _INDEXES[self.bars] = index
+            self._index = index
         return self._index
 
     def signals(self) -> Signals:

@@ -61,6 +61,16 @@ def _block_bounds(n: int, partitions: int) -> NDArray[np.int64]:
     return np.asarray(np.linspace(0, n, partitions + 1).round(), dtype=np.int64)
 
 
+@njit(cache=True, error_model="numpy")  # x / 0 gives inf / NaN, as NumPy does
+def _returns_kernel(eq: NDArray[np.float64], cash: float) -> NDArray[np.float64]:
+    out = np.empty_like(eq)
+    prev = cash
+    for i in range(eq.shape[0]):
+        out[i] = eq[i] / prev - 1.0
+        prev = eq[i]
+    return out
+
+
 def bar_returns(equity: np.ndarray, initial_cash: float) -> NDArray[np.float64]:
     """Bar returns of an equity curve as the metrics use them: `equity[i] / equity[i-1] - 1`,
     the first relative to `initial_cash`."""
@@ -69,12 +79,7 @@ def bar_returns(equity: np.ndarray, initial_cash: float) -> NDArray[np.float64]:
     eq = np.asarray(equity, dtype=np.float64)
     if eq.ndim != 1:
         raise ValueError(f"equity must be one-dimensional, got shape {eq.shape}")
-    prev = np.empty_like(eq)
-    if eq.size:
-        prev[0] = initial_cash
-        prev[1:] = eq[:-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(eq / prev - 1.0, dtype=np.float64)
+    return np.asarray(_returns_kernel(np.ascontiguousarray(eq), float(initial_cash)))
 
 
 @njit(cache=True)

@@ -276,8 +276,9 @@ def _prefix(bars: Bars, fraction: float) -> Bars:
 def _bar_returns(result: BacktestResult) -> np.ndarray:
     from sapphire.optimize.stats import bar_returns
 
-    out = bar_returns(result.equity.to_numpy(dtype=np.float64), float(result.config["cash"]))
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    # a trial gets here only with equity > 0 at every bar (a ruined one is infeasible),
+    # so every return is finite
+    return bar_returns(result.equity.to_numpy(dtype=np.float64), float(result.config["cash"]))
 
 
 def evaluate_trial(context: TrialContext, item: dict[str, Any]) -> dict[str, Any]:
@@ -304,7 +305,7 @@ def evaluate_trial(context: TrialContext, item: dict[str, Any]) -> dict[str, Any
             out["values"] = [context.objectives[0].value(result)]
         else:
             n_trades = int(result.metrics.get("n_trades", 0))
-            lowest = float(result.equity.min())
+            lowest = float(result.equity.to_numpy().min())
             if lowest <= 0.0:
                 out["state"] = "infeasible"
                 out["error"] = f"ruined: equity fell to {lowest:,.2f}"
