@@ -51,7 +51,7 @@ for every trade tick and book update when the venue has them.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -154,6 +154,53 @@ class LiquidationRule:
         """(taker fee, liquidation fee) of closing `quantity` at `price`."""
         notional = instrument.notional(abs(quantity), price)
         return notional * instrument.taker_fee, notional * self.liquidation_fee_rate
+
+    def close(
+        self,
+        account: Account,
+        instrument: Instrument,
+        quantity: Decimal,
+        mark: Decimal,
+        ts_ns: int,
+        *,
+        venue: str,
+        seq: int,
+        equity: Decimal,
+        margin: Decimal,
+        canceled: Sequence[ClientOrderId],
+        event_id: str | None = None,
+    ) -> Liquidation:
+        """Close a signed `quantity` of `instrument` on `account` at `mark` (taker fee +
+        liquidation fee) and return the `Liquidation`, with its fill `{venue}-LIQ-{seq}`.
+        Both simulated venues call this; they cancel the working orders first."""
+        side = OrderSide.SELL if quantity > 0 else OrderSide.BUY
+        fee, liq_fee = self.close_fees(instrument, quantity, mark)
+        reason = (
+            f"liquidation of {quantity} {instrument.id} at {mark}: equity {equity} "
+            f"{instrument.settlement} below the maintenance margin {margin} "
+            f"(rate {self.maintenance_margin_rate})"
+        )
+        ids: dict[str, Any] = {"event_id": event_id} if event_id is not None else {}
+        fill = OrderFilled(
+            **ids,
+            ts_ns=ts_ns,
+            client_order_id=ClientOrderId(f"{venue}-LIQ-{seq}"),
+            trade_id=TradeId(f"{venue}-LT{seq}"),
+            last_qty=abs(quantity),
+            last_px=mark,
+            liquidity=LiquiditySide.TAKER,
+            fee=fee + liq_fee,
+            fee_currency=instrument.settlement,
+        )
+        realized = account.apply_fill(
+            instrument, side, abs(quantity), mark, fee + liq_fee, instrument.settlement, ts_ns
+        )
+        return Liquidation(
+            instrument_id=instrument.id, ts_ns=ts_ns, side=side, quantity=abs(quantity),
+            price=mark, fee=fee, liquidation_fee=liq_fee, equity=equity,
+            maintenance_margin=margin, reason=reason, fill=fill, canceled=tuple(canceled),
+            realized_pnl=realized,
+        )  # fmt: skip
 
     def liquidation_price(
         self, quantity: Decimal, entry: Decimal, cash: Decimal, multiplier: Decimal = Decimal(1)
@@ -727,35 +774,13 @@ class MarketVenue:
             self.reasons[work.client_order_id] = "canceled by the liquidation of the position"
             self._release_reserve(work.client_order_id)
             canceled.append(work.client_order_id)
-        qty = self.position(inst.id)
-        mark = self.marks[inst.id]
-        side = OrderSide.SELL if qty > 0 else OrderSide.BUY
-        fee, liq_fee = rule.close_fees(inst, qty, mark)
-        reason = (
-            f"liquidation of {qty} {inst.id} at mark {mark}: equity {equity} {inst.settlement} "
-            f"below the maintenance margin {margin} "
-            f"(rate {rule.maintenance_margin_rate})"
-        )
         self._liq_seq += 1
-        fill = OrderFilled(
-            ts_ns=ts,
-            client_order_id=ClientOrderId(f"{self.name}-LIQ-{self._liq_seq}"),
-            trade_id=TradeId(f"{self.name}-LT{self._liq_seq}"),
-            last_qty=abs(qty),
-            last_px=mark,
-            liquidity=LiquiditySide.TAKER,
-            fee=fee + liq_fee,
-            fee_currency=inst.settlement,
-        )
-        realized = self.account.apply_fill(
-            inst, side, abs(qty), mark, fee + liq_fee, inst.settlement, ts
-        )
-        self._pos[inst.id] = _ZERO
-        self.fees += fee + liq_fee
-        liquidation = Liquidation(
-            instrument_id=inst.id, ts_ns=ts, side=side, quantity=abs(qty), price=mark,
-            fee=fee, liquidation_fee=liq_fee, equity=equity, maintenance_margin=margin,
-            reason=reason, fill=fill, canceled=tuple(canceled), realized_pnl=realized,
+        liquidation = rule.close(
+            self.account, inst, self.position(inst.id), self.marks[inst.id], ts,
+            venue=self.name, seq=self._liq_seq, equity=equity, margin=margin,
+            canceled=canceled,
         )  # fmt: skip
+        self._pos[inst.id] = _ZERO
+        self.fees += liquidation.fee + liquidation.liquidation_fee
         self.liquidations.append(liquidation)
         self._schedule([*reports, liquidation])

@@ -513,35 +513,14 @@ class SimulatedVenue:
             self._orders.pop(r.cid, None)
             self._cancel_venue(r, ts, LIQUIDATION_CANCEL)
             canceled.append(r.cid)
-        qty = self._pos[inst.id]
-        side = _SELL if qty > 0 else _BUY
-        fee, liq_fee = rule.close_fees(inst, qty, mark)
-        reason = (
-            f"liquidation of {qty} {inst.id} at {mark}: equity {equity} {inst.settlement} "
-            f"below the maintenance margin {margin} (rate {rule.maintenance_margin_rate})"
-        )
         self._liq_seq += 1
-        fill = OrderFilled(
-            event_id=self._event_id(),
-            ts_ns=ts,
-            client_order_id=ClientOrderId(f"{self.name}-LIQ-{self._liq_seq}"),
-            trade_id=TradeId(f"{self.name}-LT{self._liq_seq}"),
-            last_qty=abs(qty),
-            last_px=mark,
-            liquidity=_TAKER,
-            fee=fee + liq_fee,
-            fee_currency=inst.settlement,
-        )
-        realized = self.account.apply_fill(
-            inst, side, abs(qty), mark, fee + liq_fee, inst.settlement, ts
-        )
-        self._pos[inst.id] = _ZERO
-        self.fees += fee + liq_fee
-        liquidation = Liquidation(
-            instrument_id=inst.id, ts_ns=ts, side=side, quantity=abs(qty), price=mark,
-            fee=fee, liquidation_fee=liq_fee, equity=equity, maintenance_margin=margin,
-            reason=reason, fill=fill, canceled=tuple(canceled), realized_pnl=realized,
+        liquidation = rule.close(
+            self.account, inst, self._pos[inst.id], mark, ts,
+            venue=self.name, seq=self._liq_seq, equity=equity, margin=margin,
+            canceled=canceled, event_id=self._event_id(),
         )  # fmt: skip
+        self._pos[inst.id] = _ZERO
+        self.fees += liquidation.fee + liquidation.liquidation_fee
         self.liquidations.append(liquidation)
         self.on_liquidation(liquidation)
 
