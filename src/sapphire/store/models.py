@@ -1,4 +1,4 @@
-"""The trading ledger's tables (SQLAlchemy 2 declarative models).
+"""The trading ledger's tables and the ML model registry's (SQLAlchemy 2 declarative models).
 
 Conventions (docs/engine.md, "Persistence"):
 - money, prices, quantities and fees are `ExactDecimal` (NUMERIC on PostgreSQL, exact text
@@ -278,6 +278,64 @@ class RiskEventRow(Base):
     payload: Mapped[dict[str, Any]]
 
     __table_args__ = (sa.Index(None, "run_id", "ts_ns"),)
+
+
+class ModelVersionRow(Base):
+    """One registered version of a named ML model (`sapphire.ml.registry`): immutable once
+    `status` is "ready" except for `metrics`, which later evaluations extend. `artefact` is
+    the file's path relative to the registry's root; `status` is "pending" while the
+    artefact is being written, "ready" after, "failed" if writing it failed."""
+
+    __tablename__ = "ml_model_versions"
+
+    name: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    created_ns: Mapped[int]
+    task: Mapped[str] = mapped_column(sa.String(20))
+    artefact: Mapped[str] = mapped_column(sa.String(500))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    lineage: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(sa.String(20))
+
+
+class ModelAliasRow(Base):
+    """Where an alias ("candidate", "challenger", "champion") of a model points now."""
+
+    __tablename__ = "ml_model_aliases"
+
+    name: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    alias: Mapped[str] = mapped_column(sa.String(50), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    set_ns: Mapped[int]
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["name", "version"], ["ml_model_versions.name", "ml_model_versions.version"]
+        ),
+    )
+
+
+class AliasHistoryRow(Base):
+    """One move of a model alias (`action`: "register", "promote" or "rollback"), in the
+    order they happened (`id`); `previous_version` is where the alias pointed before."""
+
+    __tablename__ = "ml_alias_history"
+
+    id: Mapped[int] = mapped_column(id_column_type(), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    alias: Mapped[str] = mapped_column(sa.String(50))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    previous_version: Mapped[int | None] = mapped_column(sa.Integer)
+    set_ns: Mapped[int]
+    action: Mapped[str] = mapped_column(sa.String(20))
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["name", "version"], ["ml_model_versions.name", "ml_model_versions.version"]
+        ),
+        sa.Index(None, "name", "alias", "id"),
+    )
 
 
 metadata = Base.metadata

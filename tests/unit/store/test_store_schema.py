@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[3]
 STORE_TABLES = {
     "instruments", "strategy_runs", "orders", "order_events", "fills", "positions",
     "balances", "equity_snapshots", "equity_snapshot_strategies", "risk_events",
+    "ml_model_versions", "ml_model_aliases", "ml_alias_history",
 }  # fmt: skip
 
 
@@ -92,7 +93,7 @@ def test_the_optimisers_tables_live_beside_the_store(tmp_path: Path) -> None:
 
 def test_a_store_without_upgrade_refuses_an_old_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    with pytest.raises(ValueError, match="is at schema revision None, this version needs 0001"):
+    with pytest.raises(ValueError, match="is at schema revision None, this version needs 0002"):
         Store(url, upgrade=False)
     migrate(url)
     with Store(url, upgrade=False) as store:
