@@ -120,6 +120,11 @@ def test_demo_runs_from_the_installed_console_script(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     for name in ("sma_cross", "momentum", "mean_reversion", "volatility_breakout"):
         assert name in done.stdout
-    reports = list((tmp_path / "home" / "reports").glob("*.html"))
-    assert len(reports) == 1
-    assert str(reports[0].name) in done.stdout.replace("\n", "")
+    reports = sorted((tmp_path / "home" / "reports").glob("*.html"))
+    assert len(reports) == 2  # the best built-in's backtest, and the ML model's evaluation
+    out = done.stdout.replace("\n", "")
+    assert all(r.name in out for r in reports)
+    # the ML step: trained, registered, promoted, traded out of sample
+    for text in ("ML: demo-btc v1", "champion, last 40%", "walk-forward retrained", "Sharpe"):
+        assert text in done.stdout
+    assert (tmp_path / "home" / "models" / "demo-btc" / "v1" / "model.pkl").is_file()

@@ -132,6 +132,9 @@ def backtest_command(
     risk_profile: RiskProfileOpt = None,
     maintenance_margin: MaintenanceMarginOpt = None,
     liquidation_fee: LiquidationFeeOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="--strategy ml: the registry model, NAME[@VERSION|@ALIAS].")
+    ] = None,
     trades_out: Annotated[Path | None, typer.Option(help="Write the trades to this CSV.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
     as_json: JsonOpt = False,
@@ -142,6 +145,8 @@ def backtest_command(
 
     try:
         params: dict[str, Any] = parse_params(param)
+        if model is not None:
+            params["model"] = model
         bt = Backtest(
             _data_source(data),
             strategy,
@@ -221,8 +226,10 @@ def _risk_profile(value: str | None) -> Any:
 
 def demo_command(
     fee: Annotated[float, typer.Option(help="Fee per fill, fraction of notional.")] = 0.0005,
+    ml: Annotated[bool, typer.Option(help="Also train, register and trade an ML model.")] = True,
 ) -> None:
-    """Backtest the built-in strategies on the bundled BTC month and write a report."""
+    """Backtest the built-in strategies on the bundled BTC month and write a report; then
+    train an ML model, promote it and trade it out of sample."""
     from rich.progress import Progress
 
     from sapphire.backtest import Backtest
@@ -260,6 +267,10 @@ def demo_command(
         )
     )
     console.print(f"Report ({best}, best Sharpe): [bold]{path}[/]", soft_wrap=True)
+    if ml:
+        from sapphire.cli.ml import demo_ml
+
+        demo_ml(fee)
 
 
 def _sort_key(value: float | None) -> float:
@@ -274,7 +285,9 @@ def strategies_command() -> None:
     table.add_column("name", style="bold")
     table.add_column("what")
     table.add_column("parameters (default, range)")
-    for name, cls in builtin_strategies().items():
+    from sapphire.strategy.registry import model_strategies
+
+    for name, cls in {**builtin_strategies(), **model_strategies()}.items():
         params = []
         for p in cls.params().values():
             bounds = "" if p.low is None and p.high is None else f" [{p.low}, {p.high}]"

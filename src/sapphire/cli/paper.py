@@ -125,6 +125,15 @@ def paper_command(
     intrabar: IntrabarOpt = "path",
     start: StartOpt = None,
     end: EndOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="--strategy ml: the registry model, NAME[@VERSION|@ALIAS].")
+    ] = None,
+    drift_every: Annotated[
+        int, typer.Option(help="ml strategy: check feature drift every N bars.")
+    ] = 500,
+    retrain_on_drift: Annotated[
+        bool, typer.Option(help="ml strategy: on drift, retrain and register a challenger.")
+    ] = False,
     run_id: Annotated[str | None, typer.Option(help="Name the run (default: generated).")] = None,
     seconds: SecondsOpt = None,
     live: LiveOpt = True,
@@ -139,8 +148,12 @@ def paper_command(
     from sapphire.paper import PaperConfig, PaperSession
 
     try:
+        params = parse_params(param)
+        if model is not None:
+            params["model"] = model
         config = PaperConfig(
-            strategy=strategy, params=parse_params(param), data=data, start=start, end=end,
+            strategy=strategy, params=params, data=data, start=start, end=end,
+            drift_every=drift_every, retrain_on_drift=retrain_on_drift,
             speed=speed, risk_profile=risk_profile, cash=cash, size=size, size_mode=size_mode,
             leverage=leverage,
             maker_fee=fee if maker_fee is None else maker_fee,

@@ -59,9 +59,18 @@ class PaperConfig:
     intrabar: str = "path"
     #: a funding-rate file (as `sapphire backtest --funding`), absolute; None = no funding
     funding: str | None = None
+    #: `ml` strategies: check feature drift every N bars over the last `drift_window` bars
+    drift_every: int = 500
+    drift_window: int = 2000
+    #: `ml` strategies: on a drift breach, retrain on the latest bars as a `challenger`
+    retrain_on_drift: bool = False
 
     def __post_init__(self) -> None:
         parse_speed(self.speed)
+        if self.drift_every < 1:
+            raise ValueError(f"drift_every={self.drift_every!r} is invalid: expected >= 1")
+        if self.drift_window < 50:
+            raise ValueError(f"drift_window={self.drift_window!r} is invalid: expected >= 50")
         from sapphire.risk import profile
 
         profile(self.risk_profile)  # an unknown profile -> ValueError naming it

@@ -153,6 +153,16 @@ class PaperSession:
             self.adapter.config = config
         self.node.add_strategy(self.adapter, bars=[self.iid])
         self.node.bus.subscribe(OrderEvent, self._persist)
+        #: drift checks of an `ml` strategy (sapphire.ml.live), None for other strategies
+        self.drift: Any = None
+        if strategy.name == "ml":
+            from sapphire.ml.live import DriftWatch
+
+            self.drift = DriftWatch(
+                strategy, self.bars, run_dir, every=config.drift_every,
+                window=config.drift_window, retrain=config.retrain_on_drift,
+                publish=self.node.bus.publish,
+            )  # fmt: skip
         self.cursor = 0
         self.bar = -1
         self.status = "running"
@@ -420,6 +430,8 @@ class PaperSession:
         self._check_limits(i, bar.ts_ns + b.timeframe_ns, bar.close)
         if self.adapter.bar_mask[i]:
             self.adapter.on_bar_index(i)
+        if self.drift is not None:
+            self.drift.on_bar(i)
 
     def _check_limits(self, i: int, ts_ns: int, close: float) -> None:
         """Feed the portfolio limits; a breach moves the node's trading state (recorded

@@ -18,6 +18,23 @@ def builtin_strategies() -> dict[str, type[Strategy]]:
     return {cls.name: cls for cls in classes}
 
 
+#: strategies that trade a trained model; they need the `ml` extra, so load on demand
+MODEL_STRATEGIES = {"ml": "sapphire.ml.strategy:MLStrategy"}
+
+
+def model_strategies() -> dict[str, type[Strategy]]:
+    """Return the model-driven strategies (`ml`) by registry name."""
+    out: dict[str, type[Strategy]] = {}
+    for name, spec in MODEL_STRATEGIES.items():
+        try:
+            obj = _load_module_attr(spec)
+        except (ImportError, ValueError):
+            continue
+        if inspect.isclass(obj) and issubclass(obj, Strategy):
+            out[name] = obj
+    return out
+
+
 def _load_module_attr(spec: str) -> object:
     target, _, attr = spec.rpartition(":")
     if target.endswith(".py"):
@@ -50,12 +67,19 @@ def get_strategy(spec: str | type[Strategy]) -> type[Strategy]:
     found = builtin_strategies()
     if spec in found:
         return found[spec]
+    if spec in MODEL_STRATEGIES:
+        try:
+            return get_strategy(MODEL_STRATEGIES[spec])
+        except ValueError as exc:
+            raise ValueError(
+                f"the {spec!r} strategy needs the ml extra (pip install 'sapphire[ml]'): {exc}"
+            ) from None
     if ":" in spec:
         obj = _load_module_attr(spec)
         if not (inspect.isclass(obj) and issubclass(obj, Strategy)):
             raise ValueError(f"{spec} is not a sapphire Strategy subclass")
         return obj
     raise ValueError(
-        f"unknown strategy {spec!r}; built-ins: {', '.join(sorted(found))} "
+        f"unknown strategy {spec!r}; built-ins: {', '.join(sorted([*found, *MODEL_STRATEGIES]))} "
         "(or give module:Class / path/to/file.py:Class)"
     )

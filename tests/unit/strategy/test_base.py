@@ -109,7 +109,7 @@ def test_get_strategy_by_class_module_and_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("nope", "unknown strategy 'nope'; built-ins: mean_reversion, momentum"),
+        ("nope", "unknown strategy 'nope'; built-ins: mean_reversion, ml, momentum"),
         ("sapphire.nothing_here:X", "cannot import strategy module"),
         ("sapphire.strategy:Nope", "has no attribute 'Nope'"),
         ("sapphire.strategy:Param", "is not a sapphire Strategy subclass"),

@@ -1,0 +1,498 @@
+"""`sapphire ml`: train, evaluate, the model registry and drift."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sapphire.cli.backtest import SAMPLE, _json_safe, parse_params
+from sapphire.cli.options import DataOpt, EndOpt, JsonOpt, StartOpt
+
+console = Console()
+err_console = Console(stderr=True)
+
+ml_app = typer.Typer(
+    help="Machine learning: train models, evaluate them, manage the registry, check drift.",
+    no_args_is_help=True,
+)
+models_app = typer.Typer(help="The model registry: list, show, promote, roll back.",
+                         no_args_is_help=True)  # fmt: skip
+ml_app.add_typer(models_app, name="models")
+
+OtherOpt = Annotated[
+    list[str] | None,
+    typer.Option("--other", help="Another instrument for the features: NAME=FILE_OR_SYMBOL."),
+]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")]
+RegistryOpt = Annotated[
+    str | None, typer.Option("--db", help="Registry database URL (default $SAPPHIRE_HOME).")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _registry(db: str | None) -> Any:
+    from sapphire.ml.strategy import default_registry
+
+    return default_registry(db)
+
+
+def _bars(data: str, start: str | None, end: str | None) -> Any:
+    from sapphire.ml.pipeline import load_bars
+
+    return load_bars(SAMPLE if data == SAMPLE else data, start=start, end=end)
+
+
+def _others(items: list[str] | None) -> tuple[dict[str, Any], dict[str, str]]:
+    from sapphire.ml.pipeline import load_bars
+
+    bars, sources = {}, {}
+    for item in items or []:
+        name, sep, source = item.partition("=")
+        if not sep or not name.strip() or not source.strip():
+            raise ValueError(f"--other {item!r} is not of the form NAME=FILE_OR_SYMBOL")
+        path = Path(source.strip()).expanduser()
+        src = str(path.resolve()) if path.exists() else source.strip()
+        bars[name.strip()] = load_bars(src)
+        sources[name.strip()] = src
+    return bars, sources
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    """A Rich progress bar on stderr fed (stage, done, total) callbacks, or None."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err_console, transient=True,
+    ) as bar:  # fmt: skip
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+_STAGES = {
+    "cv": "cross-validation splits",
+    "importance": "permutation importance",
+    "fit": "final fit",
+}
+
+
+def _metrics_table(title: str, values: dict[str, Any]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for key, value in values.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4g}")
+        elif isinstance(value, int | str):
+            table.add_row(key, str(value))
+    return table
+
+
+@ml_app.command("train")
+def train_command(
+    name: Annotated[str, typer.Option(help="Model name in the registry.")],
+    data: DataOpt = SAMPLE,
+    features: Annotated[
+        Path | None, typer.Option(help="Feature set YAML (default: a built-in set).")
+    ] = None,
+    label: Annotated[
+        str, typer.Option(help="triple_barrier, direction, forward_return or meta.")
+    ] = "triple_barrier",
+    horizon: Annotated[int | None, typer.Option(help="Label horizon (bars).")] = None,
+    pt: Annotated[float | None, typer.Option(help="Profit-take barrier (x volatility).")] = None,
+    sl: Annotated[float | None, typer.Option(help="Stop-loss barrier (x volatility).")] = None,
+    model: Annotated[
+        str, typer.Option(help="lightgbm, xgboost or sklearn:NAME, with :k=v,... parameters.")
+    ] = "lightgbm",
+    cv: Annotated[str, typer.Option(help="cpcv or purged_kfold.")] = "cpcv",
+    groups: Annotated[int, typer.Option(help="CV groups (k-fold: folds).")] = 6,
+    test_groups: Annotated[int, typer.Option(help="CPCV test groups per split.")] = 2,
+    other: OtherOpt = None,
+    primary: Annotated[
+        str | None, typer.Option(help="Meta labels: the primary strategy whose entries to filter.")
+    ] = None,
+    primary_param: Annotated[
+        list[str] | None, typer.Option("--primary-param", help="Primary strategy name=value.")
+    ] = None,
+    importance: Annotated[bool, typer.Option(help="Permutation importance on purged CV.")] = True,
+    alias: Annotated[str, typer.Option(help="Alias of the new version.")] = "candidate",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    db: RegistryOpt = None,
+    progress: ProgressOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a model with purged cross-validation and register it (alias `candidate`)."""
+    from sapphire.data import DataError
+    from sapphire.ml.features import FeatureSpec
+    from sapphire.ml.labels import LabelSpec
+    from sapphire.ml.models import ModelSpec
+    from sapphire.ml.pipeline import TrainConfig, train
+
+    started = time.perf_counter()
+    try:
+        spec = FeatureSpec.from_yaml(features) if features is not None else FeatureSpec()
+        label_kw: dict[str, Any] = {"kind": label}
+        label_kw.update({k: v for k, v in (("horizon", horizon), ("pt", pt), ("sl", sl))
+                         if v is not None})  # fmt: skip
+        config = TrainConfig(
+            features=spec, label=LabelSpec.from_mapping(label_kw), model=ModelSpec.parse(model),
+            cv=cv, n_groups=groups, n_test_groups=test_groups, seed=seed,  # type: ignore[arg-type]
+            importance=importance,
+        )  # fmt: skip
+        bars = _bars(data, start, end)
+        others, sources = _others(other)
+        registry = _registry(db)
+        primary_spec = None
+        if label == "meta":
+            if primary is None:
+                raise ValueError("--label meta needs --primary STRATEGY (the signals to filter)")
+            primary_spec = {"strategy": primary, "params": parse_params(primary_param)}
+        elif primary is not None:
+            raise ValueError(f"--primary is for --label meta, not --label {label}")
+        with _progress(progress and not as_json) as update:
+            result = train(bars, config, others=others, sources=sources, progress=update,
+                           primary=primary_spec)  # fmt: skip
+        version = result.register(name, registry, alias=alias)
+    except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    elapsed = time.perf_counter() - started
+    out = {
+        "model": version.name,
+        "version": int(version.version),
+        "aliases": list(version.aliases),
+        "rows": int(result.lineage["rows"]),
+        "features": len(result.lineage["features"]),
+        "cv": result.metrics["cv"],
+        "backtest": {
+            k.removeprefix("path_"): v
+            for k, v in result.metrics["cv"].items()
+            if k.startswith("path_")
+        },
+        "importance": result.metrics.get("importance", {}),
+        "elapsed": round(elapsed, 3),
+    }
+    if as_json:
+        print(json.dumps(_json_safe(out)))
+        return
+    console.print(_metrics_table(
+        f"{version.name} v{version.version}: out-of-sample CV ({config.cv})", result.metrics["cv"]
+    ))  # fmt: skip
+    if result.importance is not None:
+        top = Table(title="Top features (permutation importance, purged CV)", title_justify="left")
+        top.add_column("feature")
+        top.add_column("importance", justify="right")
+        for row in result.importance.head(10).itertuples():
+            top.add_row(str(row.feature), f"{row.importance:.4g}")
+        console.print(top)
+    console.print(
+        f"registered [bold]{version.name}@{version.version}[/] "
+        f"(aliases: {', '.join(version.aliases) or 'none'}) in {elapsed:.1f} s; promote with "
+        f"`sapphire ml models promote {version.name}@{version.version} --alias champion`",
+        highlight=False,
+    )
+
+
+@ml_app.command("evaluate")
+def evaluate_command(
+    ref: Annotated[str, typer.Argument(help="Model: NAME, NAME@VERSION or NAME@ALIAS.")],
+    data: DataOpt = SAMPLE,
+    threshold: Annotated[float | None, typer.Option(help="Entry threshold on the score.")] = None,
+    exit_threshold: Annotated[float | None, typer.Option(help="Exit threshold.")] = None,
+    fee: Annotated[float | None, typer.Option(help="Fee per fill (default: the recipe's).")] = None,
+    retrain: Annotated[
+        str, typer.Option(help="none, sliding or expanding (walk-forward retraining).")
+    ] = "none",
+    train_bars: Annotated[int, typer.Option(help="Walk-forward training window (bars).")] = 20_000,
+    retrain_every: Annotated[int, typer.Option(help="Bars between retrains.")] = 5_000,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    html: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
+    db: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a model on data: prediction scores, IC, and the ml strategy net of fees."""
+    from sapphire.data import DataError
+    from sapphire.ml.evaluate import evaluate
+
+    started = time.perf_counter()
+    try:
+        bars = _bars(data, start, end)
+        ev = evaluate(
+            ref, bars, threshold=threshold, exit_threshold=exit_threshold, fee=fee,
+            retrain=retrain, train_bars=train_bars, retrain_every=retrain_every,
+            registry=_registry(db),
+        )  # fmt: skip
+        report = ev.report(html) if html is not None else None
+    except (DataError, ValueError, TypeError, FileNotFoundError, KeyError) as exc:
+        raise _fail(str(exc).strip("'\"")) from None
+    out = ev.summary()
+    out["elapsed"] = round(time.perf_counter() - started, 3)
+    if report is not None:
+        out["report"] = str(report)
+    if as_json:
+        print(json.dumps(_json_safe(out)))
+        return
+    console.print(_metrics_table(f"{ref}: predictions", {**out["prediction"], **out["ic"]}))
+    console.print(_metrics_table(f"{ref}: ml strategy, net of fees", out["backtest"]))
+    if ev.in_sample_rows:
+        err_console.print(
+            f"[yellow]warning:[/] {ev.in_sample_rows} scored bars are inside the training range "
+            "(in-sample); use later data or --retrain sliding",
+            highlight=False,
+        )
+    if report is not None:
+        console.print(f"report: {report}", highlight=False)
+
+
+def _version_row(v: Any) -> dict[str, Any]:
+    cv = v.metrics.get("cv", {})
+    bt = v.metrics.get("backtest", {})
+    data = v.lineage.get("data", {})
+    return {
+        "model": v.name,
+        "version": int(v.version),
+        "aliases": list(v.aliases),
+        "created": _iso(v.created_ns),
+        "task": v.task,
+        "label": v.lineage.get("recipe", {}).get("label", {}).get("kind"),
+        "estimator": v.lineage.get("recipe", {}).get("model", {}).get("kind"),
+        "data": f"{data.get('start')} → {data.get('end')}",
+        "cv": cv,
+        "backtest": bt,
+    }
+
+
+def _iso(ns: int) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(int(ns), tz="UTC").isoformat()
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Argument(help="Only this model's versions.")] = None,
+    db: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the registered model versions with their aliases and metrics."""
+    try:
+        reg = _registry(db)
+        names = [name] if name else reg.models()
+        rows = [_version_row(v) for n in names for v in reg.versions(n)]
+    except (ValueError, KeyError) as exc:
+        raise _fail(str(exc).strip("'\"")) from None
+    if as_json:
+        print(json.dumps(_json_safe({"models": rows})))
+        return
+    table = Table(title="Models", title_justify="left")
+    for col in ("model", "version", "aliases", "created", "label", "estimator", "CV rank IC",
+                "CV path Sharpe"):  # fmt: skip
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["model"], str(r["version"]), ", ".join(r["aliases"]), r["created"][:19],
+            str(r["label"]), str(r["estimator"]), _fmt(r["cv"].get("rank_ic")),
+            _fmt(r["cv"].get("path_sharpe_mean")),
+        )  # fmt: skip
+    console.print(table if rows else "no models registered yet: `sapphire ml train --name NAME`")
+
+
+def _fmt(value: Any) -> str:
+    return "—" if not isinstance(value, int | float) else f"{value:.3g}"
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
+    db: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one version: lineage (features, label, data, code), metrics, artefact."""
+    try:
+        v = _registry(db).get(ref)
+    except (ValueError, KeyError) as exc:
+        raise _fail(str(exc).strip("'\"")) from None
+    out = {
+        **_version_row(v),
+        "lineage": v.lineage,
+        "metrics": v.metrics,
+        "artefact": str(v.artefact),
+        "sha256": v.sha256,
+    }
+    if as_json:
+        print(json.dumps(_json_safe(out), default=str))
+        return
+    console.print(json.dumps(_json_safe(out), indent=2, default=str), highlight=False)
+
+
+@models_app.command("promote")
+def models_promote(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME@ALIAS) to promote.")],
+    alias: Annotated[str, typer.Option(help="candidate, challenger or champion.")] = "champion",
+    db: RegistryOpt = None,
+) -> None:
+    """Point an alias at a version (an atomic move; `rollback` undoes it)."""
+    try:
+        v = _registry(db).promote(ref, alias)
+    except (ValueError, KeyError) as exc:
+        raise _fail(str(exc).strip("'\"")) from None
+    console.print(f"{v.name}@{alias} -> version {v.version}", highlight=False)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Option(help="The alias to move back.")] = "champion",
+    db: RegistryOpt = None,
+) -> None:
+    """Move an alias back to the version it pointed to before its last move."""
+    try:
+        v = _registry(db).rollback(name, alias)
+    except (ValueError, KeyError) as exc:
+        raise _fail(str(exc).strip("'\"")) from None
+    console.print(f"{v.name}@{alias} rolled back to version {v.version}", highlight=False)
+
+
+@ml_app.command("drift")
+def drift_command(
+    run_id: Annotated[str, typer.Argument(help="A paper run of the ml strategy.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run's drift checks: per-feature PSI / KS, ADWIN, events and retrains."""
+    from sapphire.ml.live import read_drift
+    from sapphire.paper.session import paper_dir
+
+    try:
+        run_dir = paper_dir(run_id)
+        if not run_dir.is_dir():
+            raise ValueError(f"no paper run {run_id!r} (see `sapphire runs list`)")
+        drift = read_drift(run_dir)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(_json_safe({"run_id": run_id, **drift})))
+        return
+    report = drift["report"]
+    if report:
+        table = Table(
+            title=f"{run_id}: feature drift at bar {report['bar']} ({report['model']}, last "
+            f"{report['window']} bars vs training)",
+            title_justify="left",
+        )
+        for col in ("feature", "PSI", "band", "KS p", "drifted"):
+            table.add_column(col)
+        rows = sorted(report["features"].items(), key=lambda kv: -(kv[1].get("psi") or 0.0))
+        for feature, r in rows:
+            table.add_row(feature, _fmt(r.get("psi")), str(r.get("band")), _fmt(r.get("ks_p")),
+                          "yes" if r.get("drifted") else "")  # fmt: skip
+        console.print(table)
+        adwin = report.get("adwin", {})
+        console.print(
+            f"performance (ADWIN on prediction error): window {adwin.get('width')}, mean "
+            f"{_fmt(adwin.get('mean'))}, {adwin.get('detections')} change(s) detected",
+            highlight=False,
+        )
+    events = drift["events"]
+    console.print(f"{len(events)} drift event(s) recorded", highlight=False)
+    for event in events[-10:]:
+        console.print(f"  {event.get('kind')}: {event.get('message', event)}", highlight=False)
+
+
+DEMO_MODEL = "demo-btc"
+
+
+def demo_ml(fee: float) -> None:
+    """The demo's ML step: train on the first 60% of the bundled month, promote to champion,
+    then trade it on the whole month with walk-forward retraining and on the last 40% as
+    registered, printing the out-of-sample metrics."""
+    from dataclasses import replace
+
+    from rich.progress import Progress
+
+    from sapphire.ml.evaluate import evaluate
+    from sapphire.ml.pipeline import TrainConfig, load_bars, train
+    from sapphire.ml.strategy import default_registry
+
+    bars = load_bars(SAMPLE)
+    cut = int(len(bars) * 0.6)
+    first = replace(
+        bars, time=bars.time[:cut], open=bars.open[:cut], high=bars.high[:cut],
+        low=bars.low[:cut], close=bars.close[:cut], volume=bars.volume[:cut],
+    )  # fmt: skip
+    later = replace(
+        bars, time=bars.time[cut:], open=bars.open[cut:], high=bars.high[cut:],
+        low=bars.low[cut:], close=bars.close[cut:], volume=bars.volume[cut:],
+    )  # fmt: skip
+    registry = default_registry()
+    config = TrainConfig(fee=fee)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("ML: training with CPCV on the first 60% of the month", total=4)
+
+        def update(stage: str, done: int, total: int) -> None:
+            progress.update(task, description=f"ML: {_STAGES.get(stage, stage)} {done}/{total}")
+
+        result = train(first, config, progress=update)
+        version = result.register(DEMO_MODEL, registry)
+        registry.promote(f"{DEMO_MODEL}@{version.version}", "champion")
+        progress.advance(task)
+        progress.update(task, description="ML: champion on the last 40% (out of sample)")
+        held_out = evaluate(f"{DEMO_MODEL}@champion", later, registry=registry)
+        progress.advance(task)
+        progress.update(task, description="ML: walk-forward retraining over the whole month")
+        walk = evaluate(f"{DEMO_MODEL}@champion", bars, retrain="sliding", train_bars=15_000,
+                        retrain_every=5_000, registry=registry, record=False)  # fmt: skip
+        progress.advance(task)
+        progress.update(task, description="ML: writing the model report")
+        path = held_out.report()
+        progress.advance(task)
+    cv = result.metrics["cv"]
+    table = Table(
+        title=f"ML: {DEMO_MODEL} v{version.version} (LightGBM, triple-barrier labels, "
+        f"{len(result.lineage['features'])} features), out of sample, fee {fee:.2%} per fill",
+        title_justify="left",
+    )
+    table.add_column("metric", style="bold")
+    for col in ("CPCV (first 60%)", "champion, last 40%", "walk-forward retrained"):
+        table.add_column(col, justify="right")
+    from sapphire.backtest.metrics import format_metric
+
+    for label, key in (("rank IC", "rank_ic"), ("accuracy", "accuracy")):
+        values = (cv.get(key), held_out.ic.get(key, held_out.prediction.get(key)),
+                  walk.ic.get(key, walk.prediction.get(key)))  # fmt: skip
+        table.add_row(label, *(_fmt(v) for v in values))
+    for label, key in (("Sharpe", "sharpe"), ("total return", "total_return"),
+                       ("max drawdown", "max_drawdown"), ("trades", "n_trades")):  # fmt: skip
+        values = (cv.get(f"path_{key}_mean"), held_out.backtest.metrics[key],
+                  walk.backtest.metrics[key])  # fmt: skip
+        table.add_row(label, *(format_metric(key, v) for v in values))
+    wide = Console(width=max(console.width, 120))
+    wide.print(table)
+    console.print(
+        f"{len(walk.retrain)} walk-forward retrains; CPCV figures are means over "
+        f"{int(cv.get('n_paths', 0))} paths. Model report: [bold]{path}[/]",
+        soft_wrap=True,
+    )
