@@ -40,7 +40,8 @@ def synthetic(n: int, seed: int) -> Bars:
     spread = np.abs(rng.normal(0.0, 0.0005, n)) * close
     high = np.maximum(open_, close) + spread
     low = np.minimum(open_, close) - spread
-    time_ns = np.int64(1_600_000_000_000_000_000) + np.arange(n, dtype=np.int64) * MINUTE
+    start = np.int64(1_600_041_600_000_000_000)  # a UTC midnight
+    time_ns = start + np.arange(n, dtype=np.int64) * MINUTE
     volume = rng.uniform(1.0, 10.0, n)
     return Bars(time_ns, open_, high, low, close, volume, MINUTE)
 

@@ -92,7 +92,7 @@ def test_paper_run_of_the_ml_strategy_checks_drift() -> None:
     view = _json([
         "paper", "--strategy", "ml", "--model", "btc@champion", "--start", "2022-01-06",
         "--end", "2022-01-07", "--speed", "max", "--size", "0.01", "--drift-every", "200",
-        "--no-live", "--run-id", "mlp", "--json",
+        "--drift-window", "300", "--no-live", "--run-id", "mlp", "--json",
     ])  # fmt: skip
     assert view["status"] == "finished" and view["fills"] > 0
     drift = _json(["ml", "drift", "mlp", "--json"])
@@ -101,3 +101,15 @@ def test_paper_run_of_the_ml_strategy_checks_drift() -> None:
     assert all(f["psi"] >= 0.0 for f in report["features"].values())
     shown = runner.invoke(app, ["ml", "drift", "mlp"])
     assert shown.exit_code == 0 and "PSI" in shown.stdout
+
+
+def test_frac_diff_auto_is_chosen_on_the_training_bars(tmp_path: Path) -> None:
+    spec = tmp_path / "features.yaml"
+    spec.write_text("indicators: [rsi, natr]\nperiods: [14]\nfrac_diff: auto\n")
+    out = _json([*TRAIN, "--features", str(spec)])
+    shown = _json(["ml", "models", "show", f"btc@{out['version']}", "--json"])
+    d = shown["lineage"]["recipe"]["features"]["frac_diff"]
+    assert 0.0 < d < 1.0  # BTC log prices need some differencing, not a full one
+    assert f"ffd_{d!r}" in shown["lineage"]["features"]
+    bad = runner.invoke(app, [*TRAIN[:-1], "--frac-diff", "lots"])
+    assert bad.exit_code == 2 and "lots" in bad.stderr

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -110,12 +111,50 @@ def _metrics_table(title: str, values: dict[str, Any]) -> Table:
     return table
 
 
+def _feature_spec(path: Path | None, frac_diff: str | None) -> tuple[Any, bool]:
+    """The feature spec from the YAML file (or the default) and whether its fractional
+    differentiation order is to be chosen on the training bars (`frac_diff: auto`)."""
+    import yaml
+
+    from sapphire.ml.features import FeatureSpec
+
+    raw: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise ValueError(f"feature set file not found: {path}")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of feature options, got {loaded!r}")
+        raw = dict(loaded or {})
+    if frac_diff is not None:
+        raw["frac_diff"] = None if frac_diff == "off" else frac_diff
+    auto = raw.get("frac_diff") == "auto"
+    if auto:
+        raw["frac_diff"] = None
+    elif isinstance(raw.get("frac_diff"), str):
+        try:
+            raw["frac_diff"] = float(raw["frac_diff"])
+        except ValueError:
+            raise ValueError(
+                f"frac_diff={raw['frac_diff']!r} is invalid: expected an order in (0, 1], "
+                "auto or off"
+            ) from None
+    return FeatureSpec.from_mapping(raw), auto
+
+
 @ml_app.command("train")
 def train_command(
     name: Annotated[str, typer.Option(help="Model name in the registry.")],
     data: DataOpt = SAMPLE,
     features: Annotated[
         Path | None, typer.Option(help="Feature set YAML (default: a built-in set).")
+    ] = None,
+    frac_diff: Annotated[
+        str | None,
+        typer.Option(
+            help="Add a fractionally differentiated log close: an order d, or auto "
+            "(the least d that passes ADF on the training bars)."
+        ),
     ] = None,
     label: Annotated[
         str, typer.Option(help="triple_barrier, direction, forward_return or meta.")
@@ -147,14 +186,13 @@ def train_command(
 ) -> None:
     """Train a model with purged cross-validation and register it (alias `candidate`)."""
     from sapphire.data import DataError
-    from sapphire.ml.features import FeatureSpec
     from sapphire.ml.labels import LabelSpec
     from sapphire.ml.models import ModelSpec
     from sapphire.ml.pipeline import TrainConfig, train
 
     started = time.perf_counter()
     try:
-        spec = FeatureSpec.from_yaml(features) if features is not None else FeatureSpec()
+        spec, auto = _feature_spec(features, frac_diff)
         label_kw: dict[str, Any] = {"kind": label}
         label_kw.update({k: v for k, v in (("horizon", horizon), ("pt", pt), ("sl", sl))
                          if v is not None})  # fmt: skip
@@ -164,6 +202,8 @@ def train_command(
             importance=importance,
         )  # fmt: skip
         bars = _bars(data, start, end)
+        if auto:
+            config = replace(config, features=spec.with_frac_diff(bars))
         others, sources = _others(other)
         registry = _registry(db)
         primary_spec = None
@@ -363,6 +403,22 @@ def models_promote(
     console.print(f"{v.name}@{alias} -> version {v.version}", highlight=False)
 
 
+@models_app.command("export-mlflow")
+def models_export_mlflow(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME@ALIAS) to export.")],
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default: MLflow's own default).")
+    ] = None,
+    db: RegistryOpt = None,
+) -> None:
+    """Log a version to MLflow (needs `pip install mlflow`): params, metrics, artefact."""
+    try:
+        run_id = _registry(db).export_mlflow(ref, tracking_uri)
+    except (ValueError, KeyError, ImportError) as exc:
+        raise _fail(str(exc).strip("'\"")) from None
+    console.print(f"{ref} exported to MLflow run {run_id}", highlight=False)
+
+
 @models_app.command("rollback")
 def models_rollback(
     name: Annotated[str, typer.Argument(help="Model name.")],
@@ -429,7 +485,6 @@ def demo_ml(fee: float) -> None:
     """The demo's ML step: train on the first 60% of the bundled month, promote to champion,
     then trade it on the whole month with walk-forward retraining and on the last 40% as
     registered, printing the out-of-sample metrics."""
-    from dataclasses import replace
 
     from rich.progress import Progress
 

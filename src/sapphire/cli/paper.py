@@ -131,6 +131,9 @@ def paper_command(
     drift_every: Annotated[
         int, typer.Option(help="ml strategy: check feature drift every N bars.")
     ] = 500,
+    drift_window: Annotated[
+        int, typer.Option(help="ml strategy: bars compared with the training data.")
+    ] = 2000,
     retrain_on_drift: Annotated[
         bool, typer.Option(help="ml strategy: on drift, retrain and register a challenger.")
     ] = False,
@@ -153,7 +156,7 @@ def paper_command(
             params["model"] = model
         config = PaperConfig(
             strategy=strategy, params=params, data=data, start=start, end=end,
-            drift_every=drift_every, retrain_on_drift=retrain_on_drift,
+            drift_every=drift_every, drift_window=drift_window, retrain_on_drift=retrain_on_drift,
             speed=speed, risk_profile=risk_profile, cash=cash, size=size, size_mode=size_mode,
             leverage=leverage,
             maker_fee=fee if maker_fee is None else maker_fee,

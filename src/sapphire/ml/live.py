@@ -1,15 +1,30 @@
 """Drift checks of a running `ml` strategy (paper, live): `DriftWatch`.
 
 On a schedule (every `every` bars) the last `window` feature rows are compared with the
-model's training reference (PSI with the 0.1 / 0.2 bands, KS test); on every bar the
-prediction error of the score made `horizon` bars ago, now that its outcome is known,
-feeds an ADWIN detector (performance drift). A breach:
+model's training reference, kept in time order with the model:
+
+- reported per feature: PSI with its band (< 0.1 stable, < 0.2 moderate, else
+  significant) and the KS test;
+- a breach: the window's mean or standard deviation of a feature is `z_alert` (6)
+  standard errors away from the training values. Market features are persistent (an RSI
+  over 50 bars moves slowly), so a window of consecutive bars holds far fewer independent
+  values than rows, and PSI and KS p-values computed as if the rows were independent
+  raise alarms on data that did not change. The standard errors are therefore calibrated
+  on the training rows themselves: the spread of the same statistics over every window
+  of the same length slid along them. A mean shift or a volatility change is caught
+  within one check interval or two (tests), and stationary data stays quiet.
+
+Calendar features are not checked (a window of consecutive bars never covers every hour
+and weekday). On every bar the prediction error of the score made `horizon` bars ago, now
+that its outcome is known, feeds an ADWIN detector (performance drift); only every
+`horizon`-th prediction, so that the outcomes do not overlap. A breach:
 
 - is published on the node's message bus as a `DriftEvent`,
 - is appended to the run's `drift.jsonl` (and the latest per-feature report is written to
   `drift.json`), which `sapphire ml drift RUN_ID` reads,
 - with `retrain=True`, retrains the model's recipe on the last `train_bars` bars seen and
-  registers the new version as `challenger` (at most once per `every` bars). The
+  registers the new version as `challenger` (then not again for `train_bars` bars, as
+  the next retrain would mostly see the same bars). The
   champion keeps trading: promoting the challenger is a human decision
   (`sapphire ml models promote`).
 
@@ -24,6 +39,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from sapphire.ml.drift import ADWIN, DriftEvent, drift_report
 from sapphire.strategy.base import Bars
@@ -52,7 +69,7 @@ class DriftWatch:
         *,
         every: int = 500,
         window: int = 2000,
-        psi_alert: float = 0.2,
+        z_alert: float = 6.0,
         ks_alpha: float = 0.01,
         adwin_delta: float = 0.002,
         retrain: bool = False,
@@ -73,12 +90,22 @@ class DriftWatch:
             raise ValueError(
                 f"model {strategy.model!r} carries no training reference sample for drift checks"
             )
-        self.reference = reference
+        from sapphire.ml.features import CALENDAR_COLUMNS
+
+        # calendar features are uniform by design: a window of hours cannot match them
+        checked = [c for c in reference.columns if c not in CALENDAR_COLUMNS]
+        self.reference = reference[checked]
         self.bars = bars
-        self.features = feature_frame(self.resolved, bars)
+        self.features = feature_frame(self.resolved, bars)[checked]
         self.run_dir = run_dir
         self.every, self.window = every, window
-        self.psi_alert, self.ks_alpha = psi_alert, ks_alpha
+        self.z_alert, self.ks_alpha = z_alert, ks_alpha
+        if len(self.reference) < 2 * window:
+            raise ValueError(
+                f"drift window={window} needs a training reference of at least {2 * window} "
+                f"rows, the model has {len(self.reference)}: use a smaller drift window"
+            )
+        self.null = window_null(self.reference, window)
         self.adwin = ADWIN(delta=adwin_delta)
         self.retrain, self.train_bars = retrain, train_bars
         self.publish = publish
@@ -102,18 +129,26 @@ class DriftWatch:
                 band="significant",
                 message=f"prediction error changed (ADWIN): mean now {self.adwin.mean:.4f}",
             ))  # fmt: skip
-        if i >= self._warm + 50 and (i - self._warm) % self.every == 0:
+        if i >= self._warm + self.window - 1 and (i - self._warm) % self.every == 0:
             found.extend(self._feature_check(i, ts))
         for event in found:
             self._record(event)
-        if found and self.retrain and i - self._last_retrain >= self.every:
+        if found and self.retrain and i - self._last_retrain >= self.train_bars:
             self._retrain(i)
         return found
 
     def _error(self, i: int) -> float | None:
         j = i - self.horizon
         scores = getattr(self.strategy, "last_scores", None)
-        if j < 0 or scores is None or j >= len(scores) or not np.isfinite(scores[j]):
+        # one prediction per horizon: outcomes that share bars are not independent, and
+        # ADWIN's bound assumes they are
+        if (
+            j < 0
+            or j % self.horizon
+            or scores is None
+            or j >= len(scores)
+            or not np.isfinite(scores[j])
+        ):
             return None
         c = self.bars.close
         realised = float(np.log(c[i] / c[j]))
@@ -133,18 +168,21 @@ class DriftWatch:
         return (score - float(np.sign(realised))) ** 2 / 4.0
 
     def _feature_check(self, i: int, ts: int) -> list[DriftEvent]:
-        lo = max(self._warm, i + 1 - self.window)
-        current = self.features.iloc[lo : i + 1]
+        current = self.features.iloc[i + 1 - self.window : i + 1]
         report = drift_report(self.reference, current, ks_alpha=self.ks_alpha)
+        z_mean, z_std = window_z(self.null, current)
+        report["z_mean"], report["z_std"] = z_mean, z_std
         self._write_report(i, ts, report)
         out = []
         for feature, row in report.iterrows():
-            if row["psi"] >= self.psi_alert or bool(row["drifted"]):
+            z = max(abs(row["z_mean"]), abs(row["z_std"]))
+            if z >= self.z_alert:
                 out.append(DriftEvent(
                     ts_ns=ts, kind="feature", feature=str(feature), psi=float(row["psi"]),
                     ks_p=float(row["ks_p"]), band=str(row["band"]),
-                    message=f"{feature}: PSI {row['psi']:.3f} ({row['band']}), "
-                    f"KS p {row['ks_p']:.2g} over the last {len(current)} bars",
+                    message=f"{feature}: window mean z {row['z_mean']:+.1f}, std z "
+                    f"{row['z_std']:+.1f} (alert at {self.z_alert:g}); PSI {row['psi']:.3f} "
+                    f"({row['band']}), KS p {row['ks_p']:.2g}, last {len(current)} bars",
                 ))  # fmt: skip
         return out
 
@@ -152,11 +190,12 @@ class DriftWatch:
         data = {
             "bar": int(i),
             "ts_ns": ts,
-            "window": int(min(self.window, i + 1 - self._warm)),
+            "window": int(self.window),
             "model": f"{self.resolved.version.name}@{self.resolved.version.version}",
             "features": {
                 str(k): {c: _plain(v) for c, v in r.items()} for k, r in report.iterrows()
             },
+            "z_alert": self.z_alert,
             "adwin": {
                 "width": int(self.adwin.width),
                 "mean": _plain(self.adwin.mean),
@@ -190,15 +229,52 @@ class DriftWatch:
         recipe = self.resolved.recipe
         from dataclasses import replace
 
-        result = train(
-            window, replace(recipe, importance=False), others=self.resolved.others,
-            sources=lineage.get("sources", {}), primary=lineage.get("primary"),
-        )  # fmt: skip
-        version = result.register(self.resolved.version.name, self.registry, alias="challenger")
-        entry = {"bar": int(i), "version": int(version.version), "train_bars": len(window)}
-        self.retrained.append(entry)
+        try:
+            result = train(
+                window, replace(recipe, importance=False), others=self.resolved.others,
+                sources=lineage.get("sources", {}), primary=lineage.get("primary"),
+            )  # fmt: skip
+        except ValueError as exc:  # e.g. too few bars or one label class: keep trading
+            entry: dict[str, Any] = {"kind": "retrain_failed", "bar": int(i), "error": str(exc)}
+        else:
+            version = result.register(self.resolved.version.name, self.registry, alias="challenger")
+            entry = {"kind": "retrained", "bar": int(i), "version": int(version.version),
+                     "train_bars": len(window)}  # fmt: skip
+            self.retrained.append(entry)
         with open(self.run_dir / DRIFT_LOG, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"kind": "retrained", **entry}) + "\n")
+            fh.write(json.dumps(entry) + "\n")
+
+
+def window_null(reference: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Per feature (rows): the mean and standard deviation over the whole reference, and the
+    spread (standard deviation) of both statistics over `window`-row windows slid along it
+    (step window / 4): the standard errors that persistence implies."""
+    values = reference.to_numpy(dtype=np.float64)
+    starts = range(0, len(values) - window + 1, max(1, window // 4))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows give NaN
+        means = np.array([np.nanmean(values[lo : lo + window], axis=0) for lo in starts])
+        stds = np.array([np.nanstd(values[lo : lo + window], axis=0) for lo in starts])
+        out = pd.DataFrame({
+            "mean": np.nanmean(values, axis=0), "se_mean": np.nanstd(means, axis=0, ddof=1),
+            "std": np.nanstd(values, axis=0), "se_std": np.nanstd(stds, axis=0, ddof=1),
+        }, index=reference.columns)  # fmt: skip
+    return out
+
+
+def window_z(
+    null: pd.DataFrame, current: pd.DataFrame
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """How many calibrated standard errors the window's mean and standard deviation of each
+    feature are from the reference's (0 where the reference has no spread)."""
+    values = current.to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        z_mean = (np.nanmean(values, axis=0) - null["mean"].to_numpy()) / null["se_mean"].to_numpy()
+        z_std = (np.nanstd(values, axis=0) - null["std"].to_numpy()) / null["se_std"].to_numpy()
+    return np.nan_to_num(z_mean, posinf=0.0, neginf=0.0), np.nan_to_num(
+        z_std, posinf=0.0, neginf=0.0
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -268,7 +268,9 @@ def _fold_scores(
 ) -> dict[str, float]:
     out: dict[str, float] = {}
     if model.task == "classification":
-        out.update(classification_scores(y, score, proba=model.predict_proba(X)))
+        out.update(
+            classification_scores(y, score, proba=model.predict_proba(X), classes=model.classes)
+        )
     else:
         out.update(regression_scores(y, score))
     ic = information_coefficient(score, ret)
@@ -363,15 +365,13 @@ def path_metrics(
     return pd.DataFrame(out)
 
 
-REFERENCE_ROWS = 5000
+REFERENCE_ROWS = 10_000
 
 
-def _reference_sample(X: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Up to REFERENCE_ROWS training rows, in time order."""
-    if len(X) <= REFERENCE_ROWS:
-        return X.copy()
-    rows = np.sort(np.random.default_rng(seed).choice(len(X), REFERENCE_ROWS, replace=False))
-    return X.iloc[rows].copy()
+def _reference_sample(X: pd.DataFrame) -> pd.DataFrame:
+    """The last REFERENCE_ROWS training rows, consecutive: drift checks slide windows over
+    them to calibrate their alert levels (sapphire.ml.live)."""
+    return X.iloc[-REFERENCE_ROWS:].copy()
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -444,7 +444,7 @@ def train(
         progress("fit", 0, 1)
     model = _fit(config, dataset.X, lab, np.arange(len(dataset)))
     # the training distribution drift checks compare live feature rows with (sapphire.ml.live)
-    model.reference = _reference_sample(dataset.X, config.seed)
+    model.reference = _reference_sample(dataset.X)
     if progress is not None:
         progress("fit", 1, 1)
     lineage = {
@@ -462,6 +462,10 @@ def train(
             str(f): float(v)
             for f, v in zip(importance["feature"][:20], importance["importance"][:20], strict=True)
         }
+    from sapphire.ml.explain import shap_importance
+
+    shap = shap_importance(model, model.reference, seed=config.seed)
+    metrics["shap"] = {str(f): float(v) for f, v in shap.head(20).items()}
     metrics["paths"] = _records(paths)
     metrics["folds"] = _records(cv.folds)
     return TrainResult(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,12 @@ import pytest
 
 from sapphire.backtest.engine import bars_from_frame
 from sapphire.ml.features import INDICATORS, FeatureSpec, FeatureStream, build_features
+from sapphire.ml.fracdiff import ffd_weights, frac_diff
 from sapphire.strategy.base import Bars
 
 DATA = Path(__file__).parents[2] / "data"
 MINUTE = 60_000_000_000
+CALENDAR = ["hour_sin", "hour_cos", "dow_sin", "dow_cos"]
 T0 = 1_700_000_000 * 1_000_000_000 // (3_600 * 10**9) * (3_600 * 10**9)  # on the hour
 
 SPEC_108 = FeatureSpec(
@@ -102,15 +106,25 @@ def test_build_gives_float64_rows_indexed_by_open_time(eth: Bars, others: dict[s
 
 def test_spec_round_trips_through_mapping_and_yaml(tmp_path: Path) -> None:
     spec = FeatureSpec.from_mapping(
-        {"indicators": ["adx", "roc"], "periods": 7, "timeframes": ["1x", "60m", "3x"]}
+        {
+            "indicators": ["adx", "roc"],
+            "periods": 7,
+            "timeframes": ["1x", "60m", "3x"],
+            "frac_diff": 1,
+        }
     )
     assert spec.periods == (7,) and spec.timeframes == ("1x", "1h", "3x")
+    assert spec.frac_diff == 1.0 and isinstance(spec.frac_diff, float)
     assert FeatureSpec.from_mapping(spec.to_mapping()) == spec
     path = tmp_path / "features.yaml"
     path.write_text("indicators: [rsi, vol]\nperiods: [10, 20]\ncalendar: false\n")
     loaded = FeatureSpec.from_yaml(path)
     assert loaded == FeatureSpec(indicators=("rsi", "vol"), periods=(10, 20), calendar=False)
-    assert "hour_sin" not in loaded.columns()
+    assert "hour_sin" not in loaded.columns() and loaded.frac_diff is None
+    path.write_text("frac_diff: 0.35\n")
+    ffd = FeatureSpec.from_yaml(path)
+    assert ffd.frac_diff == 0.35 and FeatureSpec.from_mapping(ffd.to_mapping()) == ffd
+    assert FeatureSpec.from_mapping({"frac_diff": None}) == FeatureSpec()
 
 
 @pytest.mark.parametrize(
@@ -128,6 +142,10 @@ def test_spec_round_trips_through_mapping_and_yaml(tmp_path: Path) -> None:
         ({"timeframes": ["1h", "60m"]}, "duplicate values 1h"),
         ({"calendar": "yes"}, "'yes'"),
         ({"indicators": [], "returns": [], "calendar": False}, "no columns"),
+        ({"frac_diff": 0}, "frac_diff: expected an order d in .* got 0$"),
+        ({"frac_diff": 1.5}, "frac_diff: .* got 1.5"),
+        ({"frac_diff": "auto"}, "frac_diff: .* got 'auto'"),
+        ({"frac_diff": True}, "frac_diff: .* got True"),
     ],
 )
 def test_bad_spec_values_are_named(mapping: dict[str, Any], named: str) -> None:
@@ -174,6 +192,69 @@ def test_scalar_indicators_match_their_definitions(btc: Bars) -> None:
     np.testing.assert_allclose(frame["dow_cos"], np.cos(2 * np.pi * index.day_of_week / 7))
 
 
+def test_frac_diff_column_is_the_ffd_of_the_log_close(btc: Bars) -> None:
+    spec = FeatureSpec(indicators=("rsi",), periods=(5,), returns=(1,), frac_diff=0.35)
+    assert spec.columns() == ["rsi_5_1x", "ret_1", "ffd_0.35", *CALENDAR]
+    assert FeatureSpec(frac_diff=1).columns()[-5:] == ["ffd_1.0", *CALENDAR]
+    assert spec.frac_diff_column() == "ffd_0.35"
+    got = build_features(spec, _slice(btc, 5_000))["ffd_0.35"].to_numpy()
+    log_close = np.log(btc.close[:5_000])
+    w = ffd_weights(0.35, 1e-4)
+    np.testing.assert_array_equal(got, frac_diff(log_close, 0.35))
+    assert np.isnan(got[: w.size - 1]).all() and not np.isnan(got[w.size - 1 :]).any()
+    for t in (w.size - 1, 4_999):
+        assert got[t] == pytest.approx(np.dot(w, log_close[t - np.arange(w.size)]), rel=1e-12)
+    assert spec.warmup(btc.timeframe_ns) == w.size - 1 == 331
+    assert replace(spec, returns=(400,)).warmup(MINUTE) == 400
+    with pytest.raises(ValueError, match="frac_diff is not set"):
+        FeatureSpec().frac_diff_column()
+
+
+def test_frac_diff_stream_equals_batch_with_gaps_in_the_closes() -> None:
+    spec = FeatureSpec(indicators=(), returns=(1,), calendar=False, frac_diff=0.5)
+    bars = _walk(900, seed=4)
+    bars.close[500] = np.nan
+    _stream_matches_batch(spec, bars, {})
+    ffd = build_features(spec, bars)["ffd_0.5"].to_numpy()
+    width = ffd_weights(0.5).size
+    assert np.isnan(ffd[500 : 500 + width]).all() and np.isfinite(ffd[500 + width :]).all()
+    assert np.isfinite(ffd[width - 1 : 500]).all()
+
+
+def test_lightgbm_accepts_the_column_names() -> None:
+    lightgbm = pytest.importorskip("lightgbm")
+    spec = FeatureSpec(
+        indicators=("rsi",), periods=(5,), instruments=("self", "ETH.BTC"), frac_diff=0.35
+    )
+    frame = build_features(spec, _walk(600), {"ETH.BTC": _walk(600, seed=1)})
+    model = lightgbm.LGBMRegressor(n_estimators=2, num_threads=1, verbose=-1)
+    model.fit(frame, np.random.default_rng(0).normal(size=600))
+    assert model.booster_.feature_name() == spec.columns()
+
+
+def _adf_p(x: np.ndarray) -> float:
+    from statsmodels.tsa.stattools import adfuller
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return float(adfuller(x[~np.isnan(x)], maxlag=1, regression="c", autolag=None)[1])
+
+
+def test_with_frac_diff_picks_the_least_order_that_passes_adf(btc: Bars) -> None:
+    spec = FeatureSpec(indicators=("rsi",), periods=(14,))
+    auto = spec.with_frac_diff(btc)
+    assert auto.frac_diff is not None and 0.0 < auto.frac_diff < 1.0
+    assert auto == replace(spec, frac_diff=auto.frac_diff)
+    log_close = np.log(btc.close)
+    assert _adf_p(log_close) >= 0.05  # the log price is not stationary ...
+    assert _adf_p(build_features(auto, btc)[auto.frac_diff_column()].to_numpy()) < 0.05
+    assert _adf_p(frac_diff(log_close, auto.frac_diff - 0.05)) >= 0.05  # ... nor a lower order
+    stationary = 100.0 * np.exp(np.random.default_rng(2).normal(0.0, 0.01, 2_000))
+    assert spec.with_frac_diff(_steps(list(stationary), T0, MINUTE)).frac_diff is None
+    with pytest.raises(ValueError, match=r"with_frac_diff: 'self' close 0\.0 <= 0"):
+        spec.with_frac_diff(_steps([1.0, 0.0, 2.0], T0, MINUTE))
+
+
 def test_higher_timeframe_uses_only_completed_buckets() -> None:
     # 1m bars from 00:02 (inside the 00:00 bucket, which is dropped as partial)
     closes = [float(100 + i) for i in range(16)]
@@ -217,6 +298,7 @@ def test_stream_equals_batch_on_real_multi_instrument_data(
         timeframes=("1x", "15m", "1h"),
         shifts=(0, 2),
         instruments=("self", "ADA", "XMR", "ADA15"),
+        frac_diff=0.35,
     )
     assert build_features(spec, eth, others | {"ADA15": ada15}).notna().mean().mean() > 0.9
     _stream_matches_batch(spec, eth, {**others, "ADA15": ada15})
@@ -228,6 +310,7 @@ def test_stream_equals_batch_on_minute_bars_with_higher_timeframes(btc: Bars) ->
         periods=(14, 30),
         timeframes=("1x", "5m", "1h", "4x"),
         shifts=(0, 3),
+        frac_diff=0.2,
     )
     _stream_matches_batch(spec, _slice(btc, 12_000, start=7), {})
 
@@ -255,6 +338,7 @@ def test_truncating_the_data_never_changes_a_row(eth: Bars, others: dict[str, Ba
         timeframes=("1x", "15m", "1h"),
         shifts=(0, 1),
         instruments=("self", "ADA", "XMR"),
+        frac_diff=0.4,
     )
     full = build_features(spec, eth, others).to_numpy()
     rng = np.random.default_rng(5)

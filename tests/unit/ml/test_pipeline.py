@@ -102,7 +102,8 @@ def test_train_records_lineage_metrics_and_a_reference_sample(trained: Any, bars
     assert trained.importance is not None and len(trained.importance) == trained.dataset.X.shape[1]
     json.dumps(trained.metrics)  # JSON-able as stored
     ref = trained.model.reference
-    assert list(ref.columns) == lin["features"] and 0 < len(ref) <= 5000
+    assert list(ref.columns) == lin["features"] and 0 < len(ref) <= 10_000
+    assert ref.index.equals(trained.dataset.X.index[-len(ref) :])  # consecutive, latest
 
 
 def test_data_fingerprint_changes_with_one_price(bars: Bars) -> None:

@@ -1,0 +1,128 @@
+"""The ml strategy in paper trading: lockstep paper equals the event backtest; drift checks
+raise events on a shifted regime, write the run's drift files and retrain a challenger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sapphire.backtest import Backtest
+from sapphire.backtest.engine import bars_from_frame
+from sapphire.data.samples import SAMPLE_PATH
+from sapphire.ml.drift import DriftEvent
+from sapphire.ml.labels import LabelSpec
+from sapphire.ml.live import DRIFT_LOG, DRIFT_REPORT, DriftWatch, read_drift
+from sapphire.ml.models import ModelSpec
+from sapphire.ml.pipeline import TrainConfig, train
+from sapphire.ml.registry import ModelRegistry
+from sapphire.ml.strategy import MLStrategy
+from sapphire.paper import PaperConfig, PaperSession
+from sapphire.store import Store
+
+CONFIG = TrainConfig(
+    model=ModelSpec.parse("lightgbm:n_estimators=30,num_leaves=15"), n_groups=4,
+    n_test_groups=1, importance=False, threshold=0.05,
+    label=LabelSpec(kind="triple_barrier", horizon=20, pt=1.5, sl=1.5, vol_window=60),
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(btc_df: pd.DataFrame) -> Any:
+    # trained on the first days of the month; the paper range below comes after
+    return train(bars_from_frame(btc_df.iloc[:3000].reset_index(drop=True)), CONFIG)
+
+
+@pytest.fixture
+def model(trained: Any) -> str:
+    v = trained.register("live")
+    ModelRegistry().promote(f"live@{v.version}", "champion")
+    return "live@champion"
+
+
+def test_lockstep_paper_session_of_the_ml_strategy_equals_the_event_backtest(
+    tmp_path: Path, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAPPHIRE_PAPER_VENUE_IDLE", "60")
+    rng = {"start": "2022-01-04", "end": "2022-01-04 08:00"}
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    config = PaperConfig(
+        **rng, strategy="ml", params={"model": model}, speed="max", size=0.01,
+        maker_fee=0.0005, taker_fee=0.0005, drift_every=100, drift_window=300,
+    )  # fmt: skip
+    session = PaperSession.start(config, store=store, home=tmp_path)
+    view = session.run()
+    assert view.status == "finished"
+    bt = Backtest(SAMPLE_PATH, "ml", **rng, engine="event", size=0.01, fee=0.0005, model=model)
+    trades = bt.run().trades
+    fills = store.fills(session.run_id)
+    assert len(fills) == 2 * len(trades) > 0
+    assert [float(f.last_px) for f in fills[::2]] == pytest.approx(trades["entry_price"].tolist())
+    assert float(view.balance) == pytest.approx(float(bt.run().equity.iloc[-1]), abs=1e-9)
+    assert (session.run_dir / DRIFT_REPORT).exists()  # drift was checked on schedule
+
+
+def _synthetic(n: int, at: int | None, seed: int) -> pd.DataFrame:
+    """A stationary random walk of 1m bars; from bar `at` on, returns and ranges are 8 times
+    larger (a new regime)."""
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0.0, 0.0008, n)
+    spread = np.abs(rng.normal(0.0, 0.0004, n))
+    if at is not None:
+        r[at:] *= 8.0
+        spread[at:] *= 8.0
+    close = 40_000.0 * np.exp(np.cumsum(r))
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    time = pd.date_range("2022-03-01", periods=n, freq="1min", tz="UTC")
+    return pd.DataFrame({
+        "timestamp": time, "open": open_, "high": np.maximum(open_, close) * (1 + spread),
+        "low": np.minimum(open_, close) * (1 - spread), "close": close,
+        "volume": rng.uniform(1, 10, n),
+    })  # fmt: skip
+
+
+def test_drift_watch_detects_a_regime_shift_and_retrains_a_challenger(tmp_path: Path) -> None:
+    history = _synthetic(6500, at=None, seed=1)
+    train(bars_from_frame(history.iloc[:3000]), CONFIG).register("syn")
+    ModelRegistry().promote("syn@1", "champion")
+    at = 1500
+    later = _synthetic(3500, at=at, seed=2)
+    later["timestamp"] = history["timestamp"].iloc[3000:].to_numpy()
+    bars = bars_from_frame(later)
+    strategy = MLStrategy(model="syn@champion")
+    strategy.signals(bars)  # what the adapter does at start: scores for every bar
+    published: list[DriftEvent] = []
+    watch = DriftWatch(
+        strategy, bars, tmp_path, every=100, window=300, retrain=True, train_bars=1500,
+        publish=published.append,
+    )  # fmt: skip
+    raised = [e for i in range(len(bars)) for e in watch.on_bar(i)]
+    feature = [e for e in raised if e.kind == "feature"]
+    assert feature, "the shift must be detected"
+    first = min(e.ts_ns for e in feature)
+    detected_bar = int(np.searchsorted(bars.time, first - bars.timeframe_ns))
+    assert at <= detected_bar <= at + 200  # no alarm before it, found within two checks
+    assert {e.feature for e in feature} & {"natr_14_1x", "natr_50_1x", "ret_1", "ret_5"}
+    assert published == raised
+    # the events are in the run's log, the latest report in drift.json
+    drift = read_drift(tmp_path)
+    assert len([e for e in drift["events"] if e.get("kind") == "feature"]) == len(feature)
+    assert drift["report"]["bar"] >= detected_bar
+    assert "hour_sin" not in drift["report"]["features"]
+    # a challenger was trained on the latest bars and registered; the champion stays
+    assert watch.retrained[0]["bar"] == detected_bar and watch.retrained[0]["version"] == 2
+    assert len(watch.retrained) == 2  # not again before a whole new training window
+    assert watch.retrained[1]["bar"] - detected_bar >= 1500
+    assert ModelRegistry().get("syn@challenger").version == 3
+    assert ModelRegistry().get("syn@champion").version == 1  # promotion stays a human call
+    assert any(json.loads(line).get("kind") == "retrained" for line in
+               (tmp_path / DRIFT_LOG).read_text().splitlines())  # fmt: skip
+
+
+def test_no_drift_files_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no drift checks"):
+        read_drift(tmp_path)
