@@ -78,14 +78,11 @@ def month_result(df: pd.DataFrame) -> BacktestResult:
     )
 
 
-def test_report_renders_in_chromium(btc_df: pd.DataFrame, tmp_path: Path) -> None:
-    binary = chromium()
-    result = month_result(btc_df)
-    report = write_report(result)
-    screenshot = tmp_path / "report.png"
+def render(page: Path, tmp_path: Path, screenshot: Path) -> str:
+    """The DOM of `page` after headless Chromium ran its scripts (and a screenshot)."""
     proc = subprocess.run(
         [
-            binary,
+            chromium(),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -99,15 +96,23 @@ def test_report_renders_in_chromium(btc_df: pd.DataFrame, tmp_path: Path) -> Non
             "--window-size=1400,1600",
             f"--screenshot={screenshot}",
             "--dump-dom",
-            report.resolve().as_uri(),
+            page.resolve().as_uri(),
         ],
         capture_output=True,
         text=True,
         timeout=90,
         check=False,
     )
-    dom = proc.stdout
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_report_renders_in_chromium(btc_df: pd.DataFrame, tmp_path: Path) -> None:
+    chromium()
+    result = month_result(btc_df)
+    report = write_report(result)
+    screenshot = tmp_path / "report.png"
+    dom = render(report, tmp_path, screenshot)
 
     # Plotly drew its SVG: one cartesian layer, three y-axes sharing the x-axis.
     assert 'class="main-svg"' in dom
@@ -133,3 +138,27 @@ def test_report_renders_in_chromium(btc_df: pd.DataFrame, tmp_path: Path) -> Non
 
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 50_000  # a blank page is a few KB
+
+
+def test_ml_evaluation_report_renders_in_chromium(btc_df: pd.DataFrame, tmp_path: Path) -> None:
+    chromium()
+    from sapphire.backtest.engine import bars_from_frame
+    from sapphire.ml.evaluate import evaluate
+    from sapphire.ml.models import ModelSpec
+    from sapphire.ml.pipeline import TrainConfig, train
+
+    config = TrainConfig(model=ModelSpec.parse("lightgbm:n_estimators=30"), n_groups=4)
+    train(bars_from_frame(btc_df.iloc[:6000].reset_index(drop=True)), config).register("web")
+    later = bars_from_frame(btc_df.iloc[6000:12000].reset_index(drop=True))
+    report = evaluate("web@1", later).report(tmp_path / "ml.html")
+    screenshot = tmp_path / "ml.png"
+    dom = render(report, tmp_path, screenshot)
+    # four figures drawn by Plotly: IC per day, the two importance panels, equity + drawdown
+    assert dom.count('class="main-svg"') >= 4
+    for section in ("ic-over-time", "feature-importance", "model-equity"):
+        figure = re.search(rf'<div id="{section}".*?class="main-svg"', dom, re.S)
+        assert figure is not None, section
+    folds = re.search(r'<table id="cv-folds">.*?</table>', dom, re.S)
+    assert folds is not None and folds[0].count("<tr") == 1 + 6  # header + C(4, 2) splits
+    assert ">rank IC per day</text>" in dom
+    assert screenshot.stat().st_size > 50_000

@@ -40,11 +40,15 @@ _FOLD_KEYS = ("accuracy", "balanced_accuracy", "f1", "log_loss", "roc_auc", "mse
 
 
 def _num(value: Any, digits: int = 4) -> str:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return f"{int(value):,}"
     try:
         v = float(value)
     except (TypeError, ValueError):
         return escape(str(value))
-    return "—" if not np.isfinite(v) else f"{v:.{digits}g}"
+    if not np.isfinite(v):
+        return "—"
+    return f"{v:,.0f}" if v.is_integer() and abs(v) >= 1000 else f"{v:.{digits}g}"
 
 
 def _table(table_id: str, frame: pd.DataFrame) -> str:
