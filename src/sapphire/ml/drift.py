@@ -13,12 +13,16 @@ PSI bands: < 0.1 stable, < 0.2 moderate, >= 0.2 significant. A feature drifts wh
 reaches `psi_alert` or the KS test rejects "same distribution" at `ks_alpha`, so on
 stationary, independent rows a check raises a false alarm with probability about `ks_alpha`
 (PSI at 0.2 is far above its noise level for a window of hundreds of rows). Autocorrelated
-features make KS p-values optimistic: raise `ks_alpha`'s bar (smaller) or rely on PSI.
+features make KS p-values optimistic and inflate PSI: a window of consecutive bars of a
+persistent feature holds few independent values. For those, `window_null` calibrates the
+standard errors of a window's mean and standard deviation on the training rows themselves
+and `window_z` scores a window against them (what `sapphire.ml.live.DriftWatch` uses).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +41,8 @@ __all__ = [
     "ks_test",
     "psi",
     "psi_band",
+    "window_null",
+    "window_z",
 ]
 
 PSI_EPS = 1e-4  # floor of a bin's share, so that an empty bin gives a finite PSI
@@ -370,3 +376,35 @@ def drift_report(
         rows.append((str(name), value, psi_band(value), stat, p, drifted))
     columns = ["feature", "psi", "band", "ks_stat", "ks_p", "drifted"]
     return pd.DataFrame(rows, columns=columns).set_index("feature")
+
+
+def window_null(reference: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Per feature (rows): the mean and standard deviation over the whole reference, and the
+    spread (standard deviation) of both statistics over `window`-row windows slid along it
+    (step window / 4): the standard errors that persistence implies."""
+    values = reference.to_numpy(dtype=np.float64)
+    starts = range(0, len(values) - window + 1, max(1, window // 4))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows give NaN
+        means = np.array([np.nanmean(values[lo : lo + window], axis=0) for lo in starts])
+        stds = np.array([np.nanstd(values[lo : lo + window], axis=0) for lo in starts])
+        out = pd.DataFrame({
+            "mean": np.nanmean(values, axis=0), "se_mean": np.nanstd(means, axis=0, ddof=1),
+            "std": np.nanstd(values, axis=0), "se_std": np.nanstd(stds, axis=0, ddof=1),
+        }, index=reference.columns)  # fmt: skip
+    return out
+
+
+def window_z(
+    null: pd.DataFrame, current: pd.DataFrame
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """How many calibrated standard errors the window's mean and standard deviation of each
+    feature are from the reference's (0 where the reference has no spread)."""
+    values = current.to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        z_mean = (np.nanmean(values, axis=0) - null["mean"].to_numpy()) / null["se_mean"].to_numpy()
+        z_std = (np.nanstd(values, axis=0) - null["std"].to_numpy()) / null["se_std"].to_numpy()
+    return np.nan_to_num(z_mean, posinf=0.0, neginf=0.0), np.nan_to_num(
+        z_std, posinf=0.0, neginf=0.0
+    )

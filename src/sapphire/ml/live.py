@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -47,9 +46,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
 
-from sapphire.ml.drift import ADWIN, DriftEvent, drift_report
+from sapphire.ml.drift import ADWIN, DriftEvent, drift_report, window_null, window_z
 from sapphire.strategy.base import Bars
 
 __all__ = ["DRIFT_LOG", "DRIFT_REPORT", "DriftWatch", "read_drift"]
@@ -243,38 +241,6 @@ class DriftWatch:
             self.retrained.append(entry)
         with open(self.run_dir / DRIFT_LOG, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
-
-
-def window_null(reference: pd.DataFrame, window: int) -> pd.DataFrame:
-    """Per feature (rows): the mean and standard deviation over the whole reference, and the
-    spread (standard deviation) of both statistics over `window`-row windows slid along it
-    (step window / 4): the standard errors that persistence implies."""
-    values = reference.to_numpy(dtype=np.float64)
-    starts = range(0, len(values) - window + 1, max(1, window // 4))
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows give NaN
-        means = np.array([np.nanmean(values[lo : lo + window], axis=0) for lo in starts])
-        stds = np.array([np.nanstd(values[lo : lo + window], axis=0) for lo in starts])
-        out = pd.DataFrame({
-            "mean": np.nanmean(values, axis=0), "se_mean": np.nanstd(means, axis=0, ddof=1),
-            "std": np.nanstd(values, axis=0), "se_std": np.nanstd(stds, axis=0, ddof=1),
-        }, index=reference.columns)  # fmt: skip
-    return out
-
-
-def window_z(
-    null: pd.DataFrame, current: pd.DataFrame
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """How many calibrated standard errors the window's mean and standard deviation of each
-    feature are from the reference's (0 where the reference has no spread)."""
-    values = current.to_numpy(dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        z_mean = (np.nanmean(values, axis=0) - null["mean"].to_numpy()) / null["se_mean"].to_numpy()
-        z_std = (np.nanstd(values, axis=0) - null["std"].to_numpy()) / null["se_std"].to_numpy()
-    return np.nan_to_num(z_mean, posinf=0.0, neginf=0.0), np.nan_to_num(
-        z_std, posinf=0.0, neginf=0.0
-    )
 
 
 def _plain(value: Any) -> Any:

@@ -239,10 +239,10 @@ class MLStrategy(Strategy):
         if self.retrain != "none":
             score, schedule = walkforward_scores(
                 resolved, bars, mode=self.retrain, train_bars=self.train_bars,
-                every=self.retrain_every,
+                every=self.retrain_every, gate=self.ood_gate,
             )  # fmt: skip
             self.info["retrain"] = schedule
-            flagged = 0
+            flagged = int(sum(block["ood_rows"] for block in schedule))
         else:
             score, flagged = model_scores(resolved, bars, gate=self.ood_gate)
         self.info["ood_rows"] = flagged
@@ -289,7 +289,13 @@ def primary_side(signals: Signals, n: int) -> NDArray[np.float64]:
 
 
 def walkforward_scores(
-    resolved: ResolvedModel, bars: Bars, *, mode: str, train_bars: int, every: int
+    resolved: ResolvedModel,
+    bars: Bars,
+    *,
+    mode: str,
+    train_bars: int,
+    every: int,
+    gate: bool = True,
 ) -> tuple[NDArray[np.float64], list[dict[str, int]]]:
     """Scores from models retrained walk-forward on the recipe; each block's model saw only
     labels that end before the block (a purge of at least the label horizon)."""
@@ -319,13 +325,16 @@ def walkforward_scores(
         model = fit_model(recipe.model, X.iloc[labels.t0[pos]], labels, pos, recipe.seed)
         end = min(block + every, n)
         block_score = np.asarray(model.predict(X.iloc[block:end]), dtype=np.float64)
-        block_score[np.asarray(model.ood(X.iloc[block:end]), dtype=bool)] = np.nan
+        flagged = np.asarray(model.ood(X.iloc[block:end]), dtype=bool) if gate else None
+        if flagged is not None:
+            block_score[flagged] = np.nan
         score[block:end] = block_score
         schedule.append({
             "train_first_bar": int(labels.t0[rows].min()),
             "train_last_label_end": int(labels.t1[rows].max()),
             "test_first_bar": block,
             "test_last_bar": end - 1,
+            "ood_rows": 0 if flagged is None else int(flagged.sum()),
         })  # fmt: skip
     return score, schedule
 

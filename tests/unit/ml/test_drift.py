@@ -232,3 +232,38 @@ def test_drift_report_flags_the_shifted_feature() -> None:
     assert report.loc["c", "band"] == "significant"
     with pytest.raises(ValueError, match=r"current lacks the reference's columns \['d'\]"):
         drift_report(reference, current.drop(columns="d"))
+
+
+def _ar1(n: int, phi: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    e = rng.normal(0.0, 1.0, n)
+    x = np.empty(n)
+    x[0] = e[0]
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + e[i]
+    return x
+
+
+def test_calibrated_window_scores_ignore_persistence_and_catch_shifts() -> None:
+    """A persistent feature (AR(1), phi 0.98): windowed PSI is large on unchanged data, the
+    calibrated window z-scores are not; a shift of the mean or of the spread is caught."""
+    from sapphire.ml.drift import window_null, window_z
+
+    window = 300
+    reference = pd.DataFrame({"x": _ar1(10_000, 0.98, 1)})
+    null = window_null(reference, window)
+    psis, worst = [], 0.0
+    for seed in range(2, 12):
+        fresh = pd.DataFrame({"x": _ar1(3_000, 0.98, seed)})
+        for lo in range(0, 3_000 - window + 1, window):
+            current = fresh.iloc[lo : lo + window]
+            psis.append(psi(reference["x"], current["x"]))
+            z_mean, z_std = window_z(null, current)
+            worst = max(worst, abs(z_mean[0]), abs(z_std[0]))
+    assert np.mean(np.array(psis) >= 0.2) > 0.5  # i.i.d. PSI alarms on most windows
+    assert worst < 6.0  # the calibrated scores never reach the alert level
+    base = pd.DataFrame({"x": _ar1(window, 0.98, 99)})
+    shifted_mean = base + 5.0 * reference["x"].std()
+    shifted_std = base * 5.0
+    assert abs(window_z(null, shifted_mean)[0][0]) > 6.0
+    assert abs(window_z(null, shifted_std)[1][0]) > 6.0
