@@ -223,6 +223,19 @@ def _mp_context(fn: Callable[..., Any]) -> multiprocessing.context.BaseContext:
     return ctx
 
 
+def prestart(jobs: int | None, fn: Callable[..., Any]) -> None:
+    """Start the fork server now when `jobs` means worker processes: it imports Sapphire and
+    loads the kernels (over half a second) in its own process while the caller loads the
+    data and prepares the study, and the pool then forks its workers at once."""
+    if _check_jobs(jobs) < 2:
+        return
+    ctx = _mp_context(fn)
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def default_jobs() -> int:
     """The CPUs this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -548,4 +561,5 @@ __all__ = [
     "default_jobs",
     "import_ray",
     "make_executor",
+    "prestart",
 ]

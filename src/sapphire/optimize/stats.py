@@ -280,6 +280,31 @@ def _sr_from_sums(n: float, s: float, q: float) -> float:  # pragma: no cover - 
     return mean / math.sqrt(ss / (n - 1.0))
 
 
+@njit(cache=True)
+def _select(
+    sr_is: NDArray[np.float64], sr_oos: NDArray[np.float64]
+) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    """The logit of the in-sample winner's out-of-sample rank, and its IS and OOS Sharpe."""
+    n_trials = sr_is.shape[0]
+    best = 0
+    best_sr = -np.inf
+    for j in range(n_trials):
+        if sr_is[j] > best_sr:  # the first of equal maxima, as numpy.argmax
+            best_sr = sr_is[j]
+            best = j
+    chosen = sr_oos[best]
+    below = 0
+    ties = 0
+    for j in range(n_trials):
+        if sr_oos[j] < chosen:
+            below += 1
+        elif sr_oos[j] == chosen:
+            ties += 1  # includes the chosen trial
+    rank = below + (ties + 1) / 2.0  # 1 = worst OOS, N = best OOS
+    omega = rank / (n_trials + 1.0)
+    return math.log(omega / (1.0 - omega)), best_sr, chosen
+
+
 @njit(cache=True, parallel=True)
 def _cscv_kernel(
     cnt: NDArray[np.float64],
@@ -288,7 +313,12 @@ def _cscv_kernel(
     combos: NDArray[np.int64],
     sign: float,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Logits and selected IS/OOS Sharpe per combination; cnt/sm/sq are (S, N)."""
+    """Logits and selected IS/OOS Sharpe per combination; cnt/sm/sq are (S, N).
+
+    `combos` are in lexicographic order, so combination c and combination n - 1 - c are
+    complements: one pass over the first half computes both halves' Sharpe ratios once and
+    serves both combinations (each one's IS set is the other's OOS set).
+    """
     n_blocks, n_trials = cnt.shape
     n_comb, half = combos.shape
     tot_n = np.zeros(n_trials)
@@ -302,40 +332,27 @@ def _cscv_kernel(
     logits = np.empty(n_comb)
     is_best = np.empty(n_comb)
     oos_best = np.empty(n_comb)
-    for c in prange(n_comb):
-        n_is = np.zeros(n_trials)
-        s_is = np.zeros(n_trials)
-        q_is = np.zeros(n_trials)
-        oos = np.empty(n_trials)
+    for c in prange(n_comb // 2):
+        n_in = np.zeros(n_trials)
+        s_in = np.zeros(n_trials)
+        q_in = np.zeros(n_trials)
         for h in range(half):
             k = combos[c, h]
             for j in range(n_trials):
-                n_is[j] += cnt[k, j]
-                s_is[j] += sm[k, j]
-                q_is[j] += sq[k, j]
-        best = 0
-        best_sr = -np.inf
+                n_in[j] += cnt[k, j]
+                s_in[j] += sm[k, j]
+                q_in[j] += sq[k, j]
+        sr_a = np.empty(n_trials)  # on the blocks of combination c
+        sr_b = np.empty(n_trials)  # on the others: those of combination n - 1 - c
         for j in range(n_trials):
-            sr = sign * _sr_from_sums(n_is[j], s_is[j], q_is[j])
-            if sr > best_sr:  # the first of equal maxima, as numpy.argmax
-                best_sr = sr
-                best = j
-            oos[j] = sign * _sr_from_sums(
-                tot_n[j] - n_is[j], tot_s[j] - s_is[j], tot_q[j] - q_is[j]
-            )
-        chosen = oos[best]
-        below = 0
-        ties = 0
-        for j in range(n_trials):
-            if oos[j] < chosen:
-                below += 1
-            elif oos[j] == chosen:
-                ties += 1  # includes the chosen trial
-        rank = below + (ties + 1) / 2.0  # 1 = worst OOS, N = best OOS
-        omega = rank / (n_trials + 1.0)
-        logits[c] = math.log(omega / (1.0 - omega))
-        is_best[c] = sign * best_sr
-        oos_best[c] = sign * chosen
+            sr_a[j] = sign * _sr_from_sums(n_in[j], s_in[j], q_in[j])
+            sr_b[j] = sign * _sr_from_sums(tot_n[j] - n_in[j], tot_s[j] - s_in[j],
+                                           tot_q[j] - q_in[j])  # fmt: skip
+        lam, best, chosen = _select(sr_a, sr_b)
+        logits[c], is_best[c], oos_best[c] = lam, sign * best, sign * chosen
+        other = n_comb - 1 - c
+        lam, best, chosen = _select(sr_b, sr_a)
+        logits[other], is_best[other], oos_best[other] = lam, sign * best, sign * chosen
     return logits, is_best, oos_best
 
 

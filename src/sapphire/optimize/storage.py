@@ -8,6 +8,7 @@ Trials are written in batches (one transaction per batch of finished trials).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -115,6 +116,24 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class _Encoded(str):
+    """JSON text encoded already; the storage engine's serializer passes it through."""
+
+
+def _serialize(value: Any) -> str:
+    """The engine's JSON serializer: pre-encoded text as it is, anything else encoded."""
+    return value if type(value) is _Encoded else json.dumps(value)
+
+
+def _encode(value: Any) -> _Encoded:
+    """JSON text of `value` with NaN and +-inf as null. The common case (plain, finite
+    values) is one C-encoder call; only values it refuses are cleaned first."""
+    try:
+        return _Encoded(json.dumps(value, allow_nan=False))
+    except (ValueError, TypeError):
+        return _Encoded(json.dumps(_clean(value)))
+
+
 def _metrics_back(raw: dict[str, Any] | None) -> dict[str, float]:
     return {k: (math.nan if v is None else v) for k, v in (raw or {}).items()}
 
@@ -140,7 +159,7 @@ def _engine(url: str) -> Engine:
             if path and path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         try:
-            engine = sa.create_engine(url, future=True)
+            engine = sa.create_engine(url, future=True, json_serializer=_serialize)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise ValueError(f"storage URL {url!r} is not usable: {exc}") from None
         if engine.dialect.name == "sqlite":
@@ -251,11 +270,11 @@ class StudyStorage:
                 "study_id": study.id,
                 "number": r.number,
                 "state": r.state,
-                "params": _clean(r.params),
-                "values": _clean(r.values) if r.values is not None else None,
-                "metrics": _clean(r.metrics),
-                "moments": _clean(r.moments) if r.moments is not None else None,
-                "extra": _clean({"error": r.error, "intermediate": r.intermediate}),
+                "params": _encode(r.params),
+                "values": _encode(r.values) if r.values is not None else None,
+                "metrics": _encode(r.metrics),
+                "moments": _encode(r.moments) if r.moments is not None else None,
+                "extra": _encode({"error": r.error, "intermediate": r.intermediate}),
                 "duration": float(r.duration_s),
             }
             for r in records

@@ -31,7 +31,7 @@ from sapphire.optimize.objectives import (
     resolve_constraint,
     resolve_objective,
 )
-from sapphire.optimize.space import SearchSpace
+from sapphire.optimize.space import RandomTrials, SearchSpace
 from sapphire.optimize.storage import StoredStudy, StudyStorage, TrialRecord
 from sapphire.strategy.base import Bars, Signals, Strategy
 from sapphire.strategy.registry import get_strategy
@@ -620,6 +620,10 @@ def optimize(
         raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
     _make_sampler(sampler, seed, search, len(objs))  # validates (grid needs steps, ...)
 
+    if not ray_address:
+        from sapphire.optimize.executor import prestart
+
+        prestart(jobs, evaluate_trial)  # the workers' process starts while the data loads
     bars, meta = _load_data(data, start, end, data_opts)
     funding_spec: Any = None
     funding = options.get("funding")
@@ -717,6 +721,10 @@ def resume(
     if target != stored.config.get("trials"):
         stored.config["trials"] = target
         store.update_config(stored, stored.config)
+    if not ray_address:
+        from sapphire.optimize.executor import prestart
+
+        prestart(jobs, evaluate_trial)  # the workers' process starts while the data loads
     plan = _plan_from_config(stored, store, data=data, funding=funding)
     return _run(plan, target=target, jobs=jobs, ray_address=ray_address, progress=progress)
 
@@ -867,15 +875,20 @@ def _run(
         else optuna.pruners.NopPruner()
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ostudy = optuna.create_study(
-            directions=directions,  # type: ignore[arg-type]
-            sampler=sampler,
-            pruner=pruner,
-        )
-        if records:
-            ostudy.add_trials([_frozen(r, plan.space, len(directions)) for r in records])
+    ostudy: Any
+    if sampler_name == "random" and not prune:
+        # independent draws, no pruner: nothing needs Optuna's trial bookkeeping
+        ostudy = RandomTrials(sampler_seed, len(records))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            ostudy = optuna.create_study(
+                directions=directions,  # type: ignore[arg-type]
+                sampler=sampler,
+                pruner=pruner,
+            )
+            if records:
+                ostudy.add_trials([_frozen(r, plan.space, len(directions)) for r in records])
     started = time.perf_counter()
     elapsed_before = float(config.get("elapsed_s") or 0.0)
     bar = _Progress(progress, plan.stored.name, target, len(records))
@@ -962,10 +975,15 @@ class _Batch:
     results: Iterator[dict[str, Any]]
 
 
-def _tell(study: optuna.Study, trial: Any, values: Any = None, state: Any = None) -> None:
+def _tell(
+    study: optuna.Study | RandomTrials, trial: Any, values: Any = None, state: Any = None
+) -> None:
     """`study.tell` without the deep copy of the finished trial it returns (a tenth of
     a millisecond per trial, which the coordinator cannot afford at hundreds of trials/s).
-    Falls back to the public call if Optuna's internal function moves."""
+    Falls back to the public call if Optuna's internal function moves. Plain random
+    search (`RandomTrials`) has nothing to tell."""
+    if isinstance(study, RandomTrials):
+        return
     try:
         from optuna.study._tell import _tell_with_warning
     except ImportError:  # pragma: no cover - a future Optuna
@@ -974,7 +992,7 @@ def _tell(study: optuna.Study, trial: Any, values: Any = None, state: Any = None
     _tell_with_warning(study=study, trial=trial, value_or_values=values, state=state)
 
 
-def _ask(ostudy: optuna.Study, plan: _Plan, n: int) -> list[tuple[Any, dict[str, Any], str | None]]:
+def _ask(ostudy: Any, plan: _Plan, n: int) -> list[tuple[Any, dict[str, Any], str | None]]:
     """Ask `n` trials and sample their parameters; note the sets Strategy.check() refuses."""
     asked: list[tuple[Any, dict[str, Any], str | None]] = []
     for _ in range(n):
@@ -989,9 +1007,7 @@ def _ask(ostudy: optuna.Study, plan: _Plan, n: int) -> list[tuple[Any, dict[str,
     return asked
 
 
-def _submit(
-    ostudy: optuna.Study, plan: _Plan, executor: Any, context: TrialContext, n: int
-) -> _Batch:
+def _submit(ostudy: Any, plan: _Plan, executor: Any, context: TrialContext, n: int) -> _Batch:
     """Ask a batch and start evaluating its feasible trials (infeasible ones are told now)."""
     from optuna.trial import TrialState
 
@@ -1007,7 +1023,7 @@ def _submit(
     return _Batch(asked, alive, results)
 
 
-def _finish(ostudy: optuna.Study, plan: _Plan, batch: _Batch) -> Iterator[TrialRecord]:
+def _finish(ostudy: Any, plan: _Plan, batch: _Batch) -> Iterator[TrialRecord]:
     """Collect a batch's results in order, tell Optuna, store the batch, yield its records.
 
     On Ctrl-C the trials finished so far (a contiguous run of trial numbers) are stored

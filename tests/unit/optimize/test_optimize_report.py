@@ -165,7 +165,9 @@ def test_report_command_finds_a_saved_walk_forward(walk: WalkForwardResult, tmp_
     assert "Study rep-wf-fold4" in html
 
 
-def test_report_command_names_an_unknown_study(db: str, tmp_path: Path) -> None:
+def test_report_command_names_an_unknown_study(
+    single: StudyResult, db: str, tmp_path: Path
+) -> None:
     result = runner.invoke(app, ["nope", "--html", str(tmp_path / "x.html"), "--storage", db])
     assert result.exit_code == 2
     assert "no study named 'nope'" in result.output

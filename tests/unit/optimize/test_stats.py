@@ -169,6 +169,38 @@ def test_pbo_is_zero_when_one_trial_dominates_every_block() -> None:
     assert (res.oos_sr > 0).all() and res.prob_oos_loss == 0.0
 
 
+def test_pbo_matches_a_plain_evaluation_of_every_combination() -> None:
+    """The kernel pairs each combination with its complement; a direct loop over the
+    combinations must give the same logits and selected Sharpe ratios."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(9)
+    r = rng.normal(0, 0.01, size=(1200, 25))
+    r[:, 4] += 0.0008
+    blocks = blocks_from_returns(r, 8)
+    res = pbo_cscv(blocks)
+
+    def sharpe(b: np.ndarray) -> np.ndarray:
+        n, s1, s2 = b[:, 0], b[:, 1], b[:, 2]
+        mean = s1 / n
+        return mean / np.sqrt((s2 - s1 * mean) / (n - 1))
+
+    expected = []
+    for combo in combinations(range(8), 4):
+        inside = np.zeros(8, dtype=bool)
+        inside[list(combo)] = True
+        sr_in = sharpe(blocks[:, inside].sum(axis=1))
+        sr_out = sharpe(blocks[:, ~inside].sum(axis=1))
+        best = int(np.argmax(sr_in))
+        rank = (sr_out < sr_out[best]).sum() + ((sr_out == sr_out[best]).sum() + 1) / 2
+        omega = rank / (len(sr_out) + 1)
+        expected.append((math.log(omega / (1 - omega)), sr_in[best], sr_out[best]))
+    logits, is_sr, oos_sr = map(np.array, zip(*expected, strict=True))
+    np.testing.assert_allclose(res.logits, logits, rtol=1e-12)
+    np.testing.assert_allclose(res.is_sr, is_sr, rtol=1e-9)
+    np.testing.assert_allclose(res.oos_sr, oos_sr, rtol=1e-9)
+
+
 def test_pbo_is_one_when_the_in_sample_winner_always_loses_out_of_sample() -> None:
     # two trials, two blocks: each is good exactly where the other is bad
     blocks = np.array(
