@@ -28,10 +28,8 @@ loop (a market data event per bar, timers fired as the simulated clock passes th
 
 from __future__ import annotations
 
-import gc
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -68,6 +66,7 @@ from sapphire.domain.events import trusted_builder
 from sapphire.engine.bus import MessageBus
 from sapphire.engine.clock import Clock, SimulatedClock
 from sapphire.engine.strategy import EventStrategy
+from sapphire.gc_tuning import rare_gc_passes
 from sapphire.portfolio import Account, Portfolio
 from sapphire.risk import RiskContext, RiskEngine, severity
 
@@ -163,28 +162,6 @@ class _Trail:
 
     def __init__(self, cid: str, sign: float, frac: float, offset: float, level: float) -> None:
         self.cid, self.sign, self.frac, self.offset, self.level = cid, sign, frac, offset, level
-
-
-# The replay keeps every order and its events: hundreds of thousands of long-lived
-# objects, which the cyclic garbage collector would re-traverse again and again with
-# its default thresholds (700 new objects per young collection, so a full collection
-# every 70,000). A replay runs with a larger young generation; garbage is still
-# collected, only in fewer, larger passes.
-_REPLAY_GC_GEN0 = 50_000
-
-
-@contextmanager
-def _rare_gc_passes() -> Iterator[None]:
-    old = gc.get_threshold()
-    ours = (_REPLAY_GC_GEN0, *old[1:])
-    changed = 0 < old[0] < _REPLAY_GC_GEN0  # 0 = collection off; larger: left alone
-    if changed:
-        gc.set_threshold(*ours)
-    try:
-        yield
-    finally:
-        if changed and gc.get_threshold() == ours:  # unless someone changed it since
-            gc.set_threshold(*old)
 
 
 def _link(
@@ -992,7 +969,7 @@ class TradingNode:
         strategy subscribed to bars.
         """
         self.start()
-        with _rare_gc_passes():
+        with rare_gc_passes():  # the replay keeps every order and its events
             if len(feeds) == 1:
                 f = feeds[0]
                 self._run_one(f)

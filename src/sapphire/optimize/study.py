@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sapphire.gc_tuning import rare_gc_passes
 from sapphire.optimize.objectives import (
     Constraint,
     Objective,
@@ -898,7 +899,7 @@ def _run(
         if len(records) < target:
             from sapphire.optimize.executor import make_executor
 
-            with make_executor(jobs, ray_address) as executor:
+            with make_executor(jobs, ray_address) as executor, rare_gc_passes():
                 data: Any = plan.bars
                 if getattr(executor, "workers", 1) > 1 or ray_address:
                     from sapphire.optimize.shared import SharedBars
