@@ -159,3 +159,34 @@ def test_param_when_is_validated() -> None:
     with pytest.raises(ValueError, match="when= names 'missing', which is not a parameter"):
         SearchSpace(Bad)
     assert Everything.params()["short_width"].describe()["when"] == {"short": True}
+
+
+def test_random_trials_draw_in_range_on_the_grid_and_reproducibly() -> None:
+    """Plain random search without Optuna: every draw is a valid, seeded parameter set."""
+    import numpy as np
+
+    from sapphire.optimize.space import RandomTrials
+
+    space = SearchSpace(Everything, {"free": (1, 1000)})
+    source = RandomTrials(seed=3, first_number=7)
+    draws = [source.ask() for _ in range(2000)]
+    assert [d.number for d in draws[:3]] == [7, 8, 9]
+    sets = [space.suggest(d) for d in draws]
+    second = RandomTrials(seed=3, first_number=7)
+    again = [space.suggest(second.ask()) for _ in range(2000)]
+    assert sets == again
+    periods = {s["period"] for s in sets}
+    assert periods == {5, 10, 15, 20, 25, 30, 35, 40, 45, 50}  # every grid point, only those
+    widths = np.array([s["width"] for s in sets])
+    assert widths.min() >= 0.1 and widths.max() <= 2.0 and 0.9 < np.median(widths) < 1.2
+    rates = np.array([s["rate"] for s in sets])  # log-uniform: the median is the geometric mid
+    assert rates.min() >= 0.001 and rates.max() <= 0.1 and 0.007 < np.median(rates) < 0.014
+    frees = np.array([s["free"] for s in sets])
+    assert frees.min() >= 1 and frees.max() <= 1000 and frees.dtype.kind == "i"
+    assert {s["mode"] for s in sets} == {"close", "high", "low"}
+    shorts = [s for s in sets if s["short"]]
+    assert 800 < len(shorts) < 1200
+    assert all(s["short_width"] == 2.0 for s in sets if not s["short"])  # inactive: default
+    assert len({s["short_width"] for s in shorts}) > 100
+    for s in sets[:50]:
+        Everything(**s)  # every set is valid for the strategy
