@@ -169,16 +169,8 @@ def evaluate(
 def _record(ev: EvaluationResult, bars: Bars) -> Mapping[str, Any]:
     from sapphire.ml.pipeline import data_fingerprint
 
-    out: dict[str, Any] = {k: _plain(ev.backtest.metrics[k]) for k in _BACKTEST_KEYS}
+    out: dict[str, Any] = {k: ev.backtest.metrics[k] for k in _BACKTEST_KEYS}
     out["data"] = data_fingerprint(bars)
     out["params"] = dict(ev.params)
     out["in_sample_rows"] = ev.in_sample_rows
     return out
-
-
-def _plain(value: Any) -> Any:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return value
-    return v if np.isfinite(v) else None

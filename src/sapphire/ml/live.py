@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from sapphire.ml.drift import ADWIN, DriftEvent, drift_report, window_null, window_z
+from sapphire.ml.registry import jsonable
 from sapphire.strategy.base import Bars
 
 __all__ = ["DRIFT_LOG", "DRIFT_REPORT", "DriftWatch", "read_drift"]
@@ -191,12 +192,12 @@ class DriftWatch:
             "window": int(self.window),
             "model": f"{self.resolved.version.name}@{self.resolved.version.version}",
             "features": {
-                str(k): {c: _plain(v) for c, v in r.items()} for k, r in report.iterrows()
+                str(k): {c: jsonable(v) for c, v in r.items()} for k, r in report.iterrows()
             },
             "z_alert": self.z_alert,
             "adwin": {
                 "width": int(self.adwin.width),
-                "mean": _plain(self.adwin.mean),
+                "mean": jsonable(self.adwin.mean),
                 "detections": int(self.adwin.detections),
             },
             "retrained": self.retrained,
@@ -241,15 +242,6 @@ class DriftWatch:
             self.retrained.append(entry)
         with open(self.run_dir / DRIFT_LOG, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | float | np.integer | np.floating):
-        v = float(value)
-        return v if np.isfinite(v) else None
-    return str(value)
 
 
 def read_drift(run_dir: Path) -> dict[str, Any]:

@@ -376,20 +376,9 @@ def _reference_sample(X: pd.DataFrame) -> pd.DataFrame:
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-able dicts (times as ISO text, NaN as None)."""
-    out = []
-    for row in frame.to_dict(orient="records"):
-        clean: dict[str, Any] = {}
-        for key, value in row.items():
-            if isinstance(value, pd.Timestamp):
-                clean[str(key)] = value.isoformat()
-            elif isinstance(value, float | np.floating):
-                clean[str(key)] = float(value) if np.isfinite(value) else None
-            elif isinstance(value, np.integer):
-                clean[str(key)] = int(value)
-            else:
-                clean[str(key)] = value
-        out.append(clean)
-    return out
+    from sapphire.ml.registry import jsonable
+
+    return list(jsonable(frame.to_dict(orient="records"), "rows"))
 
 
 def train(

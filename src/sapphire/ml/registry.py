@@ -41,6 +41,7 @@ import uuid
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -198,11 +199,14 @@ def write_artefact(model: Model, path: Path) -> str:
     return sha
 
 
-def _jsonable(value: Any, where: str) -> Any:
-    """`value` as plain JSON (NumPy scalars/arrays, tuples, Paths and objects with
-    `to_mapping()` converted; NaN and infinities become None: JSON has no such numbers)."""
+def jsonable(value: Any, where: str = "value") -> Any:
+    """`value` as plain JSON (NumPy scalars/arrays, tuples, Paths, times (ISO text) and
+    objects with `to_mapping()` converted; NaN and infinities become None: JSON has no such
+    numbers). Anything else is refused, naming `where` it was."""
     if value is None or isinstance(value, bool | str):
         return value
+    if isinstance(value, datetime):  # pandas Timestamps too
+        return value.isoformat()
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, int | np.integer):
@@ -212,16 +216,16 @@ def _jsonable(value: Any, where: str) -> Any:
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "to_mapping"):
-        return _jsonable(value.to_mapping(), where)
+        return jsonable(value.to_mapping(), where)
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"{where} has a non-str key {key!r}: JSON keys are strings")
-            out[key] = _jsonable(item, f"{where}[{key!r}]")
+            out[key] = jsonable(item, f"{where}[{key!r}]")
         return out
     if isinstance(value, list | tuple | np.ndarray):
-        return [_jsonable(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [jsonable(item, f"{where}[{i}]") for i, item in enumerate(value)]
     raise ValueError(f"{where} is a {type(value).__name__} ({value!r:.80}), not storable as JSON")
 
 
@@ -330,8 +334,8 @@ class ModelRegistry:
             raise ValueError(f"model {model!r} has no task (expected a fitted Model)")
         if not isinstance(lineage, Mapping):
             raise ValueError(f"lineage must be a mapping, got {type(lineage).__name__}")
-        stored_lineage = {"code_version": __version__, **_jsonable(lineage, "lineage")}
-        stored_metrics = _jsonable(metrics or {}, "metrics")
+        stored_lineage = {"code_version": __version__, **jsonable(lineage, "lineage")}
+        stored_metrics = jsonable(metrics or {}, "metrics")
         if not isinstance(stored_metrics, dict):
             raise ValueError(f"metrics must be a mapping, got {type(metrics).__name__}")
         with self._write(name) as conn:
@@ -366,7 +370,7 @@ class ModelRegistry:
     def set_metrics(self, ref: str, metrics: Mapping[str, Any]) -> ModelVersion:
         """Merge `metrics` (e.g. {"backtest": {...}}) into a version's metrics (nested dicts
         are merged, other values replaced); returns the updated version."""
-        stored = _jsonable(metrics, "metrics")
+        stored = jsonable(metrics, "metrics")
         if not isinstance(stored, dict):
             raise ValueError(f"metrics must be a mapping, got {type(metrics).__name__}")
         name = parse_ref(ref)[0]
