@@ -268,7 +268,7 @@ def demo_command(
     )
     console.print(f"Report ({best}, best Sharpe): [bold]{path}[/]", soft_wrap=True)
     if ml:
-        from sapphire.cli.ml import demo_ml
+        from sapphire.cli.ml_demo import demo_ml
 
         demo_ml(fee)
 
