@@ -1,0 +1,69 @@
+"""One JSON encoder for everything Sapphire prints or stores as JSON.
+
+`jsonable(value)` turns a value into plain JSON data: NumPy scalars and arrays, tuples,
+`Path`s, `Decimal`s (as text: money is never approximated by a float), times (ISO text)
+and objects with `to_mapping()` are converted; NaN and infinities become None, since JSON
+has no such numbers. Anything else is refused with a ValueError naming where it was.
+`to_json(value)` is the text; its common case (plain, finite values) is one call of the C
+encoder, and only values it refuses are converted first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["jsonable", "to_json"]
+
+
+def jsonable(value: Any, where: str = "value", *, str_keys: bool = False) -> Any:
+    """`value` as plain JSON data (see the module docstring). Mapping keys must be
+    strings unless `str_keys` (then they are converted with `str`)."""
+    kind = type(value)
+    if value is None or kind is str or kind is bool or kind is int:
+        return value
+    if kind is float:
+        return value if value - value == 0.0 else None  # NaN and ±inf give NaN here
+    if isinstance(value, bool | str):
+        return value if kind is not np.str_ else str(value)
+    if isinstance(value, datetime | date):  # pandas Timestamps too
+        return value.isoformat()
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return str(value) if value.is_finite() else None
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_mapping"):
+        return jsonable(value.to_mapping(), where, str_keys=str_keys)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                if not str_keys:
+                    raise ValueError(f"{where} has a non-str key {key!r}: JSON keys are strings")
+                key = str(key)
+            out[key] = jsonable(item, f"{where}[{key!r}]", str_keys=str_keys)
+        return out
+    if isinstance(value, list | tuple | np.ndarray):
+        return [jsonable(item, f"{where}[{i}]", str_keys=str_keys) for i, item in enumerate(value)]
+    raise ValueError(f"{where} is a {type(value).__name__} ({value!r:.80}), not storable as JSON")
+
+
+def to_json(value: Any, *, indent: int | None = None, str_keys: bool = True) -> str:
+    """JSON text of `value` (NaN and ±inf as null; see `jsonable`)."""
+    try:
+        return json.dumps(value, allow_nan=False, indent=indent)
+    except (ValueError, TypeError):
+        return json.dumps(jsonable(value, str_keys=str_keys), indent=indent)
