@@ -3,22 +3,29 @@
 Sections: the model and its lineage, prediction scores and IC, the cross-validation folds
 and CPCV path metrics recorded at training, the rank IC per day over the evaluated data,
 feature importance (permutation importance on purged CV from training, mean |SHAP| on the
-evaluated rows) and the equity and drawdown of the `ml` strategy, net of fees. The page
-layout and tables are those of the optimisation report (`sapphire.optimize.report`).
+evaluated rows) and the equity and drawdown of the `ml` strategy, net of fees. Pages, tables
+and figures come from the report toolkit (`sapphire.report`).
 """
 
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from sapphire.backtest.metrics import format_metric
-from sapphire.backtest.report import MAX_LINE_POINTS, _kv_table, _minmax_indices, _ms
-from sapphire.optimize.report import _layout, _Page, _target
+from sapphire.report import (
+    Page,
+    drawdown_trace,
+    epoch_ms,
+    equity_trace,
+    format_number,
+    frame_table,
+    kv_table,
+    report_path,
+    style_figure,
+)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -39,43 +46,14 @@ _FOLD_KEYS = ("accuracy", "balanced_accuracy", "f1", "log_loss", "roc_auc", "mse
               "rank_ic")  # fmt: skip
 
 
-def _num(value: Any, digits: int = 4) -> str:
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        return f"{int(value):,}"
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return escape(str(value))
-    if not np.isfinite(v):
-        return "—"
-    return f"{v:,.0f}" if v.is_integer() and abs(v) >= 1000 else f"{v:.{digits}g}"
-
-
-def _table(table_id: str, frame: pd.DataFrame) -> str:
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
-    body = []
-    for row in frame.itertuples(index=False):
-        cells = []
-        for value in row:
-            if isinstance(value, float | int | np.floating | np.integer):
-                cells.append(f'<td class="num">{_num(value)}</td>')
-            else:
-                cells.append(f"<td>{escape(str(value))}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return (
-        f'<div class="wide"><table id="{table_id}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-    )
-
-
 def _ic_figure(daily: pd.Series) -> go.Figure:
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=_ms(daily.index), y=daily.to_numpy(), name="rank IC per day",
+    fig.add_trace(go.Bar(x=epoch_ms(daily.index), y=daily.to_numpy(), name="rank IC per day",
                          marker={"color": "#1f77b4"}))  # fmt: skip
     fig.add_trace(go.Scatter(
-        x=_ms(daily.index), y=daily.fillna(0.0).cumsum().to_numpy(), name="cumulative rank IC",
+        x=epoch_ms(daily.index), y=daily.fillna(0.0).cumsum().to_numpy(), name="cumulative rank IC",
         mode="lines", yaxis="y2", line={"color": "#d62728"},
     ))  # fmt: skip
     fig.update_xaxes(type="date")
@@ -83,7 +61,7 @@ def _ic_figure(daily: pd.Series) -> go.Figure:
         yaxis={"title": "rank IC"},
         yaxis2={"title": "cumulative", "overlaying": "y", "side": "right"},
     )
-    return _layout(fig, 380)
+    return style_figure(fig, 380)
 
 
 def _importance_figure(perm: pd.Series, shap: pd.Series) -> go.Figure:
@@ -106,37 +84,30 @@ def _importance_figure(perm: pd.Series, shap: pd.Series) -> go.Figure:
             row=1,
             col=col,
         )
-    return _layout(fig, max(380, 18 * min(TOP_FEATURES, max(len(perm), len(shap))) + 80))
+    return style_figure(fig, max(380, 18 * min(TOP_FEATURES, max(len(perm), len(shap))) + 80))
 
 
 def _equity_figure(result: Any) -> go.Figure:
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    equity = result.equity.to_numpy(dtype=np.float64)
-    x = _ms(result.equity.index)
-    keep = _minmax_indices(equity, MAX_LINE_POINTS)
-    dd = result.drawdown.to_numpy(dtype=np.float64)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3],
                         vertical_spacing=0.04)  # fmt: skip
-    fig.add_trace(go.Scatter(x=x[keep], y=equity[keep], mode="lines", name="equity",
-                             line={"color": "#1f77b4", "width": 1.5}), row=1, col=1)  # fmt: skip
-    fig.add_trace(go.Scatter(x=x[keep], y=dd[keep], mode="lines", name="drawdown", fill="tozeroy",
-                             line={"color": "#d62728", "width": 1}), row=2, col=1)  # fmt: skip
+    fig.add_trace(equity_trace(result.equity), row=1, col=1)
+    fig.add_trace(drawdown_trace(result.drawdown), row=2, col=1)
     fig.update_xaxes(type="date")
-    return _layout(fig, 480)
+    return style_figure(fig, 480)
 
 
 def evaluation_report(ev: EvaluationResult, path: str | Path | None = None) -> Path:
     """Write the evaluation's HTML report (default under reports/) and return its path."""
     v = ev.resolved.version
-    target = _target(path, f"ml-{v.name}-v{v.version}")
-    page = _Page()
+    target = report_path(path, f"ml-{v.name}-v{v.version}")
+    page = Page()
     lineage = v.lineage
     data = lineage.get("data", {})
     recipe = lineage.get("recipe", {})
     page.h2("Model")
-    page.html(_kv_table(IDS["model"], {
+    page.html(kv_table(IDS["model"], {
         "model": f"{v.name} v{v.version}",
         "aliases": ", ".join(v.aliases) or "none",
         "trained on": f"{data.get('start')} → {data.get('end')} ({data.get('rows')} bars)",
@@ -156,21 +127,21 @@ def evaluation_report(ev: EvaluationResult, path: str | Path | None = None) -> P
         )
     page.h2("Predictions")
     scores = {**ev.prediction, **ev.ic}
-    page.html(_kv_table(IDS["scores"], {k: _num(x) for k, x in scores.items()}))
+    page.html(kv_table(IDS["scores"], {k: format_number(x) for k, x in scores.items()}))
     folds = v.metrics.get("folds")
     if folds:
         page.h2("Cross-validation folds (training)")
         frame = pd.DataFrame(folds)
         cols = [c for c in ("split", "train_rows", "test_rows", "test_groups", "test_start",
                             "test_end", *_FOLD_KEYS) if c in frame.columns]  # fmt: skip
-        page.html(_table(IDS["folds"], frame[cols]))
+        page.html(frame_table(IDS["folds"], frame[cols]))
     paths = v.metrics.get("paths")
     if paths:
         page.h2("Out-of-sample CPCV paths, net of fees (training)")
-        page.html(_table(IDS["paths"], pd.DataFrame(paths)))
+        page.html(frame_table(IDS["paths"], pd.DataFrame(paths)))
     page.h2("Information coefficient over time")
     page.note(f"Rank IC of the score against the label's realised return, per day "
-              f"(ICIR {_num(ev.ic.get('icir'))}).")  # fmt: skip
+              f"(ICIR {format_number(ev.ic.get('icir'))}).")  # fmt: skip
     page.figure(_ic_figure(ev.ic_daily), IDS["ic"])
     page.h2("Feature importance")
     perm = pd.Series(v.metrics.get("importance", {}), dtype=float).sort_values(ascending=False)

@@ -16,11 +16,11 @@ from sapphire.backtest.report import (
     MAX_CANDLES,
     MAX_TRADE_ROWS,
     _candles,
-    _minmax_indices,
     format_metric,
     write_report,
 )
 from sapphire.backtest.result import TRADE_COLUMNS, BacktestResult
+from sapphire.report import minmax_indices
 from sapphire.strategy.base import Bars
 
 MINUTE_NS = 60 * 10**9
@@ -199,16 +199,16 @@ def test_candle_aggregation_matches_pandas(month: BacktestResult, btc_df: pd.Dat
 
 def test_line_decimation_keeps_extremes(month: BacktestResult) -> None:
     drawdown = month.drawdown.to_numpy()
-    idx = _minmax_indices(drawdown, 2_000)
+    idx = minmax_indices(drawdown, 2_000)
     assert len(idx) <= 2_002
     assert np.all(np.diff(idx) > 0)
     assert (idx[0], idx[-1]) == (0, len(drawdown) - 1)
     assert drawdown[idx].min() == drawdown.min()
     assert drawdown.min() == pytest.approx(month.metrics["max_drawdown"], rel=1e-12)
     equity = month.equity.to_numpy()
-    keep = _minmax_indices(equity, 2_000)
+    keep = minmax_indices(equity, 2_000)
     assert (equity[keep].min(), equity[keep].max()) == (equity.min(), equity.max())
-    np.testing.assert_array_equal(_minmax_indices(equity[:100], 2_000), np.arange(100))
+    np.testing.assert_array_equal(minmax_indices(equity[:100], 2_000), np.arange(100))
 
 
 def test_user_strings_are_escaped(btc_df: pd.DataFrame) -> None:
