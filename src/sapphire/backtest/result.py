@@ -6,10 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
+from sapphire.encoding import jsonable
 from sapphire.strategy.base import Bars
 
 TRADE_COLUMNS = [
@@ -79,16 +80,18 @@ class BacktestResult:
         return write_report(self, path, open_browser=open_browser)
 
     def summary(self) -> dict[str, Any]:
-        """Return strategy, parameters and metrics as one JSON-ready dict."""
-        return {
+        """Return strategy, parameters and metrics as one JSON-ready dict (times as ISO
+        text, NaN and infinite metrics as None; see `sapphire.encoding.jsonable`)."""
+        summary = {
             "strategy": self.strategy,
             "symbol": self.symbol,
-            "params": dict(self.params),
-            "start": self.equity.index[0].isoformat() if len(self.equity) else None,
-            "end": self.equity.index[-1].isoformat() if len(self.equity) else None,
+            "params": self.params,
+            "start": self.equity.index[0] if len(self.equity) else None,
+            "end": self.equity.index[-1] if len(self.equity) else None,
             "bars": len(self.equity),
-            "metrics": dict(self.metrics),
+            "metrics": self.metrics,
         }
+        return cast(dict[str, Any], jsonable(summary, "summary", str_keys=True))
 
     def __repr__(self) -> str:
         ret = self.metrics.get("total_return", float("nan"))

@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sapphire.encoding import to_json
 from sapphire.ml.drift import ADWIN, DriftEvent, drift_report, window_null, window_z
-from sapphire.ml.registry import jsonable
 from sapphire.strategy.base import Bars
 
 __all__ = ["DRIFT_LOG", "DRIFT_REPORT", "DriftWatch", "read_drift"]
@@ -191,25 +191,23 @@ class DriftWatch:
             "ts_ns": ts,
             "window": int(self.window),
             "model": f"{self.resolved.version.name}@{self.resolved.version.version}",
-            "features": {
-                str(k): {c: jsonable(v) for c, v in r.items()} for k, r in report.iterrows()
-            },
+            "features": {str(k): dict(r.items()) for k, r in report.iterrows()},
             "z_alert": self.z_alert,
             "adwin": {
                 "width": int(self.adwin.width),
-                "mean": jsonable(self.adwin.mean),
+                "mean": self.adwin.mean,
                 "detections": int(self.adwin.detections),
             },
             "retrained": self.retrained,
         }
         tmp = self.run_dir / f"{DRIFT_REPORT}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(data))
+        tmp.write_text(to_json(data))
         os.replace(tmp, self.run_dir / DRIFT_REPORT)
 
     def _record(self, event: DriftEvent) -> None:
         self.events.append(event)
         with open(self.run_dir / DRIFT_LOG, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(asdict(event)) + "\n")
+            fh.write(to_json(asdict(event)) + "\n")
         if self.publish is not None:
             self.publish(event)
 
@@ -241,7 +239,7 @@ class DriftWatch:
                      "train_bars": len(window)}  # fmt: skip
             self.retrained.append(entry)
         with open(self.run_dir / DRIFT_LOG, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry) + "\n")
+            fh.write(to_json(entry) + "\n")
 
 
 def read_drift(run_dir: Path) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from sapphire.encoding import jsonable
 from sapphire.ml.cv import CombinatorialPurgedCV, PurgedKFold
 from sapphire.ml.features import CALENDAR_COLUMNS, FeatureSpec, build_features
 from sapphire.ml.labels import Labels, LabelSpec
@@ -376,8 +377,6 @@ def _reference_sample(X: pd.DataFrame) -> pd.DataFrame:
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-able dicts (times as ISO text, NaN as None)."""
-    from sapphire.ml.registry import jsonable
-
     return list(jsonable(frame.to_dict(orient="records"), "rows"))
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 import threading
@@ -41,16 +40,15 @@ import uuid
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sapphire import __version__
 from sapphire.config import home_subdir
+from sapphire.encoding import jsonable
 from sapphire.store.models import AliasHistoryRow, ModelAliasRow, ModelVersionRow
 from sapphire.store.schema import create_engine, default_url, is_memory, migrate, upgrade_engine
 
@@ -197,36 +195,6 @@ def write_artefact(model: Model, path: Path) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return sha
-
-
-def jsonable(value: Any, where: str = "value") -> Any:
-    """`value` as plain JSON (NumPy scalars/arrays, tuples, Paths, times (ISO text) and
-    objects with `to_mapping()` converted; NaN and infinities become None: JSON has no such
-    numbers). Anything else is refused, naming `where` it was."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, datetime):  # pandas Timestamps too
-        return value.isoformat()
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "to_mapping"):
-        return jsonable(value.to_mapping(), where)
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"{where} has a non-str key {key!r}: JSON keys are strings")
-            out[key] = jsonable(item, f"{where}[{key!r}]")
-        return out
-    if isinstance(value, list | tuple | np.ndarray):
-        return [jsonable(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    raise ValueError(f"{where} is a {type(value).__name__} ({value!r:.80}), not storable as JSON")
 
 
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,55 @@
+"""`BacktestResult.summary`: JSON-ready, through the one JSON encoder."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from sapphire.backtest.result import BacktestResult
+from sapphire.strategy.base import Bars
+
+
+def _result(n: int, metrics: dict[str, float], params: dict[str, object]) -> BacktestResult:
+    index = pd.date_range("2022-01-01", periods=n, freq="min", tz="UTC")
+    time_ns = index.as_unit("ns").asi8
+    prices = np.full(n, 100.0)
+    return BacktestResult(
+        strategy="s",
+        params=params,
+        config={"cash": 1_000.0},
+        symbol="BTC/USDT",
+        bars=Bars(time_ns, prices, prices, prices, prices, prices, 60 * 10**9),
+        equity=pd.Series(np.full(n, 1_000.0), index=index),
+        metrics=metrics,
+        _trades=pd.DataFrame,
+        _orders=pd.DataFrame,
+        _fills=pd.DataFrame,
+    )
+
+
+def test_summary_is_strict_json() -> None:
+    result = _result(
+        3,
+        {"total_return": 0.0, "sharpe": math.nan, "profit_factor": math.inf},
+        {"fast": np.int64(10), "mode": "x"},
+    )
+    summary = result.summary()
+    text = json.dumps(summary, allow_nan=False)  # raises on NaN / inf / NumPy values
+    assert json.loads(text) == {
+        "strategy": "s",
+        "symbol": "BTC/USDT",
+        "params": {"fast": 10, "mode": "x"},
+        "start": "2022-01-01T00:00:00+00:00",
+        "end": "2022-01-01T00:02:00+00:00",
+        "bars": 3,
+        "metrics": {"total_return": 0.0, "sharpe": None, "profit_factor": None},
+    }
+    assert type(summary["params"]["fast"]) is int
+
+
+def test_summary_of_an_empty_run() -> None:
+    summary = _result(0, {}, {}).summary()
+    assert (summary["start"], summary["end"], summary["bars"]) == (None, None, 0)
