@@ -1,13 +1,15 @@
-"""Backtests: the vectorised runner, results, metrics and HTML reports."""
+"""Backtests: the runner (compiled kernel or event-driven node), results, metrics and HTML
+reports."""
 
-from sapphire.backtest.engine import Backtest, BacktestConfig, align_funding, bars_from_frame
+from sapphire.backtest.engine import Backtest, align_funding, bars_from_frame
 from sapphire.backtest.result import TRADE_COLUMNS, BacktestResult
+from sapphire.engine.config import RunConfig
 
 __all__ = [
     "TRADE_COLUMNS",
     "Backtest",
-    "BacktestConfig",
     "BacktestResult",
+    "RunConfig",
     "align_funding",
     "bars_from_frame",
 ]

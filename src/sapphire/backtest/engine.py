@@ -1,24 +1,27 @@
-"""`Backtest`: run a vectorised strategy through the compiled simulation kernel."""
+"""`Backtest`: run a strategy on bars, through the compiled simulation kernel (vectorised
+strategies) or the event-driven trading node (any strategy), with one `RunConfig`."""
 
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from sapphire.backtest.event import liquidation_rule
 from sapphire.backtest.metrics import compute_metrics, periods_per_year
 from sapphire.backtest.result import TRADE_COLUMNS, BacktestResult
+from sapphire.engine.config import RUN_OPTIONS, RunConfig
+from sapphire.engine.strategy import EventStrategy
 from sapphire.sim import kernel as K
-from sapphire.strategy.base import ENTRY_TYPES, Bars, Signals, Strategy
+from sapphire.strategy.base import Bars, Signals, Strategy, snake_case
 from sapphire.strategy.registry import get_strategy
+from sapphire.strategy.signals import SignalArrays, normalize_signals
 
-SizeMode = Literal["fixed", "notional", "equity"]
 SIZE_MODES = {"fixed": K.SIZE_FIXED, "notional": K.SIZE_NOTIONAL, "equity": K.SIZE_EQUITY}
 EXIT_REASONS = np.array(
     ["", "signal", "stop_loss", "take_profit", "trailing_stop", "end", "liquidation", "kill_switch"]
@@ -38,117 +41,18 @@ ROLES = np.array(
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class BacktestConfig:
-    """Every knob of a vectorised backtest, validated once."""
-
-    cash: float = 10_000.0
-    size: float = 1.0
-    size_mode: SizeMode = "fixed"
-    leverage: float | None = None
-    maker_fee: float = 0.0
-    taker_fee: float = 0.0
-    slippage_bps: float = 0.0
-    slippage_ticks: int = 0
-    tick_size: float = 0.0
-    lot_size: float = 0.0
-    fill_at: Literal["open", "close"] = "open"
-    intrabar: Literal["path", "worst"] = "path"
-    stop_loss: float | None = None
-    take_profit: float | None = None
-    trailing_stop: float | None = None
-
-    def __post_init__(self) -> None:
-        def bad(name: str, value: object, expected: str) -> ValueError:
-            return ValueError(f"{name}={value!r} is invalid: expected {expected}")
-
-        if not (np.isfinite(self.cash) and self.cash > 0):
-            raise bad("cash", self.cash, "a positive amount")
-        if not (np.isfinite(self.size) and self.size > 0):
-            raise bad("size", self.size, "a positive number")
-        if self.size_mode not in SIZE_MODES:
-            raise bad("size_mode", self.size_mode, "fixed, notional or equity")
-        if self.leverage is not None and not (np.isfinite(self.leverage) and self.leverage >= 1):
-            raise bad("leverage", self.leverage, "a number >= 1, or None for no margin limit")
-        for name in ("maker_fee", "taker_fee"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and -0.01 <= value < 0.1):
-                raise bad(name, value, "a fraction of notional in [-0.01, 0.1), e.g. 0.001")
-        if not (np.isfinite(self.slippage_bps) and 0 <= self.slippage_bps < 10_000):
-            raise bad("slippage_bps", self.slippage_bps, "basis points in [0, 10000)")
-        if self.slippage_ticks < 0:
-            raise bad("slippage_ticks", self.slippage_ticks, "a whole number of ticks >= 0")
-        if self.slippage_ticks and self.slippage_bps:
-            raise ValueError("give slippage_bps or slippage_ticks, not both")
-        for name in ("tick_size", "lot_size"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
-                raise bad(name, value, "a size >= 0 (0 = no rounding)")
-        if self.slippage_ticks and not self.tick_size:
-            raise ValueError("slippage_ticks needs a tick_size")
-        if self.fill_at not in ("open", "close"):
-            raise bad("fill_at", self.fill_at, "'open' (next bar's open) or 'close'")
-        if self.intrabar not in ("path", "worst"):
-            raise bad("intrabar", self.intrabar, "'path' or 'worst'")
-        for name in ("stop_loss", "take_profit", "trailing_stop"):
-            value = getattr(self, name)
-            if value is not None and not (np.isfinite(value) and 0 < value < 1):
-                raise bad(name, value, "a fraction of the entry price in (0, 1), e.g. 0.02")
-
-
-def _bool_signal(value: Any, n: int, what: str, strategy: str) -> NDArray[np.bool_]:
+def _risk_profile(value: Any) -> Any:
+    """A `RiskProfile` from a built-in name, a YAML file or a profile (None: none)."""
     if value is None:
-        return np.zeros(n, dtype=np.bool_)
-    arr = np.asarray(value)
-    if arr.shape != (n,):
-        raise ValueError(f"strategy {strategy!r}: {what} has shape {arr.shape}, expected ({n},)")
-    if arr.dtype == np.bool_:
-        return arr
-    if arr.dtype.kind not in "iuf":
-        raise ValueError(f"strategy {strategy!r}: {what} must be boolean, got dtype {arr.dtype}")
-    with np.errstate(invalid="ignore"):
-        return np.asarray(np.nan_to_num(arr.astype(np.float64)) != 0.0)
+        return None
+    from sapphire.risk import RiskProfile, profile
 
-
-def _float_input(
-    value: Any, n: int, what: str, strategy: str, default: float = np.nan
-) -> NDArray[np.float64]:
-    if value is None:
-        return np.array([default])
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim == 0:
-        return arr.reshape(1)
-    if arr.shape != (n,):
-        raise ValueError(f"strategy {strategy!r}: {what} has shape {arr.shape}, expected ({n},)")
-    return arr
-
-
-def _entry_types(value: Any, n: int, strategy: str) -> NDArray[np.int8]:
-    if isinstance(value, str):
-        if value not in ENTRY_TYPES:
-            raise ValueError(
-                f"strategy {strategy!r}: entry_type {value!r} is not one of {list(ENTRY_TYPES)}"
-            )
-        return np.array([ENTRY_TYPES[value]], dtype=np.int8)
-    arr = np.asarray(value)
-    if arr.shape != (n,):
+    if not isinstance(value, str | RiskProfile):
         raise ValueError(
-            f"strategy {strategy!r}: entry_type has shape {arr.shape}, expected ({n},)"
+            f"risk_profile={value!r} is invalid: expected a profile name, a YAML file or a "
+            "RiskProfile"
         )
-    if arr.dtype.kind in "iu":
-        if arr.size and (arr.min() < 0 or arr.max() > 2):
-            raise ValueError(f"strategy {strategy!r}: entry_type codes must be 0, 1 or 2")
-        return arr.astype(np.int8)
-    codes = np.empty(n, dtype=np.int8)
-    for name, code in ENTRY_TYPES.items():
-        codes[arr == name] = code
-    unknown = ~np.isin(arr, list(ENTRY_TYPES))
-    if unknown.any():
-        raise ValueError(
-            f"strategy {strategy!r}: entry_type {arr[unknown][0]!r} is not one of "
-            f"{list(ENTRY_TYPES)}"
-        )
-    return codes
+    return profile(value)
 
 
 def align_funding(funding: pd.Series, bars: Bars) -> NDArray[np.float64]:
@@ -204,71 +108,47 @@ class Backtest:
     def __init__(
         self,
         data: pd.DataFrame | str | Path | Bars,
-        strategy: str | type[Strategy] = "sma_cross",
+        strategy: str | type[Strategy] | type[EventStrategy] = "sma_cross",
         *,
         symbol: str | None = None,
-        cash: float = 10_000.0,
-        size: float = 1.0,
-        size_mode: SizeMode = "fixed",
-        leverage: float | None = None,
-        fee: float = 0.0,
-        maker_fee: float | None = None,
-        taker_fee: float | None = None,
-        slippage_bps: float = 0.0,
-        slippage_ticks: int = 0,
-        tick_size: float | None = None,
-        lot_size: float | None = None,
-        fill_at: Literal["open", "close"] = "open",
-        intrabar: Literal["path", "worst"] = "path",
-        stop_loss: float | None = None,
-        take_profit: float | None = None,
-        trailing_stop: float | None = None,
-        funding: pd.Series | str | Path | None = None,
-        start: Any = None,
-        end: Any = None,
-        venue: str | None = None,
-        timeframe: str | None = None,
-        resample: str | None = None,
-        gaps: Literal["keep", "ffill", "fail"] = "keep",
-        engine: Literal["vector", "event"] = "vector",
-        maintenance_margin: float | None = None,
-        liquidation_fee: float | None = None,
-        risk_profile: Any = None,
-        **params: Any,
+        config: RunConfig | None = None,
+        **options: Any,
     ) -> None:
-        if engine not in ("vector", "event"):
-            raise ValueError(f"engine={engine!r} is invalid: expected 'vector' or 'event'")
-        self.liquidation = self._liquidation_rule(engine, maintenance_margin, liquidation_fee)
-        self.risk_profile = self._risk_profile(engine, risk_profile)
-        self.event_run: Any = None  # the last event-driven run (node, monitor, refusals)
-        if engine == "event" and fill_at != "open":
+        run_options = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
+        funding = run_options.get("funding")
+        if isinstance(funding, pd.Series):
+            del run_options["funding"]
+        risk = run_options.get("risk_profile")
+        if risk is not None and not isinstance(risk, str):
+            run_options["risk_profile"] = _risk_profile(risk).name
+        self.strategy_cls = get_strategy(strategy, kinds=(Strategy, EventStrategy))
+        self.params = options
+        self.event_driven = issubclass(self.strategy_cls, EventStrategy)
+        if self.event_driven:
+            run_options.setdefault("engine", "event")
+        base = config.to_mapping() if config is not None else {}
+        for name in ("tick_size", "lot_size"):  # None: the catalog's (read below)
+            if run_options.get(name, base.get(name)) is None:
+                run_options.pop(name, None)
+        config = RunConfig.from_options(**{**base, **run_options})
+        if self.event_driven and config.engine != "event":
             raise ValueError(
-                "engine='event' fills signal orders at the next bar's open: fill_at='close' "
-                "is a vectorised-backtest option"
+                f"{self.strategy_cls.__name__} is an event-driven strategy: it runs on "
+                "engine='event' only"
             )
-        self.engine = engine
-        self.strategy_cls = get_strategy(strategy)
-        self.strategy = self.strategy_cls(**params)
-        self.bars, self.symbol, meta = self._load(
-            data, symbol, start, end, venue, timeframe, resample, gaps
+        self.risk_profile = _risk_profile(
+            risk if risk is not None and not isinstance(risk, str) else config.risk_profile
         )
-        self.config = BacktestConfig(
-            cash=float(cash),
-            size=float(size),
-            size_mode=size_mode,
-            leverage=None if leverage is None else float(leverage),
-            maker_fee=float(fee if maker_fee is None else maker_fee),
-            taker_fee=float(fee if taker_fee is None else taker_fee),
-            slippage_bps=float(slippage_bps),
-            slippage_ticks=int(slippage_ticks),
-            tick_size=float(tick_size if tick_size is not None else meta.get("tick_size") or 0.0),
-            lot_size=float(lot_size if lot_size is not None else meta.get("lot_size") or 0.0),
-            fill_at=fill_at,
-            intrabar=intrabar,
-            stop_loss=stop_loss,
-            take_profit=take_profit,
-            trailing_stop=trailing_stop,
-        )
+        self.strategy: Any = self._new_strategy()
+        self.bars, self.symbol, meta = self._load(data, symbol, config)
+        given = {k for k in ("tick_size", "lot_size") if run_options.get(k) or base.get(k)}
+        fill = {
+            k: float(meta[k]) for k in ("tick_size", "lot_size") if meta.get(k) and k not in given
+        }
+        self.config = replace(config, **fill) if fill else config
+        self.engine = self.config.engine
+        self.liquidation = liquidation_rule(self.config)
+        self.event_run: Any = None  # the last event-driven run (node, monitor, refusals)
         if isinstance(funding, str | Path):
             from sapphire.data import read_funding
 
@@ -276,86 +156,37 @@ class Backtest:
         self.funding = align_funding(funding, self.bars) if funding is not None else None
         self._index: pd.DatetimeIndex | None = None
 
-    @staticmethod
-    def _risk_profile(engine: str, risk_profile: Any) -> Any:
-        """A `RiskProfile` from a built-in name or a profile (None: no risk checks)."""
-        if risk_profile is None:
-            return None
-        if engine != "event":
-            raise ValueError(
-                "risk_profile needs engine='event': the vectorised kernel has no pre-trade "
-                "checks or portfolio limits"
-            )
-        from sapphire.risk import RiskProfile, profile
+    def _new_strategy(self) -> Any:
+        """A strategy instance with this backtest's parameters (an event-driven one is
+        made anew for every run: it keeps state)."""
+        try:
+            return self.strategy_cls(**self.params)
+        except TypeError as exc:
+            raise ValueError(f"strategy {self.strategy_cls.__name__}: {exc}") from None
 
-        if isinstance(risk_profile, str):
-            return profile(risk_profile)
-        if not isinstance(risk_profile, RiskProfile):
-            raise ValueError(
-                f"risk_profile={risk_profile!r} is invalid: expected a profile name or a "
-                "RiskProfile"
-            )
-        return risk_profile
+    @property
+    def strategy_name(self) -> str:
+        """The strategy's registry name (a class name in snake_case for an event one)."""
+        return str(getattr(self.strategy_cls, "name", "") or snake_case(self.strategy_cls.__name__))
 
     @staticmethod
-    def _liquidation_rule(
-        engine: str, maintenance_margin: float | None, liquidation_fee: float | None
-    ) -> Any:
-        """The event venue's `LiquidationRule` (None: no liquidation)."""
-        given = [
-            name
-            for name, value in (
-                ("maintenance_margin", maintenance_margin),
-                ("liquidation_fee", liquidation_fee),
-            )
-            if value is not None
-        ]
-        if not given:
-            return None
-        if engine != "event":
-            raise ValueError(
-                f"{' and '.join(given)} need engine='event': the vectorised kernel does not "
-                "model liquidation"
-            )
-        if maintenance_margin is None:
-            raise ValueError("liquidation_fee needs maintenance_margin (the liquidation rule)")
-        from sapphire.sim.exchange import LiquidationRule
-
-        for name, value in (
-            ("maintenance_margin", maintenance_margin),
-            ("liquidation_fee", liquidation_fee),
-        ):
-            if value is not None and not (np.isfinite(value) and 0 <= value < 1):
-                raise ValueError(f"{name}={value!r} is invalid: expected a rate in [0, 1)")
-        return LiquidationRule(
-            maintenance_margin_rate=Decimal(repr(float(maintenance_margin))),
-            liquidation_fee_rate=Decimal(repr(float(liquidation_fee)))
-            if liquidation_fee is not None
-            else Decimal("0.005"),
-        )
-
-    @staticmethod
-    def _load(
-        data: Any,
-        symbol: str | None,
-        start: Any,
-        end: Any,
-        venue: str | None,
-        timeframe: str | None,
-        resample: str | None,
-        gaps: str,
-    ) -> tuple[Bars, str, dict[str, Any]]:
+    def _load(data: Any, symbol: str | None, config: RunConfig) -> tuple[Bars, str, dict[str, Any]]:
+        start, end, venue, timeframe = config.start, config.end, config.venue, config.timeframe
+        resample, gaps = config.resample, config.gaps
         if isinstance(data, Bars):
             if resample or start is not None or end is not None:
                 raise ValueError("start/end/resample need a DataFrame, file or symbol, not Bars")
             return data, symbol or "bars", {}
         from sapphire.data import Catalog, load_ohlcv, resample_ohlcv
         from sapphire.data.load import is_file_source
+        from sapphire.data.samples import SAMPLE
 
         meta: dict[str, Any] = {}
         name = symbol
         if isinstance(data, pd.DataFrame):
             name = name or "data"
+        elif isinstance(data, str) and data == SAMPLE:
+            name = name or "BTC-PERP (sample)"
         elif is_file_source(data):
             name = name or Path(data).name
         elif not isinstance(data, str):
@@ -389,48 +220,29 @@ class Backtest:
         return self._index
 
     def signals(self) -> Signals:
-        """Run the strategy on the bars and return its signals."""
+        """Run the (vectorised) strategy on the bars and return its signals."""
+        if self.event_driven:
+            raise TypeError(
+                f"{self.strategy_cls.__name__} is an event-driven strategy: it has no signal arrays"
+            )
         return self.strategy.signals(self.bars)
 
     def run(self) -> BacktestResult:
         """Compute the signals, simulate, and return trades, equity and metrics."""
-        bars, cfg, name = self.bars, self.config, self.strategy.name
-        n = len(bars)
-        sig = self.signals()
-        if not isinstance(sig, Signals):
-            raise TypeError(f"strategy {name!r}: signals() must return Signals, got {sig!r}")
-        enter_long = _bool_signal(sig.enter_long, n, "enter_long", name)
-        exit_long = _bool_signal(sig.exit_long, n, "exit_long", name)
-        enter_short = _bool_signal(sig.enter_short, n, "enter_short", name)
-        exit_short = _bool_signal(sig.exit_short, n, "exit_short", name)
-        sl = _float_input(
-            cfg.stop_loss if cfg.stop_loss is not None else sig.stop_loss, n, "stop_loss", name
-        )
-        tp = _float_input(
-            cfg.take_profit if cfg.take_profit is not None else sig.take_profit,
-            n,
-            "take_profit",
-            name,
-        )
-        ts = _float_input(
-            cfg.trailing_stop if cfg.trailing_stop is not None else sig.trailing_stop,
-            n,
-            "trailing_stop",
-            name,
-        )
-        etype = _entry_types(sig.entry_type, n, name)
-        eprice = _float_input(sig.entry_price, n, "entry_price", name)
+        bars, cfg, name = self.bars, self.config, self.strategy_name
         funding = self.funding if self.funding is not None else np.zeros(0)
-
-        if self.engine == "event":
-            equity, orders, trades, scalars = self._run_event(
-                (enter_long, exit_long, enter_short, exit_short, etype, eprice, sl, tp, ts),
-                funding,
-            )
+        if self.event_driven:
+            self.strategy = self._new_strategy()
+            equity, orders, trades, scalars = self._run_event(None, funding)
+            params = dict(self.params)
         else:
-            equity, orders, trades, scalars = self._run_kernel(
-                enter_long, exit_long, enter_short, exit_short, etype, eprice, sl, tp, ts, funding
-            )
+            sig = normalize_signals(
+                self.signals(), len(bars), strategy=name, stop_loss=cfg.stop_loss,
+                take_profit=cfg.take_profit, trailing_stop=cfg.trailing_stop,
+            )  # fmt: skip
+            run = self._run_event if self.engine == "event" else self._run_kernel
+            equity, orders, trades, scalars = run(sig, funding)
+            params = self.strategy.values
         pnl = _trade_pnl(trades)
         metrics = compute_metrics(
             equity,
@@ -445,7 +257,7 @@ class Backtest:
         )
         return BacktestResult(
             strategy=name,
-            params=self.strategy.values,
+            params=params,
             config=self._describe(),
             symbol=self.symbol,
             bars=bars,
@@ -457,30 +269,20 @@ class Backtest:
         )
 
     def _run_kernel(
-        self,
-        enter_long: NDArray[np.bool_],
-        exit_long: NDArray[np.bool_],
-        enter_short: NDArray[np.bool_],
-        exit_short: NDArray[np.bool_],
-        etype: NDArray[np.int8],
-        eprice: NDArray[np.float64],
-        sl: NDArray[np.float64],
-        tp: NDArray[np.float64],
-        ts: NDArray[np.float64],
-        funding: NDArray[np.float64],
+        self, sig: SignalArrays, funding: NDArray[np.float64]
     ) -> tuple[NDArray[np.float64], ...]:
         bars, cfg = self.bars, self.config
         n = len(bars)
-        n_entries = int(np.count_nonzero(enter_long)) + int(np.count_nonzero(enter_short))
+        n_entries = int(np.count_nonzero(sig.enter_long)) + int(np.count_nonzero(sig.enter_short))
         equity = np.empty(n)
         orders = np.empty((2 * n_entries + 2, K.ORDER_FIELDS))
         trades = np.empty((n_entries + 1, K.TRADE_FIELDS))
         scalars = np.zeros(6)
         K.simulate(
             bars.open, bars.high, bars.low, bars.close,
-            enter_long, exit_long, enter_short, exit_short,
-            etype, eprice, sl, tp, ts, funding,
-            cfg.cash, cfg.size, SIZE_MODES[cfg.size_mode], cfg.leverage or 0.0,
+            sig.enter_long, sig.exit_long, sig.enter_short, sig.exit_short,
+            sig.entry_type, sig.entry_price, sig.stop_loss, sig.take_profit, sig.trailing_stop,
+            funding, cfg.cash, cfg.size, SIZE_MODES[cfg.size_mode], cfg.leverage or 0.0,
             cfg.maker_fee, cfg.taker_fee, cfg.slippage_bps, float(cfg.slippage_ticks),
             cfg.tick_size, cfg.lot_size, cfg.fill_at == "close", cfg.intrabar == "worst",
             equity, orders, trades, scalars,
@@ -490,23 +292,15 @@ class Backtest:
         return equity, orders, trades, scalars
 
     def _run_event(
-        self, arrays: tuple[NDArray[Any], ...], funding: NDArray[np.float64]
+        self, sig: SignalArrays | None, funding: NDArray[np.float64]
     ) -> tuple[NDArray[np.float64], ...]:
-        """The same backtest through the event-driven node and simulated venue (the
-        signals normalised above, so both engines read the same arrays)."""
+        """The same backtest through the node that `build_node` assembles (the signals
+        normalised above, so both engines read the same arrays)."""
         from sapphire.backtest.event import run_event_backtest
-        from sapphire.engine.adapter import SignalArrays
 
-        signals = SignalArrays(*arrays)
-        cfg = self.config
         run = run_event_backtest(
-            self.bars, self.strategy, signals, symbol=self.symbol, cash=cfg.cash,
-            size=cfg.size, size_mode=cfg.size_mode, leverage=cfg.leverage,
-            maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee,
-            slippage_bps=cfg.slippage_bps, slippage_ticks=cfg.slippage_ticks,
-            tick_size=cfg.tick_size, lot_size=cfg.lot_size, intrabar=cfg.intrabar,
-            funding=funding if len(funding) else None, liquidation=self.liquidation,
-            risk_profile=self.risk_profile,
+            self.bars, self.strategy, self.config, signals=sig, symbol=self.symbol,
+            funding=funding if len(funding) else None, risk_profile=self.risk_profile,
         )  # fmt: skip
         self.event_run = run
         return run.equity, run.orders, run.trades, run.scalars
@@ -583,36 +377,13 @@ class Backtest:
         )
 
     def _describe(self) -> dict[str, Any]:
-        cfg = self.config
-        return {
-            "cash": cfg.cash,
-            "size": cfg.size,
-            "size_mode": cfg.size_mode,
-            "leverage": cfg.leverage,
-            "maker_fee": cfg.maker_fee,
-            "taker_fee": cfg.taker_fee,
-            "slippage_bps": cfg.slippage_bps,
-            "slippage_ticks": cfg.slippage_ticks,
-            "tick_size": cfg.tick_size,
-            "lot_size": cfg.lot_size,
-            "fill_at": cfg.fill_at,
-            "intrabar": cfg.intrabar,
-            "stop_loss": cfg.stop_loss,
-            "take_profit": cfg.take_profit,
-            "trailing_stop": cfg.trailing_stop,
-            "funding": self.funding is not None,
-            "timeframe": str(pd.Timedelta(self.bars.timeframe_ns, unit="ns")),
-            "engine": self.engine,
-            **(
-                {
-                    "maintenance_margin": float(self.liquidation.maintenance_margin_rate),
-                    "liquidation_fee": float(self.liquidation.liquidation_fee_rate),
-                }
-                if self.liquidation is not None
-                else {}
-            ),
-            **({"risk_profile": self.risk_profile.name} if self.risk_profile is not None else {}),
-        }
+        """The run's configuration as reports and stored runs show it (`RunConfig`)."""
+        out = self.config.to_mapping()
+        out["funding"] = self.funding is not None
+        out["timeframe"] = str(pd.Timedelta(self.bars.timeframe_ns, unit="ns"))
+        if self.liquidation is not None:
+            out["liquidation_fee"] = float(self.liquidation.liquidation_fee_rate)
+        return out
 
 
 def _trade_pnl(t: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -12,8 +12,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sapphire.domain import (
-    ContractType,
-    Instrument,
     InstrumentId,
     LiquiditySide,
     Order,
@@ -25,21 +23,32 @@ from sapphire.domain import (
     OrderSubmitted,
     OrderType,
 )
+from sapphire.domain.instrument import to_decimal
 from sapphire.engine import (
     BarFeed,
+    EventStrategy,
     FundingPaid,
     RiskMonitor,
-    SignalArrays,
     TradingNode,
     VectorAdapter,
 )
+from sapphire.engine.builder import build_node
+from sapphire.engine.config import RunConfig
 from sapphire.risk import RiskProfile
 from sapphire.sim import kernel as K
 from sapphire.sim.exchange import Liquidation, LiquidationRule
 from sapphire.sim.venue import LIQUIDATION_CANCEL, FillModel, SimulatedVenue
 from sapphire.strategy.base import Bars, Strategy
+from sapphire.strategy.signals import SignalArrays
 
-__all__ = ["REASON_RISK", "ROLE_KILL_SWITCH", "ROLE_LIQUIDATION", "EventRun", "run_event_backtest"]
+__all__ = [
+    "REASON_RISK",
+    "ROLE_KILL_SWITCH",
+    "ROLE_LIQUIDATION",
+    "EventRun",
+    "liquidation_rule",
+    "run_event_backtest",
+]
 
 # roles (and a trade's exit reasons) the kernel has not: a venue liquidation, and the
 # kill switch's closing orders; a pre-trade risk denial's rejection reason
@@ -80,7 +89,7 @@ class _Recorder:
         self.created: dict[str, int] = {}
         self.orders: list[list[float]] = []
         self.trades: list[list[float]] = []
-        self.cash = Decimal(repr(cash))
+        self.cash = to_decimal(cash, "cash")
         self.pos = Decimal(0)
         self.marks: list[tuple[int, float, float]] = []  # (bar, cash, position)
         self.fees = Decimal(0)
@@ -223,66 +232,42 @@ def _step(
 
 def run_event_backtest(
     bars: Bars,
-    strategy: Strategy,
-    signals: SignalArrays | None,
+    strategy: Strategy | EventStrategy,
+    config: RunConfig,
     *,
+    signals: SignalArrays | None = None,
     symbol: str = "bars",
-    cash: float = 10_000.0,
-    size: float = 1.0,
-    size_mode: str = "fixed",
-    leverage: float | None = None,
-    maker_fee: float = 0.0,
-    taker_fee: float = 0.0,
-    slippage_bps: float = 0.0,
-    slippage_ticks: int = 0,
-    tick_size: float = 0.0,
-    lot_size: float = 0.0,
-    intrabar: str = "path",
     funding: NDArray[np.float64] | None = None,
-    liquidation: LiquidationRule | None = None,
     risk_profile: RiskProfile | None = None,
 ) -> EventRun:
-    """Replay `bars` through a node running `strategy` (or its precomputed `signals`).
+    """Replay `bars` through a node running `strategy` (or a vectorised strategy's
+    precomputed `signals`), built by `build_node` from `config`.
 
-    `liquidation` (None: none, as the kernel) lets the venue liquidate the position
-    when the equity falls below the maintenance margin at a path point. `risk_profile`
-    checks every order with the profile's pre-trade limits and feeds its portfolio
-    limits the equity at each bar's close (`RiskMonitor`: REDUCING/HALTED states, the
-    kill switch cancels and flattens on HALTED)."""
+    `config.maintenance_margin` (None: none, as the kernel) lets the venue liquidate the
+    position when the equity falls below the maintenance margin at a path point.
+    `risk_profile` (the resolved `config.risk_profile`) checks every order with the
+    profile's pre-trade limits and feeds its portfolio limits the equity at each bar's
+    close (`RiskMonitor`: REDUCING/HALTED states, the kill switch cancels and flattens on
+    HALTED)."""
     n = len(bars)
+    cash = config.cash
     iid = InstrumentId(symbol.replace(" ", "_").replace("@", "_") or "bars", "SIM")
-    instrument = Instrument(
-        iid, "BASE", "QUOTE", "QUOTE", ContractType.PERPETUAL,
-        tick_size=Decimal(repr(tick_size)) if tick_size > 0 else Decimal("1e-12"),
-        lot_size=Decimal(repr(lot_size)) if lot_size > 0 else Decimal("1e-12"),
-        maker_fee=Decimal(repr(maker_fee)), taker_fee=Decimal(repr(taker_fee)),
-    )  # fmt: skip
+    instrument = config.instrument(iid)
     venue = SimulatedVenue(
         [instrument],
         cash=repr(float(cash)),
-        leverage=leverage,
-        fill_model=FillModel(slippage_bps, slippage_ticks, tick_size),
-        intrabar="worst" if intrabar == "worst" else "path",
-        liquidation=liquidation,
+        leverage=config.leverage,
+        fill_model=FillModel(config.slippage_bps, config.slippage_ticks, config.tick_size),
+        intrabar="worst" if config.intrabar == "worst" else "path",
+        liquidation=liquidation_rule(config),
     )
-    node = TradingNode(
-        venue,
-        run_id="bt",
-        bracket_tick=tick_size,
-        risk=risk_profile.risk_engine() if risk_profile is not None else None,
-    )
-    venue.on_liquidation = lambda liq: liq.book(node.portfolio, node.bus)
-    adapter = VectorAdapter(
-        strategy, iid, bars=bars, signals=signals, size=size, size_mode=size_mode,  # type: ignore[arg-type]
-        lot=lot_size, strategy_id="s",
+    setup = build_node(
+        config, mode="backtest", venue=venue, instrument_id=iid, strategy=strategy,
+        run_id="bt", bars=bars, signals=signals, risk_profile=risk_profile,
     )  # fmt: skip
-    monitor = None
-    if risk_profile is not None:
-        # added first: it sees each bar's close before the adapter acts on its signals
-        monitor = RiskMonitor(risk_profile.portfolio_limits(), strategy_capital={"s": cash})
-        node.add_strategy(monitor, bars=[iid])
-    node.add_strategy(adapter, bars=[iid])
-    node.bus.subscribe(Liquidation, adapter.on_liquidation)
+    node, trader = setup.node, setup.trader
+    if isinstance(trader, VectorAdapter):
+        node.bus.subscribe(Liquidation, trader.on_liquidation)
     rec = _Recorder(node, cash)
     feed = BarFeed(
         iid, bars.time, bars.open, bars.high, bars.low, bars.close, bars.volume,
@@ -295,7 +280,7 @@ def run_event_backtest(
     venue.close_queued_at(iid, float(bars.close[-1]), int(bars.time[-1]))
     cash_arr, pos_arr = _step(rec.marks, n, cash)
     equity = cash_arr + pos_arr * bars.close
-    for j, side, etype, _reason in adapter.rejected:
+    for j, side, etype, _reason in getattr(trader, "rejected", ()):
         rec.orders.append(
             [j, -1, side, etype, K.ROLE_ENTRY, 0.0, np.nan, np.nan, 0.0, K.REJECTED,
              K.REASON_PRICE, 0.0]
@@ -309,4 +294,15 @@ def run_event_backtest(
     scalars[K.S_N_TRADES] = len(rec.trades)
     orders = np.asarray(rec.orders, dtype=np.float64).reshape(-1, K.ORDER_FIELDS)
     trades = np.asarray(rec.trades, dtype=np.float64).reshape(-1, K.TRADE_FIELDS)
-    return EventRun(equity, orders, trades, scalars, node, monitor, tuple(rec.reasons))
+    return EventRun(equity, orders, trades, scalars, node, setup.monitor, tuple(rec.reasons))
+
+
+def liquidation_rule(config: RunConfig) -> LiquidationRule | None:
+    """The simulated venue's liquidation rule of `config` (None: no liquidation)."""
+    if config.maintenance_margin is None:
+        return None
+    fee = config.liquidation_fee
+    return LiquidationRule(
+        maintenance_margin_rate=to_decimal(config.maintenance_margin, "maintenance_margin"),
+        liquidation_fee_rate=to_decimal(fee if fee is not None else "0.005", "liquidation_fee"),
+    )

@@ -22,14 +22,13 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from sapphire.backtest.engine import Backtest, _bool_signal, _entry_types, _float_input
-from sapphire.strategy.base import Bars, Signals, Strategy
+from sapphire.backtest.engine import Backtest
+from sapphire.strategy.base import Bars, Strategy
+from sapphire.strategy.signals import BOOL_SIGNALS, FLOAT_SIGNALS, normalize_signals
 
 __all__ = ["ARRAYS", "LookaheadReport", "LookaheadViolation", "check_lookahead"]
 
-BOOL_ARRAYS = ("enter_long", "exit_long", "enter_short", "exit_short")
-FLOAT_ARRAYS = ("stop_loss", "take_profit", "trailing_stop", "entry_price")
-ARRAYS = (*BOOL_ARRAYS, *FLOAT_ARRAYS, "entry_type")
+ARRAYS = (*BOOL_SIGNALS, *FLOAT_SIGNALS, "entry_type")
 RTOL, ATOL = 1e-9, 1e-12
 
 
@@ -123,16 +122,11 @@ class LookaheadReport:
 
 def _signal_arrays(sig: Any, n: int, name: str) -> dict[str, NDArray[Any]]:
     """Every signal array of `sig` at full length `n` (scalars broadcast)."""
-    if not isinstance(sig, Signals):
-        raise TypeError(f"strategy {name!r}: signals() must return Signals, got {sig!r}")
+    arrays = normalize_signals(sig, n, strategy=name)
     out: dict[str, NDArray[Any]] = {}
-    for key in BOOL_ARRAYS:
-        out[key] = _bool_signal(getattr(sig, key), n, key, name)
-    for key in FLOAT_ARRAYS:
-        arr = _float_input(getattr(sig, key), n, key, name)
+    for key in ARRAYS:
+        arr = getattr(arrays, key)
         out[key] = np.broadcast_to(arr, (n,)) if arr.shape[0] == 1 else arr
-    codes = _entry_types(sig.entry_type, n, name)
-    out["entry_type"] = np.broadcast_to(codes, (n,)) if codes.shape[0] == 1 else codes
     return out
 
 

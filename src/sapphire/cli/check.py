@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from sapphire.cli.backtest import (
-    SAMPLE,
-    _data_source,
-    _fail,
-    _json_safe,
-    console,
-    parse_params,
-    wide_console,
-)
-from sapphire.cli.options import (
-    DataOpt,
-    EndOpt,
-    JsonOpt,
-    ParamOpt,
-    ResampleOpt,
-    StartOpt,
-    TimeframeOpt,
-    VenueOpt,
-)
+from sapphire.cli.common import console, fail, parse_params, print_json, wide_console
+from sapphire.cli.options import DataOpt, JsonOpt, ParamOpt, run_options
+from sapphire.engine.config import RunConfig
 
 check_app = typer.Typer(
     help="Check a strategy for mistakes such as look-ahead.",
@@ -38,19 +21,16 @@ SHOWN = 20
 
 
 @check_app.command("lookahead")
+@run_options(keep=("start", "end", "venue", "timeframe", "resample"))
 def lookahead_command(
+    config: RunConfig,
     strategy: Annotated[str, typer.Argument(help="Built-in name, module:Class or file.py:Class.")],
-    data: DataOpt = SAMPLE,
+    data: DataOpt = "sample",
     param: ParamOpt = None,
     checkpoints: Annotated[
         int, typer.Option(help="How many truncated copies of the data to recompute on.")
     ] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the random cut points.")] = 0,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    venue: VenueOpt = None,
-    timeframe: TimeframeOpt = None,
-    resample: ResampleOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute STRATEGY's signals on truncated data; exit 1 if any past signal changes.
@@ -65,20 +45,20 @@ def lookahead_command(
     try:
         report = check_lookahead(
             strategy,
-            _data_source(data),
+            data,
             params=parse_params(param),
             checkpoints=checkpoints,
             seed=seed,
-            start=start,
-            end=end,
-            venue=venue,
-            timeframe=timeframe,
-            resample=resample,
+            start=config.start,
+            end=config.end,
+            venue=config.venue,
+            timeframe=config.timeframe,
+            resample=config.resample,
         )
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
-        print(json.dumps(_json_safe(report.to_json())))
+        print_json(report.to_json())
     elif report.clean:
         console.print(f"[green]ok[/] {report.summary()}", soft_wrap=True, highlight=False)
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sapphire.cli.backtest import SAMPLE, _json_safe, parse_params
+from sapphire.cli.common import ML_STAGES, format_number, parse_params, print_json
 from sapphire.cli.options import DataOpt, EndOpt, JsonOpt, StartOpt
+from sapphire.encoding import to_json
 
 console = Console()
 err_console = Console(stderr=True)
@@ -52,7 +52,7 @@ def _registry(db: str | None) -> Any:
 def _bars(data: str, start: str | None, end: str | None) -> Any:
     from sapphire.ml.pipeline import load_bars
 
-    return load_bars(SAMPLE if data == SAMPLE else data, start=start, end=end)
+    return load_bars(data, start=start, end=end)
 
 
 def _others(items: list[str] | None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -86,17 +86,10 @@ def _progress(enabled: bool) -> Iterator[Any]:
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total)
+                tasks[stage] = bar.add_task(ML_STAGES.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
         yield update
-
-
-_STAGES = {
-    "cv": "cross-validation splits",
-    "importance": "permutation importance",
-    "fit": "final fit",
-}
 
 
 def _metrics_table(title: str, values: dict[str, Any]) -> Table:
@@ -145,7 +138,7 @@ def _feature_spec(path: Path | None, frac_diff: str | None) -> tuple[Any, bool]:
 @ml_app.command("train")
 def train_command(
     name: Annotated[str, typer.Option(help="Model name in the registry.")],
-    data: DataOpt = SAMPLE,
+    data: DataOpt = "sample",
     features: Annotated[
         Path | None, typer.Option(help="Feature set YAML (default: a built-in set).")
     ] = None,
@@ -236,7 +229,7 @@ def train_command(
         "elapsed": round(elapsed, 3),
     }
     if as_json:
-        print(json.dumps(_json_safe(out)))
+        print_json(out)
         return
     console.print(_metrics_table(
         f"{version.name} v{version.version}: out-of-sample CV ({config.cv})", result.metrics["cv"]
@@ -259,7 +252,7 @@ def train_command(
 @ml_app.command("evaluate")
 def evaluate_command(
     ref: Annotated[str, typer.Argument(help="Model: NAME, NAME@VERSION or NAME@ALIAS.")],
-    data: DataOpt = SAMPLE,
+    data: DataOpt = "sample",
     threshold: Annotated[float | None, typer.Option(help="Entry threshold on the score.")] = None,
     exit_threshold: Annotated[float | None, typer.Option(help="Exit threshold.")] = None,
     fee: Annotated[float | None, typer.Option(help="Fee per fill (default: the recipe's).")] = None,
@@ -294,7 +287,7 @@ def evaluate_command(
     if report is not None:
         out["report"] = str(report)
     if as_json:
-        print(json.dumps(_json_safe(out)))
+        print_json(out)
         return
     console.print(_metrics_table(f"{ref}: predictions", {**out["prediction"], **out["ic"]}))
     console.print(_metrics_table(f"{ref}: ml strategy, net of fees", out["backtest"]))
@@ -346,7 +339,7 @@ def models_list(
     except (ValueError, KeyError) as exc:
         raise _fail(str(exc).strip("'\"")) from None
     if as_json:
-        print(json.dumps(_json_safe({"models": rows})))
+        print_json({"models": rows})
         return
     table = Table(title="Models", title_justify="left")
     for col in ("model", "version", "aliases", "created", "label", "estimator", "CV rank IC",
@@ -355,14 +348,10 @@ def models_list(
     for r in rows:
         table.add_row(
             r["model"], str(r["version"]), ", ".join(r["aliases"]), r["created"][:19],
-            str(r["label"]), str(r["estimator"]), _fmt(r["cv"].get("rank_ic")),
-            _fmt(r["cv"].get("path_sharpe_mean")),
+            str(r["label"]), str(r["estimator"]), format_number(r["cv"].get("rank_ic")),
+            format_number(r["cv"].get("path_sharpe_mean")),
         )  # fmt: skip
     console.print(table if rows else "no models registered yet: `sapphire ml train --name NAME`")
-
-
-def _fmt(value: Any) -> str:
-    return "—" if not isinstance(value, int | float) else f"{value:.3g}"
 
 
 @models_app.command("show")
@@ -384,9 +373,9 @@ def models_show(
         "sha256": v.sha256,
     }
     if as_json:
-        print(json.dumps(_json_safe(out), default=str))
+        print_json(out)
         return
-    console.print(json.dumps(_json_safe(out), indent=2, default=str), highlight=False)
+    console.print(to_json(out, indent=2), highlight=False)
 
 
 @models_app.command("promote")
@@ -450,7 +439,7 @@ def drift_command(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if as_json:
-        print(json.dumps(_json_safe({"run_id": run_id, **drift})))
+        print_json({"run_id": run_id, **drift})
         return
     report = drift["report"]
     if report:
@@ -463,13 +452,15 @@ def drift_command(
             table.add_column(col)
         rows = sorted(report["features"].items(), key=lambda kv: -(kv[1].get("psi") or 0.0))
         for feature, r in rows:
-            table.add_row(feature, _fmt(r.get("psi")), str(r.get("band")), _fmt(r.get("ks_p")),
-                          "yes" if r.get("drifted") else "")  # fmt: skip
+            table.add_row(
+                feature, format_number(r.get("psi")), str(r.get("band")),
+                format_number(r.get("ks_p")), "yes" if r.get("drifted") else "",
+            )  # fmt: skip
         console.print(table)
         adwin = report.get("adwin", {})
         console.print(
             f"performance (ADWIN on prediction error): window {adwin.get('width')}, mean "
-            f"{_fmt(adwin.get('mean'))}, {adwin.get('detections')} change(s) detected",
+            f"{format_number(adwin.get('mean'))}, {adwin.get('detections')} change(s) detected",
             highlight=False,
         )
     events = drift["events"]

@@ -7,8 +7,7 @@ from dataclasses import replace
 from rich.console import Console
 from rich.table import Table
 
-from sapphire.cli.backtest import SAMPLE
-from sapphire.cli.ml import _STAGES, _fmt
+from sapphire.cli.common import ML_STAGES, format_number
 
 console = Console()
 
@@ -27,7 +26,7 @@ def demo_ml(fee: float) -> None:
     from sapphire.ml.pipeline import TrainConfig, load_bars, train
     from sapphire.ml.strategy import default_registry
 
-    bars = load_bars(SAMPLE)
+    bars = load_bars("sample")
     cut = int(len(bars) * 0.6)
     first = replace(
         bars, time=bars.time[:cut], open=bars.open[:cut], high=bars.high[:cut],
@@ -43,7 +42,7 @@ def demo_ml(fee: float) -> None:
         task = progress.add_task("ML: training with CPCV on the first 60% of the month", total=4)
 
         def update(stage: str, done: int, total: int) -> None:
-            progress.update(task, description=f"ML: {_STAGES.get(stage, stage)} {done}/{total}")
+            progress.update(task, description=f"ML: {ML_STAGES.get(stage, stage)} {done}/{total}")
 
         result = train(first, config, progress=update)
         version = result.register(DEMO_MODEL, registry)
@@ -73,7 +72,7 @@ def demo_ml(fee: float) -> None:
     for label, key in (("rank IC", "rank_ic"), ("accuracy", "accuracy")):
         values = (cv.get(key), held_out.ic.get(key, held_out.prediction.get(key)),
                   walk.ic.get(key, walk.prediction.get(key)))  # fmt: skip
-        table.add_row(label, *(_fmt(v) for v in values))
+        table.add_row(label, *(format_number(v) for v in values))
     for label, key in (("Sharpe", "sharpe"), ("total return", "total_return"),
                        ("max drawdown", "max_drawdown"), ("trades", "n_trades")):  # fmt: skip
         values = (cv.get(f"path_{key}_mean"), held_out.backtest.metrics[key],

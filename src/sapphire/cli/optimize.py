@@ -2,52 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from sapphire.cli.backtest import (
-    SAMPLE,
-    _fail,
-    _json_safe,
-    console,
-    err_console,
-    metrics_table,
-    parse_params,
-)
+from sapphire.cli.common import console, err_console, fail, metrics_table, parse_params, print_json
 from sapphire.cli.optimize_report import report_command
 from sapphire.cli.options import (
-    CashOpt,
+    EVENT_ONLY,
     DataOpt,
-    EndOpt,
-    FeeOpt,
-    FillAtOpt,
-    FundingOpt,
-    GapsOpt,
-    IntrabarOpt,
+    JobsOpt,
     JsonOpt,
-    LeverageOpt,
-    LotSizeOpt,
-    MakerFeeOpt,
     ParamOpt,
-    ResampleOpt,
-    SizeModeOpt,
-    SizeOpt,
-    SlippageBpsOpt,
-    SlippageTicksOpt,
-    StartOpt,
-    StopLossOpt,
-    TakeProfitOpt,
-    TakerFeeOpt,
-    TickSizeOpt,
-    TimeframeOpt,
-    TrailingStopOpt,
-    VenueOpt,
-    backtest_kwargs,
+    ProgressOpt,
+    RayOpt,
+    StorageOpt,
+    changed_options,
+    parse_space,
+    run_options,
 )
+from sapphire.engine.config import RunConfig
 
 if TYPE_CHECKING:
     from sapphire.optimize.study import StudyResult
@@ -57,54 +33,6 @@ optimize_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-JobsOpt = Annotated[
-    int, typer.Option(help="Local worker processes (0 = all cores; 1 = in this process).")
-]
-RayOpt = Annotated[
-    str | None, typer.Option(help="Run on a Ray cluster: auto, host:6379 or ray://host:10001.")
-]
-StorageOpt = Annotated[
-    str | None,
-    typer.Option(help="SQLAlchemy URL of the study database (default $SAPPHIRE_HOME/sapphire.db)."),
-]
-ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")]
-
-
-def _number(text: str, where: str) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{where}: {text!r} is not a number") from None
-
-
-def parse_space(items: list[str] | None) -> dict[str, Any]:
-    """Turn `--space k=lo:hi[:step|:log]` and `--space k=a,b,c` into `space=` overrides."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        where = f"--space {item!r}"
-        if not sep or not key or not value:
-            raise ValueError(f"{where} is not of the form name=low:high or name=a,b,c")
-        if ":" in value:
-            parts = value.split(":")
-            if len(parts) not in (2, 3):
-                raise ValueError(f"{where}: expected low:high, low:high:step or low:high:log")
-            low, high = _number(parts[0], where), _number(parts[1], where)
-            if len(parts) == 2:
-                out[key] = (low, high)
-            elif parts[2].strip().lower() == "log":
-                out[key] = (low, high, None, True)
-            else:
-                out[key] = (low, high, _number(parts[2], where))
-        else:
-            out[key] = [v.strip() for v in value.split(",") if v.strip()]
-    return out
 
 
 def _interpret_dsr(dsr: float | None) -> str:
@@ -186,7 +114,7 @@ def print_summary(result: StudyResult) -> None:
 
 def _emit(result: StudyResult, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(_json_safe(result.to_json())))
+        print_json(result.to_json())
     else:
         print_summary(result)
 
@@ -196,12 +124,14 @@ def _interrupted() -> typer.Exit:
 
 
 @optimize_app.callback(invoke_without_command=True)
+@run_options(skip=EVENT_ONLY)
 def optimize_command(
+    config: RunConfig,
     ctx: typer.Context,
     strategy: Annotated[
         str | None, typer.Option(help="Built-in name, module:Class or file.py:Class.")
     ] = None,
-    data: DataOpt = SAMPLE,
+    data: DataOpt = "sample",
     objective: Annotated[
         list[str] | None,
         typer.Option(
@@ -227,29 +157,6 @@ def optimize_command(
         bool, typer.Option(help="Stop hopeless trials early (on 25%/50% of the bars).")
     ] = False,
     storage: StorageOpt = None,
-    cash: CashOpt = 10_000.0,
-    size: SizeOpt = 1.0,
-    size_mode: SizeModeOpt = "fixed",
-    leverage: LeverageOpt = None,
-    fee: FeeOpt = 0.0,
-    maker_fee: MakerFeeOpt = None,
-    taker_fee: TakerFeeOpt = None,
-    slippage_bps: SlippageBpsOpt = 0.0,
-    slippage_ticks: SlippageTicksOpt = 0,
-    tick_size: TickSizeOpt = None,
-    lot_size: LotSizeOpt = None,
-    stop_loss: StopLossOpt = None,
-    take_profit: TakeProfitOpt = None,
-    trailing_stop: TrailingStopOpt = None,
-    intrabar: IntrabarOpt = "path",
-    fill_at: FillAtOpt = "open",
-    funding: FundingOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    venue: VenueOpt = None,
-    timeframe: TimeframeOpt = None,
-    resample: ResampleOpt = None,
-    gaps: GapsOpt = "keep",
     progress: ProgressOpt = True,
     as_json: JsonOpt = False,
 ) -> None:
@@ -258,21 +165,12 @@ def optimize_command(
         return
     if strategy is None:
         console.print(ctx.get_help())
-        raise _fail("--strategy is required (or use a subcommand: resume, list, report)")
+        raise fail("--strategy is required (or use a subcommand: resume, list, report)")
     from sapphire.data import DataError
     from sapphire.optimize.study import optimize
 
     try:
-        options = backtest_kwargs(
-            cash=cash, size=size, size_mode=size_mode, leverage=leverage, fee=fee,
-            maker_fee=maker_fee, taker_fee=taker_fee, slippage_bps=slippage_bps,
-            slippage_ticks=slippage_ticks, tick_size=tick_size, lot_size=lot_size,
-            stop_loss=stop_loss, take_profit=take_profit, trailing_stop=trailing_stop,
-            intrabar=intrabar, fill_at=fill_at, funding=funding, venue=venue,
-            timeframe=timeframe, resample=resample, gaps=gaps,
-        )  # fmt: skip
-        if funding is not None:
-            options["funding"] = str(funding)
+        options = changed_options(config)
         fixed: dict[str, Any] = parse_params(param)
         clash = sorted(set(fixed) & set(options))
         if clash:
@@ -292,15 +190,13 @@ def optimize_command(
             space=parse_space(space),
             prune=prune,
             progress=progress and not as_json,
-            start=start,
-            end=end,
             **options,
             **fixed,
         )
     except KeyboardInterrupt:
         raise _interrupted() from None
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _emit(result, as_json)
 
 
@@ -332,7 +228,7 @@ def resume_command(
     except KeyboardInterrupt:
         raise _interrupted() from None
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _emit(result, as_json)
 
 
@@ -344,9 +240,9 @@ def list_command(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
     try:
         studies = list_studies(storage)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
-        print(json.dumps(_json_safe(studies)))
+        print_json(studies)
         return
     if not studies:
         console.print("no studies yet: run `sapphire optimize --strategy NAME`")

@@ -1,120 +1,187 @@
-"""Command-line options shared by the commands that run backtests (backtest, optimize...).
+"""Command-line options: the run settings come from `RunConfig`, declared once.
 
-Each alias is an annotated type: a command declares `cash: CashOpt = 10_000.0` and
-gets the same `--cash` option and help everywhere; `backtest_kwargs(...)` turns the
-values into keyword arguments of `Backtest` / `sapphire.optimize.optimize`.
+`@run_options()` gives a command one `--option` per `RunConfig` field (help text, type
+and default from the field), plus `--fee`, and hands the command a validated config
+(`config: RunConfig`); a bad value exits with the config's error naming it. The other
+aliases are the options that are not run settings (data source, strategy, output).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, fields
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
+
+from sapphire.cli.common import fail
+from sapphire.engine.config import RunConfig, option_help
+
+__all__ = [
+    "DATA_RANGE",
+    "EVENT_ONLY",
+    "DataOpt",
+    "EndOpt",
+    "JobsOpt",
+    "JsonOpt",
+    "ParamOpt",
+    "ProgressOpt",
+    "RayOpt",
+    "StartOpt",
+    "StorageOpt",
+    "StrategyOpt",
+    "changed_options",
+    "parse_space",
+    "run_options",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DataOpt = Annotated[
     str, typer.Option(help="CSV/Parquet/Feather file, catalog symbol, or 'sample'.")
 ]
-StrategyOpt = Annotated[str, typer.Option(help="Built-in name, module:Class or file.py:Class.")]
+StrategyOpt = Annotated[
+    str, typer.Option(help="Built-in name, module:Class or file.py:Class (vectorised or event).")
+]
 ParamOpt = Annotated[
     list[str] | None, typer.Option("--param", "-p", help="Strategy parameter name=value.")
 ]
-CashOpt = Annotated[float, typer.Option(help="Starting cash (quote currency).")]
-SizeOpt = Annotated[float, typer.Option(help="Position size; meaning set by --size-mode.")]
-SizeModeOpt = Annotated[
-    str, typer.Option(help="fixed (base qty), notional (quote amount), equity (fraction).")
-]
-LeverageOpt = Annotated[
-    float | None, typer.Option(help="Max notional / equity; default: no margin limit.")
-]
-FeeOpt = Annotated[float, typer.Option(help="Fee per fill, fraction of notional.")]
-MakerFeeOpt = Annotated[float | None, typer.Option(help="Maker fee (overrides --fee).")]
-TakerFeeOpt = Annotated[float | None, typer.Option(help="Taker fee (overrides --fee).")]
-SlippageBpsOpt = Annotated[float, typer.Option(help="Slippage on taker fills, in bps.")]
-SlippageTicksOpt = Annotated[int, typer.Option(help="Slippage on taker fills, in ticks.")]
-TickSizeOpt = Annotated[float | None, typer.Option(help="Price tick of the instrument.")]
-LotSizeOpt = Annotated[float | None, typer.Option(help="Quantity step of the instrument.")]
-StopLossOpt = Annotated[float | None, typer.Option(help="Stop-loss, fraction of entry.")]
-TakeProfitOpt = Annotated[float | None, typer.Option(help="Take-profit, fraction.")]
-TrailingStopOpt = Annotated[float | None, typer.Option(help="Trailing stop, fraction.")]
-IntrabarOpt = Annotated[str, typer.Option(help="Intrabar path: path or worst.")]
-FillAtOpt = Annotated[str, typer.Option(help="open (next bar) or close (signal bar).")]
-FundingOpt = Annotated[Path | None, typer.Option(help="Funding-rate file for perpetuals.")]
-StartOpt = Annotated[str | None, typer.Option(help="First bar time (UTC), inclusive.")]
-EndOpt = Annotated[str | None, typer.Option(help="End time (UTC), exclusive.")]
-VenueOpt = Annotated[str | None, typer.Option(help="Catalog venue (for a symbol).")]
-TimeframeOpt = Annotated[str | None, typer.Option(help="Catalog timeframe (for a symbol).")]
-ResampleOpt = Annotated[str | None, typer.Option(help="Resample bars first, e.g. 1h.")]
-GapsOpt = Annotated[str, typer.Option(help="Gaps in the data: keep, ffill or fail.")]
-EngineOpt = Annotated[
-    str,
-    typer.Option(help="vector (compiled kernel) or event (the trading node; same trades)."),
-]
-RiskProfileOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Event engine: a risk profile (conservative, aggressive or a YAML file): "
-        "pre-trade checks, and portfolio limits fed each bar (halt + kill switch)."
-    ),
-]
-MaintenanceMarginOpt = Annotated[
-    float | None,
-    typer.Option(
-        help="Event engine: liquidate when equity < |qty| * price * this rate (e.g. 0.005)."
-    ),
-]
-LiquidationFeeOpt = Annotated[
-    float | None,
-    typer.Option(help="Event engine: liquidation fee, fraction of notional (default 0.005)."),
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+StartOpt = Annotated[str | None, typer.Option(help=option_help(RunConfig, "start"))]
+EndOpt = Annotated[str | None, typer.Option(help=option_help(RunConfig, "end"))]
+
+JobsOpt = Annotated[
+    int, typer.Option(help="Local worker processes (0 = all cores; 1 = in this process).")
+]
+RayOpt = Annotated[
+    str | None, typer.Option(help="Run on a Ray cluster: auto, host:6379 or ray://host:10001.")
+]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(help="SQLAlchemy URL of the study database (default $SAPPHIRE_HOME/sapphire.db)."),
+]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")]
 
 
-def backtest_kwargs(
+def _number(text: str, where: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not a number") from None
+
+
+def parse_space(items: list[str] | None) -> dict[str, Any]:
+    """Turn `--space k=lo:hi[:step|:log]` and `--space k=a,b,c` into `space=` overrides."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        where = f"--space {item!r}"
+        if not sep or not key or not value:
+            raise ValueError(f"{where} is not of the form name=low:high or name=a,b,c")
+        if ":" in value:
+            parts = value.split(":")
+            if len(parts) not in (2, 3):
+                raise ValueError(f"{where}: expected low:high, low:high:step or low:high:log")
+            low, high = _number(parts[0], where), _number(parts[1], where)
+            if len(parts) == 2:
+                out[key] = (low, high)
+            elif parts[2].strip().lower() == "log":
+                out[key] = (low, high, None, True)
+            else:
+                out[key] = (low, high, _number(parts[2], where))
+        else:
+            out[key] = [v.strip() for v in value.split(",") if v.strip()]
+    return out
+
+
+#: the settings that pick the bars (data source options)
+DATA_RANGE = ("start", "end", "venue", "timeframe", "resample", "gaps")
+#: run settings of the event-driven node only (not offered by kernel-only commands)
+EVENT_ONLY = ("engine", "risk_profile", "maintenance_margin", "liquidation_fee")
+#: settings whose CLI default is None (use the catalog's, or the fee's)
+_NONE_DEFAULT = {"maker_fee", "taker_fee", "tick_size", "lot_size"}
+_FEE_HELP = "Fee per fill, fraction of notional (maker and taker)."
+
+
+def run_options(
     *,
-    cash: float,
-    size: float,
-    size_mode: str,
-    leverage: float | None,
-    fee: float,
-    maker_fee: float | None,
-    taker_fee: float | None,
-    slippage_bps: float,
-    slippage_ticks: int,
-    tick_size: float | None,
-    lot_size: float | None,
-    stop_loss: float | None,
-    take_profit: float | None,
-    trailing_stop: float | None,
-    intrabar: str,
-    fill_at: str,
-    funding: Path | None,
-    venue: str | None,
-    timeframe: str | None,
-    resample: str | None,
-    gaps: str,
-) -> dict[str, Any]:
-    """The backtest options of a command as `Backtest` keyword arguments."""
-    return {
-        "cash": cash,
-        "size": size,
-        "size_mode": size_mode,
-        "leverage": leverage,
-        "fee": fee,
-        "maker_fee": maker_fee,
-        "taker_fee": taker_fee,
-        "slippage_bps": slippage_bps,
-        "slippage_ticks": slippage_ticks,
-        "tick_size": tick_size,
-        "lot_size": lot_size,
-        "stop_loss": stop_loss,
-        "take_profit": take_profit,
-        "trailing_stop": trailing_stop,
-        "intrabar": intrabar,
-        "fill_at": fill_at,
-        "funding": funding,
-        "venue": venue,
-        "timeframe": timeframe,
-        "resample": resample,
-        "gaps": gaps,
-    }
+    cls: type[RunConfig] = RunConfig,
+    skip: Iterable[str] = (),
+    keep: Iterable[str] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> Callable[[F], F]:
+    """Decorate a command taking `config: RunConfig` (or `cls`) with the config's options.
+
+    `skip` leaves fields out, `keep` keeps only those (the others keep their defaults);
+    `defaults` changes a field's CLI default for this command."""
+    skipped = set(skip)
+    if keep is not None:
+        skipped |= {f.name for f in fields(cls)} - set(keep)
+    changed = dict(defaults or {})
+
+    def decorate(func: F) -> F:
+        hints = get_type_hints(cls)
+        own_sig = inspect.signature(func)
+        own_hints = get_type_hints(func, include_extras=True)
+        own = [
+            p.replace(annotation=own_hints.get(p.name, p.annotation))
+            for p in own_sig.parameters.values()
+            if p.name != "config"
+        ]
+        added: list[inspect.Parameter] = []
+        names: list[str] = []
+        for f in fields(cls):
+            if f.name in skipped:
+                continue
+            if f.name == "maker_fee":
+                default = changed.get("fee", 0.0)
+                added.append(_param("fee", float, default, _FEE_HELP))
+                names.append("fee")
+            typ = hints[f.name]
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            if f.name in _NONE_DEFAULT:
+                typ, default = typ | None, None
+            default = changed.get(f.name, default)
+            added.append(_param(f.name, typ, default, str(f.metadata.get("help", ""))))
+            names.append(f.name)
+
+        def command(**kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names}
+            try:
+                config = cls.from_options(**values)
+            except (ValueError, TypeError) as exc:
+                raise fail(str(exc)) from None
+            return func(config=config, **kwargs)
+
+        command.__name__ = func.__name__
+        command.__doc__ = func.__doc__
+        command.__module__ = func.__module__
+        command.__signature__ = own_sig.replace(  # type: ignore[attr-defined]
+            parameters=[*own, *added], return_annotation=None
+        )
+        command.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        return command  # type: ignore[return-value]
+
+    return decorate
+
+
+def _param(name: str, typ: Any, default: Any, help: str) -> inspect.Parameter:
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[typ, typer.Option(help=help)],
+    )
+
+
+def changed_options(config: RunConfig) -> dict[str, Any]:
+    """The run settings given on the command line, as backtest keyword options (the ones
+    left at their defaults are left out: a stored study shows what was chosen)."""
+    default = RunConfig().to_mapping()
+    return {k: v for k, v in config.to_mapping().items() if v != default[k]}

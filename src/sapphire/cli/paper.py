@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.table import Table
 
-from sapphire.cli.options import (
-    CashOpt,
-    DataOpt,
-    EndOpt,
-    FeeOpt,
-    FundingOpt,
-    IntrabarOpt,
-    JsonOpt,
-    LeverageOpt,
-    LotSizeOpt,
-    MakerFeeOpt,
-    ParamOpt,
-    SizeOpt,
-    SlippageBpsOpt,
-    StartOpt,
-    StrategyOpt,
-    TakerFeeOpt,
-    TickSizeOpt,
-)
-
-console = Console()
-err_console = Console(stderr=True)
+from sapphire.cli.common import console, err_console, fail, parse_params
+from sapphire.cli.options import JsonOpt, ParamOpt, run_options
+from sapphire.paper.config import PaperConfig
 
 paper_app = typer.Typer(
     help="Paper trading against the simulated venue (out of process, crash safe).",
@@ -42,17 +24,10 @@ runs_app = typer.Typer(
     help="List and inspect stored runs (paper, backtest...).", no_args_is_help=True
 )
 
-SpeedOpt = Annotated[str, typer.Option(help="Replay speed: 1x, 100x... or max (lockstep).")]
-RiskOpt = Annotated[str, typer.Option(help="Risk profile: conservative or aggressive.")]
 LiveOpt = Annotated[bool, typer.Option("--live/--no-live", help="Live terminal view.")]
 SecondsOpt = Annotated[
     float | None, typer.Option(help="Stop after this many seconds (resume it later).")
 ]
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=2)
 
 
 def _view_table(view: Any) -> Group:
@@ -98,45 +73,18 @@ def _drive(session: Any, live: bool, as_json: bool, seconds: float | None) -> No
 
 
 @paper_app.callback()
+@run_options(
+    cls=PaperConfig,
+    skip=("engine", "fill_at", "maintenance_margin", "liquidation_fee", "params"),
+    defaults={"size": 0.01},
+)
 def paper_command(
+    config: PaperConfig,
     ctx: typer.Context,
-    strategy: StrategyOpt = "sma_cross",
-    data: DataOpt = "sample",
     param: ParamOpt = None,
-    speed: SpeedOpt = "100x",
-    risk_profile: RiskOpt = "conservative",
-    cash: CashOpt = 10_000.0,
-    size: SizeOpt = 0.01,
-    size_mode: Annotated[
-        str,
-        typer.Option(
-            help="fixed (base qty), notional (quote amount), equity (fraction), risk (the "
-            "risk profile's risk per trade from each entry's stop-loss; --size unused)."
-        ),
-    ] = "fixed",
-    funding: FundingOpt = None,
-    leverage: LeverageOpt = None,
-    fee: FeeOpt = 0.0,
-    maker_fee: MakerFeeOpt = None,
-    taker_fee: TakerFeeOpt = None,
-    slippage_bps: SlippageBpsOpt = 0.0,
-    tick_size: TickSizeOpt = None,
-    lot_size: LotSizeOpt = None,
-    intrabar: IntrabarOpt = "path",
-    start: StartOpt = None,
-    end: EndOpt = None,
     model: Annotated[
         str | None, typer.Option(help="--strategy ml: the registry model, NAME[@VERSION|@ALIAS].")
     ] = None,
-    drift_every: Annotated[
-        int, typer.Option(help="ml strategy: check feature drift every N bars.")
-    ] = 500,
-    drift_window: Annotated[
-        int, typer.Option(help="ml strategy: bars compared with the training data.")
-    ] = 2000,
-    retrain_on_drift: Annotated[
-        bool, typer.Option(help="ml strategy: on drift, retrain and register a challenger.")
-    ] = False,
     run_id: Annotated[str | None, typer.Option(help="Name the run (default: generated).")] = None,
     seconds: SecondsOpt = None,
     live: LiveOpt = True,
@@ -146,27 +94,17 @@ def paper_command(
     which runs as its own process and keeps its orders, fills and balances."""
     if ctx.invoked_subcommand is not None:
         return
-    from sapphire.cli.backtest import parse_params
     from sapphire.data import DataError
-    from sapphire.paper import PaperConfig, PaperSession
+    from sapphire.paper import PaperSession
 
     try:
         params = parse_params(param)
         if model is not None:
             params["model"] = model
-        config = PaperConfig(
-            strategy=strategy, params=params, data=data, start=start, end=end,
-            drift_every=drift_every, drift_window=drift_window, retrain_on_drift=retrain_on_drift,
-            speed=speed, risk_profile=risk_profile, cash=cash, size=size, size_mode=size_mode,
-            leverage=leverage,
-            maker_fee=fee if maker_fee is None else maker_fee,
-            taker_fee=fee if taker_fee is None else taker_fee,
-            slippage_bps=slippage_bps, tick_size=tick_size or 0.0, lot_size=lot_size or 0.0,
-            intrabar=intrabar, funding=None if funding is None else str(funding.resolve()),
-        )  # fmt: skip
+        config = replace(config, params=params)
         session = PaperSession.start(config, run_id=run_id)
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _drive(session, live, as_json, seconds)
 
 
@@ -187,7 +125,7 @@ def paper_resume_command(
     try:
         session = PaperSession.resume(run_id, speed=speed)
     except (ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _drive(session, live, as_json, seconds)
 
 
@@ -223,7 +161,7 @@ def runs_list_command(
     try:
         runs = Store().runs(status)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         print(json.dumps([_run_json(r) for r in runs]))
         return
@@ -250,7 +188,7 @@ def runs_show_command(
     try:
         info = store.run(run_id)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     positions = store.positions(run_id)
     balances = store.balances(run_id)
     orders = store.orders(run_id)

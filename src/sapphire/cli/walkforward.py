@@ -7,7 +7,6 @@ shared ones of `sapphire backtest` (`sapphire.cli.options`); --space, --jobs,
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,47 +15,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sapphire.cli.backtest import (
-    SAMPLE,
-    _fail,
-    _json_safe,
-    err_console,
-    metrics_table,
-    parse_params,
-)
-from sapphire.cli.optimize import JobsOpt, ProgressOpt, RayOpt, StorageOpt, parse_space
+from sapphire.cli.common import console, err_console, fail, metrics_table, parse_params, print_json
 from sapphire.cli.options import (
-    CashOpt,
+    EVENT_ONLY,
     DataOpt,
-    EndOpt,
-    FeeOpt,
-    FillAtOpt,
-    FundingOpt,
-    GapsOpt,
-    IntrabarOpt,
+    JobsOpt,
     JsonOpt,
-    LeverageOpt,
-    LotSizeOpt,
-    MakerFeeOpt,
     ParamOpt,
-    ResampleOpt,
-    SizeModeOpt,
-    SizeOpt,
-    SlippageBpsOpt,
-    SlippageTicksOpt,
-    StartOpt,
-    StopLossOpt,
+    ProgressOpt,
+    RayOpt,
+    StorageOpt,
     StrategyOpt,
-    TakeProfitOpt,
-    TakerFeeOpt,
-    TickSizeOpt,
-    TimeframeOpt,
-    TrailingStopOpt,
-    VenueOpt,
-    backtest_kwargs,
+    changed_options,
+    parse_space,
+    run_options,
 )
+from sapphire.engine.config import RunConfig
 
-console = Console()
 wide_console = Console(width=max(console.width, 140))
 
 
@@ -89,9 +64,11 @@ def _folds_table(payload: dict[str, Any]) -> Table:
     return table
 
 
+@run_options(skip=EVENT_ONLY)
 def walkforward_command(
+    config: RunConfig,
     strategy: StrategyOpt = "sma_cross",
-    data: DataOpt = SAMPLE,
+    data: DataOpt = "sample",
     train: Annotated[
         str, typer.Option(help="Train window: a duration (30d, 12h) or a bar count.")
     ] = "30d",
@@ -123,29 +100,6 @@ def walkforward_command(
         str | None, typer.Option(help="Name; the folds are stored as studies NAME-fold<k>.")
     ] = None,
     storage: StorageOpt = None,
-    cash: CashOpt = 10_000.0,
-    size: SizeOpt = 1.0,
-    size_mode: SizeModeOpt = "fixed",
-    leverage: LeverageOpt = None,
-    fee: FeeOpt = 0.0,
-    maker_fee: MakerFeeOpt = None,
-    taker_fee: TakerFeeOpt = None,
-    slippage_bps: SlippageBpsOpt = 0.0,
-    slippage_ticks: SlippageTicksOpt = 0,
-    tick_size: TickSizeOpt = None,
-    lot_size: LotSizeOpt = None,
-    stop_loss: StopLossOpt = None,
-    take_profit: TakeProfitOpt = None,
-    trailing_stop: TrailingStopOpt = None,
-    intrabar: IntrabarOpt = "path",
-    fill_at: FillAtOpt = "open",
-    funding: FundingOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    venue: VenueOpt = None,
-    timeframe: TimeframeOpt = None,
-    resample: ResampleOpt = None,
-    gaps: GapsOpt = "keep",
     report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
     progress: ProgressOpt = True,
     as_json: JsonOpt = False,
@@ -158,16 +112,7 @@ def walkforward_command(
         return int(value) if value.strip().isdigit() else value
 
     try:
-        options = backtest_kwargs(
-            cash=cash, size=size, size_mode=size_mode, leverage=leverage, fee=fee,
-            maker_fee=maker_fee, taker_fee=taker_fee, slippage_bps=slippage_bps,
-            slippage_ticks=slippage_ticks, tick_size=tick_size, lot_size=lot_size,
-            stop_loss=stop_loss, take_profit=take_profit, trailing_stop=trailing_stop,
-            intrabar=intrabar, fill_at=fill_at, funding=funding, venue=venue,
-            timeframe=timeframe, resample=resample, gaps=gaps,
-        )  # fmt: skip
-        if funding is not None:
-            options["funding"] = str(funding)
+        options = changed_options(config)
         fixed: dict[str, Any] = parse_params(param)
         clash = sorted(set(fixed) & set(options))
         if clash:
@@ -190,8 +135,6 @@ def walkforward_command(
             progress=progress,
             study=study,
             storage=storage,
-            start=start,
-            end=end,
             **options,
             **fixed,
         )
@@ -202,13 +145,13 @@ def walkforward_command(
         )
         raise typer.Exit(code=130) from None
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
     payload = result.to_json()
     if report is not None:
         payload["report"] = str(result.plot(report))
     if as_json:
-        print(json.dumps(_json_safe(payload)))
+        print_json(payload)
         return
     wide_console.print(_folds_table(payload))
     console.print(metrics_table({"out of sample": result.metrics}, "Stitched out-of-sample"))

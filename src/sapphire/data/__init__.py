@@ -10,7 +10,7 @@ from __future__ import annotations
 from sapphire.data.catalog import Catalog, CatalogEntry, ImportStats
 from sapphire.data.errors import DataError
 from sapphire.data.funding import normalize_funding, read_funding
-from sapphire.data.load import load_ohlcv
+from sapphire.data.load import is_file_source, load_ohlcv, resolve_source
 from sapphire.data.normalize import OHLCV_COLUMNS, normalize_ohlcv
 from sapphire.data.readers import read_ohlcv
 from sapphire.data.resample import resample_ohlcv
@@ -26,6 +26,7 @@ __all__ = [
     "ValidationReport",
     "format_timeframe",
     "infer_timeframe",
+    "is_file_source",
     "load_ohlcv",
     "normalize_funding",
     "normalize_ohlcv",
@@ -33,5 +34,6 @@ __all__ = [
     "read_funding",
     "read_ohlcv",
     "resample_ohlcv",
+    "resolve_source",
     "validate_ohlcv",
 ]

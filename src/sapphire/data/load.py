@@ -12,6 +12,7 @@ from sapphire.data.catalog import Catalog
 from sapphire.data.errors import DataError
 from sapphire.data.normalize import normalize_with_notes
 from sapphire.data.readers import is_data_file_name, read_table
+from sapphire.data.samples import SAMPLE, SAMPLE_PATH
 from sapphire.data.timerange import TimeLike, filter_range, parse_range
 from sapphire.data.validate import (
     GapPolicy,
@@ -39,8 +40,10 @@ def load_ohlcv(
     catalog holds several. `start` is inclusive and `end` exclusive (naive times are
     UTC); the cut happens before validation, so gaps are counted inside the range only.
     For a DataFrame or file, `timeframe` must agree with the data; `venue` is unused.
+    `"sample"` is the bundled BTC-PERP month (`resolve_source`).
     """
     check_gap_policy(gaps)
+    source = resolve_source(source)
     lower, upper = parse_range(start, end)
     if isinstance(source, pd.DataFrame):
         label, table = "", source
@@ -64,8 +67,15 @@ def load_ohlcv(
     return frame, replace(report, notes=notes + report.notes)
 
 
+def resolve_source(source: object) -> object:
+    """`source` with the name `"sample"` replaced by the bundled sample's path (the one
+    place that name is resolved)."""
+    return SAMPLE_PATH if isinstance(source, str) and source == SAMPLE else source
+
+
 def is_file_source(source: object) -> bool:
     """True when `load_ohlcv` reads `source` as a file rather than a catalog symbol."""
+    source = resolve_source(source)
     if isinstance(source, PathLike):
         return True
     return isinstance(source, str) and (is_data_file_name(source) or Path(source).is_file())

@@ -176,10 +176,6 @@ def load_bars(source: Any, *, start: Any = None, end: Any = None) -> Bars:
     from sapphire.backtest.engine import bars_from_frame
     from sapphire.data import load_ohlcv
 
-    if isinstance(source, str) and source == "sample":
-        from sapphire.data.samples import SAMPLE_PATH
-
-        source = SAMPLE_PATH
     frame, _report = load_ohlcv(source, start=start, end=end)
     if len(frame) < 2:
         raise ValueError(f"{source}: need at least 2 bars, got {len(frame)}")

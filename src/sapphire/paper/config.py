@@ -7,20 +7,22 @@ resumed node and a restarted venue see exactly what the first ones saw.
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
-from decimal import Decimal
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sapphire.domain import ContractType, Instrument, InstrumentId
-from sapphire.strategy.base import Bars
+from sapphire.domain import Instrument, InstrumentId
+from sapphire.engine.config import RunConfig, _opt
+
+if TYPE_CHECKING:
+    from sapphire.strategy.base import Bars
+
+#: the bundled sample's data source name (`sapphire.data.samples.SAMPLE`)
+SAMPLE = "sample"
 
 __all__ = ["SAMPLE", "PaperConfig", "parse_speed"]
-
-SAMPLE = "sample"
 _SPEED = re.compile(r"^(\d+(?:\.\d+)?)x$")
 
 
@@ -37,57 +39,50 @@ def parse_speed(speed: str) -> float | None:
 
 
 @dataclass(frozen=True)
-class PaperConfig:
-    """What a paper session trades and how (the backtest options that apply)."""
+class PaperConfig(RunConfig):
+    """What a paper session trades and how: the run settings of every mode
+    (`RunConfig`) plus the strategy, the data and the paper venue's pace."""
 
-    strategy: str = "sma_cross"
-    params: dict[str, Any] = field(default_factory=dict)
-    data: str = SAMPLE
-    start: str | None = None
-    end: str | None = None
-    speed: str = "100x"
-    risk_profile: str = "conservative"
-    cash: float = 10_000.0
-    size: float = 1.0
-    size_mode: str = "fixed"
-    leverage: float | None = None
-    maker_fee: float = 0.0
-    taker_fee: float = 0.0
-    slippage_bps: float = 0.0
-    tick_size: float = 0.0
-    lot_size: float = 0.0
-    intrabar: str = "path"
-    #: a funding-rate file (as `sapphire backtest --funding`), absolute; None = no funding
-    funding: str | None = None
-    #: `ml` strategies: check feature drift every N bars over the last `drift_window` bars
-    drift_every: int = 500
-    drift_window: int = 2000
-    #: `ml` strategies: on a drift breach, retrain on the latest bars as a `challenger`
-    retrain_on_drift: bool = False
+    #: paper trading always runs the event-driven node
+    event_only = True
+
+    engine: str = _opt("event", "Paper trading runs the event-driven node.")
+    risk_profile: str | None = _opt(
+        "conservative", "Risk profile: conservative, aggressive or a YAML file."
+    )
+    strategy: str = _opt("sma_cross", "Built-in name, module:Class or file.py:Class.")
+    params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Strategy parameters."})
+    data: str = _opt(SAMPLE, "CSV/Parquet/Feather file, catalog symbol, or 'sample'.")
+    speed: str = _opt("100x", "Replay speed: 1x, 100x... or max (lockstep).")
+    drift_every: int = _opt(500, "ml strategy: check feature drift every N bars.")
+    drift_window: int = _opt(2000, "ml strategy: bars compared with the training data.")
+    retrain_on_drift: bool = _opt(
+        False, "ml strategy: on drift, retrain and register a challenger."
+    )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         parse_speed(self.speed)
         if self.drift_every < 1:
             raise ValueError(f"drift_every={self.drift_every!r} is invalid: expected >= 1")
         if self.drift_window < 50:
             raise ValueError(f"drift_window={self.drift_window!r} is invalid: expected >= 50")
-        from sapphire.risk import profile
-
-        profile(self.risk_profile)  # an unknown profile -> ValueError naming it
-        if self.size_mode not in ("fixed", "notional", "equity", "risk"):
+        if self.engine != "event":
             raise ValueError(
-                f"size_mode={self.size_mode!r} is invalid: expected fixed, notional, equity, risk"
+                f"engine={self.engine!r} is invalid: paper trading runs the event-driven node"
             )
-        if not (math.isfinite(self.cash) and self.cash > 0):
-            raise ValueError(f"cash={self.cash!r} is invalid: expected a positive number")
-        if not (math.isfinite(self.size) and self.size > 0):
-            raise ValueError(f"size={self.size!r} is invalid: expected a positive number")
-        if self.intrabar not in ("path", "worst"):
-            raise ValueError(f"intrabar={self.intrabar!r} is invalid: expected path or worst")
-        for name in ("maker_fee", "taker_fee", "slippage_bps", "tick_size", "lot_size"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}={value!r} is invalid: expected a number >= 0")
+        if self.maintenance_margin is not None:
+            raise ValueError(
+                "maintenance_margin: the paper venue does not model liquidation; use an "
+                "event-driven backtest (--engine event) for it"
+            )
+        if self.risk_profile is not None:
+            from sapphire.risk import profile
+
+            profile(self.risk_profile)  # an unknown profile -> ValueError naming it
+        if self.funding is not None and not Path(self.funding).is_absolute():
+            # the venue runs in its own process: the file is named absolutely
+            object.__setattr__(self, "funding", str(Path(self.funding).resolve()))
 
     def funding_rates(self, bars: Bars, cache: Path | None = None) -> Any:
         """The funding rate of each bar (summed into the bar whose interval holds each
@@ -115,17 +110,6 @@ class PaperConfig:
             os.replace(tmp, cache)
         return rates
 
-    def to_mapping(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_mapping(cls, mapping: dict[str, Any]) -> PaperConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise ValueError(f"unknown paper config keys: {', '.join(unknown)}")
-        return cls(**mapping)
-
     @property
     def speed_factor(self) -> float | None:
         return parse_speed(self.speed)
@@ -135,15 +119,9 @@ class PaperConfig:
         name = "BTC-PERP" if self.data == SAMPLE else self.data.rsplit("/", 1)[-1]
         return InstrumentId(re.sub(r"[^A-Za-z0-9._-]", "_", name) or "bars", "PAPER")
 
-    def instrument(self) -> Instrument:
-        """The one instrument traded (the backtester's conventions: perpetual, quote
-        settled; a zero tick/lot means no grid)."""
-        return Instrument(
-            self.instrument_id, "BASE", "QUOTE", "QUOTE", ContractType.PERPETUAL,
-            tick_size=Decimal(repr(self.tick_size)) if self.tick_size > 0 else Decimal("1e-12"),
-            lot_size=Decimal(repr(self.lot_size)) if self.lot_size > 0 else Decimal("1e-12"),
-            maker_fee=Decimal(repr(self.maker_fee)), taker_fee=Decimal(repr(self.taker_fee)),
-        )  # fmt: skip
+    def instrument(self, instrument_id: InstrumentId | None = None) -> Instrument:
+        """The one instrument traded (`RunConfig.instrument`, on `instrument_id`)."""
+        return super().instrument(instrument_id or self.instrument_id)
 
     def load_bars(self, cache: Path | None = None) -> Bars:
         """The replayed bars (the sample, a file or a catalog symbol). With `cache` (a
@@ -153,6 +131,8 @@ class PaperConfig:
         import numpy as np
 
         if cache is not None and cache.exists():
+            from sapphire.strategy.base import Bars
+
             with np.load(cache) as z:
                 return Bars(
                     time=z["time"], open=z["open"], high=z["high"], low=z["low"],
@@ -161,12 +141,14 @@ class PaperConfig:
         from sapphire.backtest.engine import bars_from_frame
         from sapphire.data import load_ohlcv
 
-        source: Any = self.data
-        if self.data == SAMPLE:
-            from sapphire.data.samples import SAMPLE_PATH
+        frame, _report = load_ohlcv(
+            self.data, start=self.start, end=self.end, venue=self.venue,
+            timeframe=self.timeframe, gaps=self.gaps,
+        )  # fmt: skip
+        if self.resample:
+            from sapphire.data import resample_ohlcv
 
-            source = SAMPLE_PATH
-        frame, _report = load_ohlcv(source, start=self.start, end=self.end)
+            frame = resample_ohlcv(frame, self.resample)
         if len(frame) < 2:
             raise ValueError(f"{self.data}: need at least 2 bars for a paper session")
         bars = bars_from_frame(frame)

@@ -179,9 +179,9 @@ class VenueBook:
         self.lock = threading.RLock()
         self.venue = SimulatedVenue(
             [self.instrument],
-            cash=repr(float(config.cash)),
+            cash=str(config.cash),
             leverage=config.leverage,
-            fill_model=FillModel(config.slippage_bps, 0, config.tick_size),
+            fill_model=FillModel(config.slippage_bps, config.slippage_ticks, config.tick_size),
             intrabar="worst" if config.intrabar == "worst" else "path",
             name=name,
         )

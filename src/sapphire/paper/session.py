@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +46,23 @@ from sapphire.domain import (
     OrderDenied,
     OrderEvent,
     OrderFilled,
-    OrderSide,
     OrderStatus,
-    OrderType,
+    RiskEvent,
     StrategyId,
     TimeInForce,
     TradingState,
+    TradingStateChanged,
 )
-from sapphire.engine import TradingNode, VectorAdapter
+from sapphire.domain.instrument import to_decimal
+from sapphire.engine import VectorAdapter
+from sapphire.engine.builder import build_node
 from sapphire.paper.client import RemoteVenue, VenueClient, ensure_venue
 from sapphire.paper.config import PaperConfig, parse_speed
 from sapphire.portfolio import Account, Portfolio
 from sapphire.store import Store
 from sapphire.store.records import RunMode
 from sapphire.strategy.base import Bars
+from sapphire.strategy.signals import normalize_signals
 
 __all__ = ["PaperSession", "SessionView", "paper_dir"]
 
@@ -69,7 +73,6 @@ ACCOUNT = AccountId("paper")
 #: first event is committed), read back on resume
 BRACKETS = "brackets.jsonl"
 FUNDING = "funding.npy"  # the run's per-bar funding rates (node and venue read it)
-KILL = "kill_switch"  # the tag of the kill switch's flattening orders
 NO_STOP = "size_mode risk needs a stop-loss: entry not sent"
 
 
@@ -126,32 +129,30 @@ class PaperSession:
         self.funding = config.funding_rates(self.bars, run_dir / FUNDING)
         ensure_venue(run_dir, config.to_mapping(), f"PAPER-{run_id}")
         self.client = VenueClient(run_dir)
-        cash = Decimal(repr(float(config.cash)))
+        cash = to_decimal(config.cash, "cash")
         self.seen: set[str] = set()
         self.venue = RemoteVenue(self.client, self.instrument, cash, self.seen, self._after)
         self._cash = cash
-        portfolio = self._new_portfolio()
         from sapphire.risk import profile
         from sapphire.strategy.registry import get_strategy
 
-        risk_profile = profile(config.risk_profile)
-        self.node = TradingNode(
-            self.venue, portfolio=portfolio, risk=risk_profile.risk_engine(),
-            run_id=run_id, bracket_tick=config.tick_size,
-        )  # fmt: skip
-        #: the profile's drawdown / daily loss / VaR limits, fed an equity snapshot per bar
-        self.limits = risk_profile.portfolio_limits()
-        self._capital = {StrategyId(STRATEGY_ID): cash}
+        risk_profile = profile(config.risk_profile) if config.risk_profile else None
         strategy = get_strategy(config.strategy)(**config.params)
-        risk_sized = config.size_mode == "risk"
-        self.adapter = (RiskSizedAdapter if risk_sized else VectorAdapter)(
-            strategy, self.iid, bars=self.bars, size=config.size,
-            size_mode="equity" if risk_sized else config.size_mode,  # type: ignore[arg-type]
-            lot=config.lot_size, strategy_id=STRATEGY_ID,
+        setup = build_node(
+            config, mode="paper", venue=self.venue, instrument_id=self.iid, strategy=strategy,
+            portfolio=self._new_portfolio(), run_id=run_id, bars=self.bars,
+            risk_profile=risk_profile,
+            adapter=partial(RiskSizedAdapter, config=config)
+            if config.size_mode == "risk" else VectorAdapter,
         )  # fmt: skip
-        if isinstance(self.adapter, RiskSizedAdapter):
-            self.adapter.config = config
-        self.node.add_strategy(self.adapter, bars=[self.iid])
+        self.node = setup.node
+        self.adapter = setup.trader
+        assert isinstance(self.adapter, VectorAdapter)
+        #: the risk profile's limits and kill switch (None without a profile), fed each bar
+        self.monitor = setup.monitor
+        self.node.bus.subscribe(RiskEvent, self._record_risk)
+        self.node.bus.subscribe(TradingStateChanged, self._record_risk)
+        self._risk_events = 0
         self.node.bus.subscribe(OrderEvent, self._persist)
         #: drift checks of an `ml` strategy (sapphire.ml.live), None for other strategies
         self.drift: Any = None
@@ -173,7 +174,7 @@ class PaperSession:
     def _new_portfolio(self) -> Portfolio:
         ccy = self.instrument.settlement
         lev = self.config.leverage
-        leverage = Decimal(repr(lev)) if lev else Decimal(1)
+        leverage = to_decimal(lev, "leverage") if lev else Decimal(1)
         account = Account(ccy, {ccy: self._cash}, leverage=leverage)
         return Portfolio(account, [self.instrument])
 
@@ -200,12 +201,15 @@ class PaperSession:
         strategy = get_strategy(config.strategy)(**config.params)
         bars = config.load_bars(run_dir / "bars.npz")
         config.funding_rates(bars, run_dir / FUNDING)  # a bad funding file fails here
+        # the same signal checks as every mode: a bad signal fails here, not mid-run
+        sig = normalize_signals(
+            strategy.signals(bars), len(bars), strategy=strategy.name,
+            stop_loss=config.stop_loss, take_profit=config.take_profit,
+            trailing_stop=config.trailing_stop,
+        )  # fmt: skip
         if config.size_mode == "risk":
             import numpy as np
 
-            from sapphire.engine.adapter import prepare_signals
-
-            sig = prepare_signals(strategy.signals(bars), len(bars))
             entries = sig.enter_long | sig.enter_short
             stops = np.broadcast_to(sig.stop_loss, entries.shape)
             if not (stops[entries] > 0).any():
@@ -323,14 +327,18 @@ class PaperSession:
                 fill.fee, fill.ts_ns, fee_currency=fill.fee_currency,
             )  # fmt: skip
         # the limits' peaks and days from the stored snapshots; the state as recorded
-        for rec in store.equity_snapshots(self.run_id):
-            self.limits.evaluate(rec.ts_ns, rec.equity)
         recorded = store.trading_state(self.run_id)
-        if recorded is TradingState.HALTED and self.limits.state is not TradingState.HALTED:
-            # a halt sticks (until reset): already recorded, so its events are not again
-            self.limits.halt("halted before the restart", time.time_ns())
-        own = self.limits.state_for(StrategyId(STRATEGY_ID))
-        node.trading_state = max((recorded, own), key=_SEVERITY.__getitem__)
+        if self.monitor is not None:
+            limits = self.monitor.limits
+            for rec in store.equity_snapshots(self.run_id):
+                limits.evaluate(rec.ts_ns, rec.equity)
+            if recorded is TradingState.HALTED and limits.state is not TradingState.HALTED:
+                # a halt sticks (until reset): already recorded, so its events are not again
+                limits.halt("halted before the restart", time.time_ns())
+            own = limits.state_for(StrategyId(STRATEGY_ID))
+            node.trading_state = max((recorded, own), key=_SEVERITY.__getitem__)
+        else:
+            node.trading_state = recorded
         node.start()  # the adapter computes its signals
         snap = self.client.call("snapshot")
         head = snap["head"]
@@ -343,10 +351,10 @@ class PaperSession:
         for cid in missing:
             # the entry filled but the node died before placing its exit legs
             node.place_bracket(cid)
-        if node.trading_state is TradingState.HALTED:
+        if node.trading_state is TradingState.HALTED and self.monitor is not None:
             # the node may have died between the halt and the flattening order
             self._restore_adapter()
-            self._kill()
+            self.monitor.enforce_halt()
         self._restore_adapter()
         self.cursor = head
         self._save_state(time.time_ns())
@@ -368,8 +376,8 @@ class PaperSession:
             if kind == 0:
                 if portfolio.net_quantity(self.iid) != 0:
                     portfolio.apply_funding(
-                        self.iid, Decimal(repr(float(self.funding[k]))),
-                        Decimal(repr(float(self.bars.open[k]))), ts,
+                        self.iid, to_decimal(float(self.funding[k])),
+                        to_decimal(float(self.bars.open[k])), ts,
                     )  # fmt: skip
             else:
                 f = fills[k]
@@ -387,8 +395,8 @@ class PaperSession:
             return
         ts = int(self.bars.time[i])
         portfolio.apply_funding(
-            self.iid, Decimal(repr(float(self.funding[i]))),
-            Decimal(repr(float(self.bars.open[i]))), ts,
+            self.iid, to_decimal(float(self.funding[i])),
+            to_decimal(float(self.bars.open[i])), ts,
         )  # fmt: skip
         self._save_state(ts)
 
@@ -417,59 +425,29 @@ class PaperSession:
 
     # ---------------------------------------------------------------- the loop
     def _on_bar(self, i: int) -> None:
+        """Bar `i` as the venue matched it: to the node (the risk monitor sees its close,
+        then the strategy acts); an equity snapshot every 60 bars and at each breach."""
         b = self.bars
         bar = Bar(
             instrument_id=self.iid, ts_ns=int(b.time[i]), open=float(b.open[i]),
             high=float(b.high[i]), low=float(b.low[i]), close=float(b.close[i]),
             volume=float(b.volume[i]),
         )  # fmt: skip
-        node = self.node
-        node.bar_index = i
-        node.process_bar(bar, b.timeframe_ns)
+        self.node.process_bar(bar, b.timeframe_ns, index=i)
         self.bar = i
-        self._check_limits(i, bar.ts_ns + b.timeframe_ns, bar.close)
-        if self.adapter.bar_mask[i]:
-            self.adapter.on_bar_index(i)
+        events = len(self.monitor.events) if self.monitor is not None else 0
+        if events != self._risk_events or i % 60 == 0:
+            self._risk_events = events
+            snap = self.node.portfolio.snapshot(
+                bar.ts_ns + b.timeframe_ns, {self.iid: to_decimal(bar.close, "close")}
+            )
+            self.store.save_equity_snapshot(snap, run_id=self.run_id)
         if self.drift is not None:
             self.drift.on_bar(i)
 
-    def _check_limits(self, i: int, ts_ns: int, close: float) -> None:
-        """Feed the portfolio limits; a breach moves the node's trading state (recorded
-        first); HALTED also cancels the open orders (the kill switch). An equity
-        snapshot is stored every 60 bars and at each breach."""
-        snap = self.node.portfolio.snapshot(ts_ns, {self.iid: Decimal(repr(close))})
-        events = self.limits.evaluate_snapshot(snap, self._capital)
-        for event in events:
-            self.store.record_risk_event(event, run_id=self.run_id)
-        if events or i % 60 == 0:
-            self.store.save_equity_snapshot(snap, run_id=self.run_id)
-        state = self.limits.state_for(StrategyId(STRATEGY_ID))
-        if state is not self.node.trading_state:
-            if state is TradingState.HALTED:
-                self._kill()
-            else:
-                self.node.trading_state = state
-
-    def _kill(self) -> None:
-        """The kill switch: cancel every open order and flatten the position with a
-        reduce-only market order through the venue (sent, and persisted like any order,
-        while the node is REDUCING, which allows only reducing orders), then HALT."""
-        node = self.node
-        node.trading_state = TradingState.REDUCING
-        closing = False
-        for order in node.open_orders():
-            if order.reduce_only and order.type is OrderType.MARKET and not order.parent_order_id:
-                closing = True  # already closing the position (a signal's exit, a kill)
-                continue
-            node.cancel_order(str(order.client_order_id))
-        self.adapter.pending = None
-        self.adapter.children = []
-        pos = node.portfolio.net_quantity(self.iid, StrategyId(STRATEGY_ID))
-        if pos != 0 and not closing:
-            side = OrderSide.SELL if pos > 0 else OrderSide.BUY
-            order = self.adapter.market(self.iid, side, abs(pos), reduce_only=True)
-            node.submit_order(self.adapter, order, tag=KILL)
-        node.trading_state = TradingState.HALTED
+    def _record_risk(self, event: RiskEvent | TradingStateChanged) -> None:
+        """Commit a risk event or trading-state change before the node acts on it."""
+        self.store.record_risk_event(event, run_id=self.run_id)
 
     def _finish(self) -> None:
         """End of the data: the strategy closes out, the venue fills what is queued."""
@@ -478,7 +456,7 @@ class PaperSession:
         self.venue.deliver(self.client.call("finish"))
         end = int(self.bars.time[-1]) + self.bars.timeframe_ns
         self._save_state(end)
-        marks = {self.iid: Decimal(repr(float(self.bars.close[-1])))}
+        marks = {self.iid: to_decimal(float(self.bars.close[-1]))}
         self.store.save_equity_snapshot(
             self.node.portfolio.snapshot(end, marks), run_id=self.run_id
         )
@@ -542,7 +520,7 @@ class PaperSession:
         node = self.node
         pos = node.portfolio.position(StrategyId(STRATEGY_ID), self.iid)
         last = node.last.get(self.iid)
-        marks = {self.iid: Decimal(repr(last))} if last is not None else {}
+        marks = {self.iid: to_decimal(last)} if last is not None else {}
         account = node.portfolio.account
         ccy = self.instrument.settlement
         return SessionView(
@@ -575,7 +553,7 @@ class RiskSizer:
     def __init__(self, stop: float, side: int, config: PaperConfig) -> None:
         from sapphire.paper.server import risk_sizer
 
-        self.stop, self.side = Decimal(repr(float(stop))), int(side)
+        self.stop, self.side = to_decimal(float(stop)), int(side)
         self._sizer = risk_sizer(self.stop, self.side, config)
 
     def spec(self) -> dict[str, Any]:
@@ -590,7 +568,9 @@ class RiskSizedAdapter(VectorAdapter):
     stop-loss (`RiskSizer`); an entry without a stop-loss is not sent (it is listed
     in `rejected` with the reason)."""
 
-    config: PaperConfig
+    def __init__(self, *args: Any, config: PaperConfig, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config = config
 
     def submit_bracket(
         self,

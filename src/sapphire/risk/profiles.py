@@ -234,8 +234,18 @@ AGGRESSIVE = RiskProfile(
 PROFILES: dict[str, RiskProfile] = {p.name: p for p in (CONSERVATIVE, AGGRESSIVE)}
 
 
-def profile(name: str) -> RiskProfile:
-    """A built-in profile by name (``conservative`` or ``aggressive``)."""
+def profile(name: str | RiskProfile) -> RiskProfile:
+    """A built-in profile by name (``conservative`` or ``aggressive``), a profile read
+    from a YAML file (a name ending in ``.yaml``/``.yml``), or `name` if it is one."""
+    if isinstance(name, RiskProfile):
+        return name
+    if isinstance(name, str) and name.endswith((".yaml", ".yml")):
+        from pathlib import Path
+
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ValueError(f"risk profile file not found: {path}")
+        return RiskProfile.from_yaml(path.read_text(encoding="utf-8"))
     try:
         return PROFILES[name]
     except KeyError:

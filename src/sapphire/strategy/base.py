@@ -169,7 +169,8 @@ class Signals:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _snake(name: str) -> str:
+def snake_case(name: str) -> str:
+    """A class name in snake_case (`SmaCross` -> `sma_cross`): a strategy's default name."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
@@ -186,7 +187,7 @@ class Strategy(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("name"):
-            cls.name = _snake(cls.__name__)
+            cls.name = snake_case(cls.__name__)
 
     def __init__(self, **params: Any) -> None:
         declared = self.params()

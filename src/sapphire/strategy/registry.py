@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import inspect
 from pathlib import Path
+from typing import Any
 
 from sapphire.strategy.base import Strategy
 
@@ -56,11 +57,15 @@ def _load_module_attr(spec: str) -> object:
     return getattr(module, attr)
 
 
-def get_strategy(spec: str | type[Strategy]) -> type[Strategy]:
-    """Return the Strategy class for a class, a built-in name or an import spec."""
+def get_strategy(spec: str | type[Any], kinds: tuple[type, ...] = (Strategy,)) -> type[Any]:
+    """Return the strategy class for a class, a built-in name or an import spec.
+
+    `kinds` are the accepted base classes (runners that also take event-driven strategies
+    pass `(Strategy, EventStrategy)`)."""
+    what = " or ".join(k.__name__ for k in kinds)
     if inspect.isclass(spec):
-        if not issubclass(spec, Strategy):
-            raise TypeError(f"{spec.__name__} is not a sapphire Strategy subclass")
+        if not issubclass(spec, kinds):
+            raise TypeError(f"{spec.__name__} is not a sapphire {what} subclass")
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"strategy must be a name or a Strategy class, got {spec!r}")
@@ -76,8 +81,8 @@ def get_strategy(spec: str | type[Strategy]) -> type[Strategy]:
             ) from None
     if ":" in spec:
         obj = _load_module_attr(spec)
-        if not (inspect.isclass(obj) and issubclass(obj, Strategy)):
-            raise ValueError(f"{spec} is not a sapphire Strategy subclass")
+        if not (inspect.isclass(obj) and issubclass(obj, kinds)):
+            raise ValueError(f"{spec} is not a sapphire {what} subclass")
         return obj
     raise ValueError(
         f"unknown strategy {spec!r}; built-ins: {', '.join(sorted([*found, *MODEL_STRATEGIES]))} "

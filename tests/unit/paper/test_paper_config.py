@@ -36,7 +36,7 @@ def test_bad_config_values_are_refused_by_name(field: str, value: object) -> Non
 def test_round_trip_and_unknown_keys() -> None:
     cfg = PaperConfig(params={"fast": "3"}, speed="max", cash=500.0)
     assert PaperConfig.from_mapping(cfg.to_mapping()) == cfg
-    with pytest.raises(ValueError, match="unknown paper config keys: bogus"):
+    with pytest.raises(ValueError, match="unknown PaperConfig keys: bogus"):
         PaperConfig.from_mapping({**cfg.to_mapping(), "bogus": 1})
 
 

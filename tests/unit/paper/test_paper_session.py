@@ -99,7 +99,11 @@ def test_a_drawdown_breach_halts_the_node_and_is_recorded(tmp_path: Path, store:
     from sapphire.risk import PortfolioLimits
 
     s = PaperSession.start(CFG, store=store, home=tmp_path)
-    s.limits = PortfolioLimits(max_drawdown="0.0001")  # 0.01 %: the first loss trips it
+    from sapphire.risk import KillSwitch
+
+    assert s.monitor is not None  # the builder's one kill switch and limit monitor
+    s.monitor.limits = PortfolioLimits(max_drawdown="0.0001")  # 0.01 %: the first loss trips
+    s.monitor.kill_switch = KillSwitch(s.monitor.limits)
     for _ in range(180):
         s.pump(advance=True)
         if s.node.trading_state is TradingState.HALTED:
@@ -165,8 +169,9 @@ def test_the_kill_switch_flattens_the_position(tmp_path: Path, store: Store) -> 
     held = s.adapter.pos
     assert held != 0
     before = {str(o.client_order_id) for o in store.orders(s.run_id)}
-    for event in s.limits.halt("manual kill", s.node.clock.now_ns()):
-        store.record_risk_event(event, run_id=s.run_id)  # as `_check_limits` records a breach
+    assert s.monitor is not None
+    for event in s.monitor.limits.halt("manual kill", s.node.clock.now_ns()):
+        store.record_risk_event(event, run_id=s.run_id)  # as the monitor records a breach
     for _ in range(3):
         s.pump(advance=True)
     assert s.node.trading_state is TradingState.HALTED

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: the data source name of the bundled sample (`sapphire.data.load_ohlcv("sample")`)
+SAMPLE = "sample"
 SAMPLE_PATH = Path(__file__).parent / "btc-perp-20211231-20220201_1m.csv.gz"
 SAMPLE_SYMBOL = "BTC/USD:USD"
 SAMPLE_VENUE = "ftx"
