@@ -47,12 +47,12 @@ from sapphire.domain.events import (
 from sapphire.domain.identifiers import (
     AccountId,
     ClientOrderId,
+    ClientOrderIdGenerator,
     InstrumentId,
     StrategyId,
     TradeId,
     VenueOrderId,
 )
-from sapphire.domain.ids import ClientOrderIdGenerator
 from sapphire.domain.instrument import Instrument, to_decimal
 from sapphire.domain.orders import InvalidOrderTransition, Order
 
