@@ -1,9 +1,15 @@
-"""Studies stored in PostgreSQL (SAPPHIRE_TEST_POSTGRES_URL; skipped if unreachable, not in CI)."""
+"""Studies stored in PostgreSQL (SAPPHIRE_TEST_POSTGRES_URL; skipped if unreachable, not in CI).
+
+The tests run in a fresh schema (search_path), which the first study migrates like any
+other Sapphire database; it is dropped afterwards.
+"""
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from urllib.parse import quote
 
 import pandas as pd
 import pytest
@@ -11,6 +17,7 @@ import sqlalchemy as sa
 
 from sapphire.optimize.storage import StudyStorage
 from sapphire.optimize.study import list_studies, load_study, optimize, resume
+from sapphire.store import current_revision, head_revision
 
 URL = os.environ.get(
     "SAPPHIRE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -18,17 +25,25 @@ URL = os.environ.get(
 
 
 @pytest.fixture(scope="module")
-def pg_url() -> str:
+def pg_url() -> Iterator[str]:
     try:
         engine = sa.create_engine(URL, connect_args={"connect_timeout": 3})
         with engine.connect() as conn:
             conn.execute(sa.text("select 1"))
-        engine.dispose()
     except Exception as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL at {URL} is unreachable in CI: {exc}")
         pytest.skip(f"PostgreSQL at {URL} is unreachable: {exc}")
-    return URL
+    schema = f"sapphire_test_{uuid.uuid4().hex[:12]}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in URL else "?"
+    try:
+        yield f"{URL}{separator}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
 
 
 @pytest.fixture
@@ -47,6 +62,7 @@ def test_study_stored_in_postgres_resumes_and_lists(
     kw = {"progress": False, "size": 0.95, "size_mode": "equity", "fee": 0.0005}
     first = optimize(frame, "sma_cross", trials=8, sampler="tpe", seed=1, study=study_name,
                      storage=pg_url, space={"fast": (2, 30), "slow": (10, 120)}, **kw)  # fmt: skip
+    assert current_revision(pg_url) == head_revision()  # the storage migrated the schema
     again = resume(study_name, trials=14, storage=pg_url, progress=False, data=frame)
     assert again.n_trials == 14 and [t.number for t in again.trials] == list(range(14))
     loaded = load_study(study_name, storage=pg_url)

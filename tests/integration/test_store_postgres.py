@@ -1,6 +1,7 @@
 """The store on PostgreSQL (SAPPHIRE_TEST_POSTGRES_URL, default
-postgresql+psycopg://postgres@127.0.0.1:5432/test): migrations from an empty schema, the
-models agreeing with them, NUMERIC columns and exact round trips of every entity.
+postgresql+psycopg://postgres@127.0.0.1:5432/test): migrations from an empty schema and
+from one whose optimiser tables predate them, the models agreeing with them, NUMERIC
+columns and exact round trips of every entity.
 
 Each test run works in a fresh schema (search_path) and drops it afterwards. Skipped if
 PostgreSQL is unreachable, except in CI (CI=true), where that fails.
@@ -14,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
@@ -24,6 +26,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "store"))
+from pre_0003 import assert_pre_0003_database_upgrades, make_pre_0003_database
 from store_helpers import D28, assert_round_trip
 
 from sapphire.store import Store, current_revision, downgrade, head_revision, migrate
@@ -34,8 +37,9 @@ URL = os.environ.get(
 )
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
+@contextmanager
+def _fresh_schema() -> Iterator[str]:
+    """The URL of a new, empty schema (search_path), dropped afterwards."""
     try:
         engine = sa.create_engine(URL, connect_args={"connect_timeout": 3})
         with engine.connect() as conn:
@@ -54,6 +58,18 @@ def pg_url() -> Iterator[str]:
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    with _fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    with _fresh_schema() as url:
+        yield url
 
 
 def test_migrations_on_an_empty_schema(pg_url: str) -> None:
@@ -116,3 +132,27 @@ def test_concurrent_upgrades_wait_for_each_other(pg_url: str) -> None:
     assert [out.strip() for out, _ in outputs] == [head_revision()] * 3
     with ThreadPoolExecutor(max_workers=3) as pool:  # and threads of one process
         assert list(pool.map(lambda _: migrate(pg_url), range(3))) == [head_revision()] * 3
+
+
+@pytest.mark.parametrize("revision", ["0002", None], ids=["at-0002", "never-migrated"])
+def test_a_schema_whose_study_tables_predate_0003_upgrades(
+    empty_pg_url: str, revision: str | None
+) -> None:
+    make_pre_0003_database(empty_pg_url, revision)
+    assert current_revision(empty_pg_url) == revision
+    assert_pre_0003_database_upgrades(empty_pg_url)
+    engine = sa.create_engine(empty_pg_url)
+    try:  # the constraints PostgreSQL had named by default now have the schema's names
+        inspector = sa.inspect(engine)
+        assert inspector.get_pk_constraint("optimize_studies")["name"] == "pk_optimize_studies"
+        assert inspector.get_pk_constraint("optimize_trials")["name"] == "pk_optimize_trials"
+        assert [fk["name"] for fk in inspector.get_foreign_keys("optimize_trials")] == [
+            "fk_optimize_trials_study_id_optimize_studies"
+        ]
+        assert {uq["name"] for uq in inspector.get_unique_constraints("optimize_studies")} == {
+            "uq_optimize_studies_name"
+        }
+    finally:
+        engine.dispose()
+    assert downgrade(empty_pg_url, "0002") == "0002"
+    assert migrate(empty_pg_url) == head_revision()

@@ -59,7 +59,7 @@ def default_registry(url: str | None = None) -> Any:
     `$SAPPHIRE_HOME/models`, opened once per process."""
     from sapphire.config import sapphire_home
     from sapphire.ml.registry import ModelRegistry
-    from sapphire.optimize.storage import default_url
+    from sapphire.store import default_url
 
     key = (url or default_url(), str(sapphire_home() / "models"))
     reg = _REGISTRIES.get(key)

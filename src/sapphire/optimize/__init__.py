@@ -23,18 +23,14 @@ if TYPE_CHECKING:
         resolve_constraint,
         resolve_objective,
     )
+    from sapphire.optimize.samplers import SAMPLERS
     from sapphire.optimize.space import Dimension, SearchSpace
     from sapphire.optimize.storage import StudyStorage, TrialRecord
-    from sapphire.optimize.study import (
-        SAMPLERS,
-        StudyResult,
-        delete_study,
-        evaluate_trial,
-        list_studies,
-        load_study,
-        optimize,
-        resume,
-    )
+    from sapphire.optimize.study import delete_study, list_studies, load_study, optimize, resume
+    from sapphire.optimize.study_result import StudyResult
+    from sapphire.optimize.trial import evaluate_trial
+    from sapphire.optimize.walkforward import walk_forward
+    from sapphire.optimize.walkforward_result import WalkForwardResult, load_walkforward
 
 _LAZY = {
     "OBJECTIVES": "sapphire.optimize.objectives",
@@ -46,17 +42,17 @@ _LAZY = {
     "SearchSpace": "sapphire.optimize.space",
     "StudyStorage": "sapphire.optimize.storage",
     "TrialRecord": "sapphire.optimize.storage",
-    "SAMPLERS": "sapphire.optimize.study",
-    "StudyResult": "sapphire.optimize.study",
+    "SAMPLERS": "sapphire.optimize.samplers",
+    "StudyResult": "sapphire.optimize.study_result",
     "delete_study": "sapphire.optimize.study",
-    "evaluate_trial": "sapphire.optimize.study",
+    "evaluate_trial": "sapphire.optimize.trial",
     "list_studies": "sapphire.optimize.study",
     "load_study": "sapphire.optimize.study",
     "optimize": "sapphire.optimize.study",
     "resume": "sapphire.optimize.study",
     "walk_forward": "sapphire.optimize.walkforward",
-    "WalkForwardResult": "sapphire.optimize.walkforward",
-    "load_walkforward": "sapphire.optimize.walkforward",
+    "WalkForwardResult": "sapphire.optimize.walkforward_result",
+    "load_walkforward": "sapphire.optimize.walkforward_result",
     "deflated_sharpe": "sapphire.optimize.stats",
     "overfitting_report": "sapphire.optimize.stats",
     "pbo_cscv": "sapphire.optimize.stats",

@@ -1,9 +1,11 @@
-"""Where studies live: two SQLAlchemy tables in any database SQLAlchemy can reach.
+"""Where studies live: the tables `optimize_studies` and `optimize_trials` of Sapphire's
+database (`sapphire.store`: its models and migrations define them).
 
-The default is the SQLite file `$SAPPHIRE_HOME/sapphire.db`; `SAPPHIRE_DATABASE_URL`
-(or `storage=` / `--storage`) points elsewhere, e.g.
-`postgresql+psycopg://user@host:5432/db`, so a study can be shared between machines.
-Trials are written in batches (one transaction per batch of finished trials).
+The default is `sapphire.store.default_url()` (the SQLite file `$SAPPHIRE_HOME/sapphire.db`
+unless `SAPPHIRE_DATABASE_URL` says otherwise); `storage=` / `--storage` points elsewhere,
+e.g. `postgresql+psycopg://user@host:5432/db`, so a study can be shared between machines.
+Opening a database upgrades its schema with the store's migrations. Trials are written in
+batches (one transaction per batch of finished trials).
 """
 
 from __future__ import annotations
@@ -14,49 +16,20 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sapphire.config import sapphire_home
+from sapphire.encoding import jsonable, to_json
+from sapphire.store.models import StudyRow, TrialRow
+from sapphire.store.schema import is_memory, migrate, upgrade_engine
+from sapphire.store.url import default_url
 
 STATES = ("complete", "pruned", "failed", "infeasible")
 
-metadata = sa.MetaData()
-studies_table = sa.Table(
-    "optimize_studies",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.String(200), nullable=False, unique=True),
-    sa.Column("strategy", sa.String(500), nullable=False),
-    sa.Column("objectives", sa.JSON, nullable=False),
-    sa.Column("directions", sa.JSON, nullable=False),
-    sa.Column("config", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-trials_table = sa.Table(
-    "optimize_trials",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "study_id",
-        sa.Integer,
-        sa.ForeignKey("optimize_studies.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
-    sa.Column("number", sa.Integer, nullable=False),
-    sa.Column("state", sa.String(20), nullable=False),
-    sa.Column("params", sa.JSON, nullable=False),
-    sa.Column("values", sa.JSON, nullable=True),
-    sa.Column("metrics", sa.JSON, nullable=False),
-    sa.Column("moments", sa.JSON, nullable=True),
-    sa.Column("extra", sa.JSON, nullable=True),
-    sa.Column("duration", sa.Float, nullable=False),
-    sa.UniqueConstraint("study_id", "number", name="uq_optimize_trials_study_number"),
-)
+studies_table = cast(sa.Table, StudyRow.__table__)
+trials_table = cast(sa.Table, TrialRow.__table__)
 
 
 @dataclass
@@ -79,43 +52,6 @@ class TrialRecord:
     intermediate: dict[int, float] = field(default_factory=dict)
 
 
-def default_url() -> str:
-    """`SAPPHIRE_DATABASE_URL`, else the SQLite file `$SAPPHIRE_HOME/sapphire.db`."""
-    url = os.environ.get("SAPPHIRE_DATABASE_URL")
-    if url:
-        return url
-    return f"sqlite:///{sapphire_home() / 'sapphire.db'}"
-
-
-def _clean(value: Any) -> Any:
-    """Make a value JSON-safe: NaN/inf -> None, NumPy scalars -> Python, tuples -> lists."""
-    kind = type(value)  # exact-type fast paths first: this runs for every stored trial
-    if kind is float:
-        return value if value - value == 0.0 else None  # NaN and ±inf give NaN here
-    if kind is list:  # floats inline: the moments' blocks are lists of float triples
-        return [(v if v - v == 0.0 else None) if type(v) is float else _clean(v) for v in value]
-    if kind is dict:
-        return {
-            k if type(k) is str else str(k): (v if v - v == 0.0 else None)
-            if type(v) is float
-            else _clean(v)
-            for k, v in value.items()
-        }
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "item"):  # NumPy scalar
-        return _clean(value.item())
-    return value
-
-
 class _Encoded(str):
     """JSON text encoded already; the storage engine's serializer passes it through."""
 
@@ -126,12 +62,13 @@ def _serialize(value: Any) -> str:
 
 
 def _encode(value: Any) -> _Encoded:
-    """JSON text of `value` with NaN and +-inf as null. The common case (plain, finite
-    values) is one C-encoder call; only values it refuses are cleaned first."""
-    try:
-        return _Encoded(json.dumps(value, allow_nan=False))
-    except (ValueError, TypeError):
-        return _Encoded(json.dumps(_clean(value)))
+    """JSON text of `value` (`sapphire.encoding.to_json`: NaN and +-inf as null)."""
+    return _Encoded(to_json(value))
+
+
+def _config(config: dict[str, Any]) -> dict[str, Any]:
+    """A study's config as plain JSON data, as it reads back from the database."""
+    return cast(dict[str, Any], jsonable(config, "study config", str_keys=True))
 
 
 def _metrics_back(raw: dict[str, Any] | None) -> dict[str, float]:
@@ -164,7 +101,10 @@ def _engine(url: str) -> Engine:
             raise ValueError(f"storage URL {url!r} is not usable: {exc}") from None
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
-        metadata.create_all(engine)
+        if is_memory(url):  # a private database: its schema goes through this engine
+            upgrade_engine(engine)
+        else:
+            migrate(url)
         _ENGINES[url] = engine
     return engine
 
@@ -232,6 +172,7 @@ class StudyStorage:
     ) -> StoredStudy:
         """Insert a new study row (the name must be new)."""
         now = datetime.now(UTC)
+        clean = _config(config)
         with self.engine.begin() as conn:
             result = conn.execute(
                 studies_table.insert().values(
@@ -239,7 +180,7 @@ class StudyStorage:
                     strategy=strategy,
                     objectives=list(objectives),
                     directions=list(directions),
-                    config=_clean(config),
+                    config=clean,
                     created_at=now,
                     updated_at=now,
                 )
@@ -247,19 +188,19 @@ class StudyStorage:
             key = result.inserted_primary_key
         assert key is not None
         return StoredStudy(
-            int(key[0]), name, strategy, list(objectives), list(directions),
-            _clean(config), now, now,
+            int(key[0]), name, strategy, list(objectives), list(directions), clean, now, now,
         )  # fmt: skip
 
     def update_config(self, study: StoredStudy, config: dict[str, Any]) -> None:
         """Replace a study's config (e.g. a new target number of trials)."""
+        clean = _config(config)
         with self.engine.begin() as conn:
             conn.execute(
                 studies_table.update()
                 .where(studies_table.c.id == study.id)
-                .values(config=_clean(config), updated_at=datetime.now(UTC))
+                .values(config=clean, updated_at=datetime.now(UTC))
             )
-        study.config = _clean(config)
+        study.config = clean
 
     def add_trials(self, study: StoredStudy, records: Sequence[TrialRecord]) -> None:
         """Insert finished trials in one transaction."""

@@ -1,569 +1,73 @@
 """Walk-forward analysis: optimise on each train window, trade the next test window.
 
-The data is cut into folds. Each fold optimises the strategy's parameters on its train
-window (`sapphire.optimize.optimize`, one stored study per fold named
-`<name>-fold<k>`), then backtests the best parameters out of sample on the test window
-that follows. The test windows' equity curves are chained into one out-of-sample
-equity curve and their trades into one trade list; in-sample and out-of-sample metrics
-are kept per fold, with the walk-forward efficiency.
-
-Warm-up rule (docs/optimize.md, "Walk-forward"): the out-of-sample backtest of fold k
-runs on the bars of its train window followed by its test window, so indicators are
-warmed up on data the optimiser already saw, but entry signals on bars before the test
-window are dropped. The position is therefore flat when the test window opens, every
-trade is entered on a signal inside the test window, a position still open at the end
-of the test window is closed at its last close (exit reason `end`), and only the test
-window's bars count for equity and metrics.
+The data is cut into folds (`folds.make_folds`). Each fold optimises the strategy's
+parameters on its train window (`sapphire.optimize.optimize`, one stored study per fold
+named `<name>-fold<k>`), then backtests the best parameters out of sample on the test
+window that follows (`out_of_sample`, which states the warm-up rule). The test windows'
+equity curves are chained into one out-of-sample equity curve and their trades into one
+trade list; in-sample and out-of-sample metrics are kept per fold, with the walk-forward
+efficiency (`walkforward_result`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
 
 from sapphire.backtest.engine import Backtest, bars_from_frame
-from sapphire.backtest.metrics import compute_metrics, periods_per_year
 from sapphire.backtest.result import TRADE_COLUMNS, BacktestResult
-from sapphire.strategy.base import Bars, Signals, Strategy
+from sapphire.optimize.folds import Fold, WindowSpec, make_folds, window_spec
+from sapphire.optimize.out_of_sample import (
+    OutOfSample,
+    annualised_return,
+    efficiency,
+    oos_metrics,
+    out_of_sample_backtest,
+    stitch_equity,
+)
+from sapphire.optimize.walkforward_result import (
+    FOLD_METRICS,
+    FoldResult,
+    WalkForwardResult,
+    load_walkforward,
+    walkforward_path,
+)
+from sapphire.strategy.base import Bars, Strategy
 from sapphire.strategy.registry import get_strategy
 
 if TYPE_CHECKING:
-    from sapphire.optimize.study import StudyResult
+    from sapphire.optimize.study_result import StudyResult
 
-WindowSpec = str | int | pd.Timedelta
+__all__ = [
+    "DATA_OPTIONS",
+    "FOLD_METRICS",
+    "Fold",
+    "FoldResult",
+    "OutOfSample",
+    "WalkForwardResult",
+    "WindowSpec",
+    "annualised_return",
+    "efficiency",
+    "load_walkforward",
+    "make_folds",
+    "out_of_sample_backtest",
+    "stitch_equity",
+    "walk_forward",
+    "walkforward_path",
+]
 
 # Keyword arguments of `Backtest` that choose the bars rather than simulate them: the
 # walk-forward loads the data once with them and cuts the folds from that frame.
 DATA_OPTIONS = ("symbol", "start", "end", "venue", "timeframe", "resample", "gaps")
-
-FOLD_METRICS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "n_trades")
-
-
-# --- windows -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fold:
-    """One fold's windows as bar indices into the walk-forward's bars (ends exclusive).
-
-    `number` counts from 1; the train window is `[train_start, train_end)` and the test
-    window `[test_start, test_end)` with `test_start == train_end`.
-    """
-
-    number: int
-    train_start: int
-    train_end: int
-    test_end: int
-
-    @property
-    def test_start(self) -> int:
-        """First bar of the test window (the bar after the train window)."""
-        return self.train_end
-
-
-def _parse_window(name: str, value: Any) -> int | pd.Timedelta:
-    """Return a bar count (int) or a positive duration, or raise naming the value."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} is invalid: expected a duration like '7d' or bars")
-    if isinstance(value, int | np.integer):
-        if value <= 0:
-            raise ValueError(f"{name}={value!r} is invalid: a bar count must be positive")
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return _parse_window(name, int(value.strip()))
-    try:
-        if isinstance(value, str):  # pandas deprecates the unit "d" in favour of "D"
-            value_str = re.sub(r"(?<=[\d.\s])d\b", "D", value.strip())
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                delta = pd.Timedelta(value_str)
-        else:
-            delta = pd.Timedelta(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name}={value!r} is invalid: expected a duration like '30d', '12h', '90min' "
-            "or a whole number of bars"
-        ) from None
-    if pd.isna(delta) or delta <= pd.Timedelta(0):
-        raise ValueError(f"{name}={value!r} is invalid: the duration must be positive")
-    return delta
-
-
-def _describe_window(value: int | pd.Timedelta) -> str:
-    return f"{value} bars" if isinstance(value, int) else str(value)
-
-
-def make_folds(
-    time_ns: NDArray[np.int64],
-    timeframe_ns: int,
-    *,
-    train: WindowSpec,
-    test: WindowSpec,
-    step: WindowSpec | None = None,
-    anchored: bool = False,
-) -> list[Fold]:
-    """Cut bars (open times `time_ns`) into walk-forward folds.
-
-    `train`, `test` and `step` are durations ("30d", "12h", a `Timedelta`) or bar counts
-    (ints); `step` defaults to `test`. Fold k (from 0) trains on
-    `[start + k*step, start + train + k*step)` (rolling) or `[start, start + train +
-    k*step)` (anchored) and tests on the `test` that follows; durations are measured on
-    bar open times from the first bar, bar counts on positions. A fold is kept only if
-    its whole test window lies inside the data.
-    """
-    n = int(time_ns.shape[0])
-    tr = _parse_window("train", train)
-    te = _parse_window("test", test)
-    st = te if step is None else _parse_window("step", step)
-    kinds = {type(v) is int for v in (tr, te, st)}
-    if len(kinds) > 1:
-        raise ValueError(
-            f"train={train!r}, test={test!r}, step={step!r}: give all as durations "
-            "('7d') or all as bar counts (ints), not a mix"
-        )
-    bar = pd.Timedelta(int(timeframe_ns), unit="ns")
-    for name, value, raw in (("train", tr, train), ("test", te, test)):
-        if isinstance(value, int) and value < 2:
-            raise ValueError(f"{name}={raw!r} is not longer than one bar: give at least 2 bars")
-        if isinstance(value, pd.Timedelta) and value <= bar:
-            raise ValueError(
-                f"{name}={raw!r} is not longer than one bar ({bar}): give a longer window"
-            )
-    if isinstance(st, int) and isinstance(te, int):
-        overlap = st < te
-    else:
-        overlap = pd.Timedelta(st) < pd.Timedelta(te)
-    if overlap:
-        raise ValueError(
-            f"step={step!r} is shorter than test={test!r}: the test windows would overlap "
-            "and could not be stitched into one out-of-sample curve"
-        )
-
-    folds: list[Fold] = []
-    if isinstance(tr, int):
-        assert isinstance(te, int) and isinstance(st, int)
-        k = 0
-        while True:
-            train_end = tr + k * st
-            test_end = train_end + te
-            if test_end > n:
-                break
-            folds.append(Fold(k + 1, 0 if anchored else k * st, train_end, test_end))
-            k += 1
-    elif n:
-        assert isinstance(te, pd.Timedelta) and isinstance(st, pd.Timedelta)
-        t0 = int(time_ns[0])
-        data_end = int(time_ns[-1]) + int(timeframe_ns)
-        tr_ns, te_ns, st_ns = tr.value, te.value, st.value
-        k = 0
-        while True:
-            train_end_ns = t0 + tr_ns + k * st_ns
-            test_end_ns = train_end_ns + te_ns
-            if test_end_ns > data_end:
-                break
-            train_start_ns = t0 if anchored else t0 + k * st_ns
-            a, b, c = np.searchsorted(time_ns, [train_start_ns, train_end_ns, test_end_ns])
-            folds.append(Fold(k + 1, int(a), int(b), int(c)))
-            k += 1
-    if not folds:
-        span = (
-            f"{n} bars"
-            if not n
-            else f"{n} bars from {_iso(time_ns[0])} to {_iso(time_ns[-1] + timeframe_ns)} "
-            f"({pd.Timedelta(int(time_ns[-1] - time_ns[0] + timeframe_ns), unit='ns')})"
-        )
-        raise ValueError(
-            f"no walk-forward fold fits: train={_describe_window(tr)} + "
-            f"test={_describe_window(te)} is longer than the data, {span}"
-        )
-    for fold in folds:
-        for what, lo, hi in (
-            ("train", fold.train_start, fold.train_end),
-            ("test", fold.test_start, fold.test_end),
-        ):
-            if hi - lo < 2:
-                raise ValueError(
-                    f"fold {fold.number}: the {what} window holds {hi - lo} bar(s) "
-                    f"(bars {lo}..{hi}); a gap in the data? give longer windows"
-                )
-    return folds
-
-
-def _iso(ns: Any) -> str:
-    return pd.Timestamp(int(ns), unit="ns", tz="UTC").isoformat()
-
-
-# --- the out-of-sample backtest ----------------------------------------------------
-
-
-def _mask_entries(value: Any, before: NDArray[np.bool_]) -> Any:
-    """Return an entry signal with every bar flagged in `before` set to False."""
-    if value is None:
-        return None
-    arr = np.asarray(value)
-    if arr.shape != before.shape or arr.dtype.kind not in "biuf":
-        return value  # the engine rejects it with its own message
-    if arr.dtype == np.bool_:
-        out = arr.copy()
-    else:
-        with np.errstate(invalid="ignore"):
-            out = np.nan_to_num(arr.astype(np.float64)) != 0.0
-    out[before] = False
-    return out
-
-
-class _TestWindowBacktest(Backtest):
-    """A backtest whose entry signals before `first_entry_ns` are dropped (warm-up bars)."""
-
-    first_entry_ns: int = 0
-
-    def signals(self) -> Signals:
-        sig = super().signals()
-        if not isinstance(sig, Signals):
-            return sig  # run() raises the usual TypeError
-        before = self.bars.time < self.first_entry_ns
-        return replace(
-            sig,
-            enter_long=_mask_entries(sig.enter_long, before),
-            enter_short=_mask_entries(sig.enter_short, before),
-        )
-
-
-@dataclass
-class OutOfSample:
-    """A fold's out-of-sample run: test-window equity, trades and metrics."""
-
-    equity: pd.Series
-    trades: pd.DataFrame
-    metrics: dict[str, float]
-    bars_in_market: int
-
-
-def out_of_sample_backtest(
-    frame: pd.DataFrame,
-    strategy: str | type[Strategy],
-    params: dict[str, Any] | None,
-    fold: Fold,
-    backtest_options: dict[str, Any],
-) -> OutOfSample:
-    """Backtest `params` on the fold's train + test bars, trading the test window only.
-
-    With `params=None` (no feasible trial in the train window) the fold stays flat.
-    Trade `entry_bar`/`exit_bar` are positions in `frame`.
-    """
-    window = frame.iloc[fold.train_start : fold.test_end]
-    offset = fold.test_start - fold.train_start
-    bt = _TestWindowBacktest(window, strategy, **{**backtest_options, **(params or {})})
-    bt.first_entry_ns = (
-        int(bt.bars.time[offset]) if params is not None else int(bt.bars.time[-1]) + 1
-    )
-    result = bt.run()
-    cash = float(bt.config.cash)
-    warmup = result.equity.to_numpy()[:offset]
-    if warmup.size and not np.all(warmup == cash):  # pragma: no cover - engine invariant
-        raise RuntimeError(f"fold {fold.number}: equity moved during the warm-up bars")
-    equity = result.equity.iloc[offset:]
-    trades = result.trades.copy()
-    trades["entry_bar"] += fold.train_start
-    trades["exit_bar"] += fold.train_start
-    bars_in_market = round(float(result.metrics["exposure"]) * len(result.equity))
-    metrics = _metrics(
-        equity.to_numpy(),
-        cash,
-        bt.bars.timeframe_ns,
-        trades["pnl"].to_numpy(),
-        trades["return"].to_numpy(),
-        float(result.metrics["fees"]),
-        float(result.metrics["funding"]),
-        bars_in_market,
-    )
-    return OutOfSample(equity, trades, metrics, bars_in_market)
-
-
-def _metrics(
-    equity: NDArray[np.float64],
-    cash: float,
-    timeframe_ns: int,
-    pnl: NDArray[np.float64],
-    returns: NDArray[np.float64],
-    fees: float,
-    funding: float,
-    bars_in_market: int,
-) -> dict[str, float]:
-    return compute_metrics(
-        equity,
-        initial_cash=cash,
-        periods_per_year=periods_per_year(timeframe_ns),
-        timeframe_ns=timeframe_ns,
-        trade_pnl=pnl,
-        trade_returns=returns,
-        fees=fees,
-        funding=funding,
-        bars_in_market=bars_in_market,
-    )
-
-
-def stitch_equity(curves: Sequence[pd.Series], cash: float) -> tuple[pd.Series, list[float]]:
-    """Chain test-window equity curves that each start from `cash` into one curve.
-
-    Fold k's curve is scaled by `scale_k` = (stitched equity before fold k) / cash, so
-    the stitched final equity is `cash * prod(1 + fold return)`. Returns the curve and
-    the scales.
-    """
-    level, scales, parts = float(cash), [], []
-    for curve in curves:
-        scale = level / cash
-        scales.append(scale)
-        parts.append(curve * scale)
-        if len(curve):
-            level = float(curve.iloc[-1]) * scale
-    if not parts:
-        return pd.Series(dtype=np.float64, name="equity"), scales
-    return pd.concat(parts).rename("equity"), scales
-
-
-def annualised_return(total_return: float, n_bars: int, timeframe_ns: int) -> float:
-    """Simple (not compounded) annualisation: total return x bars per year / bars."""
-    if n_bars <= 0 or not math.isfinite(total_return):
-        return math.nan
-    return total_return * periods_per_year(timeframe_ns) / n_bars
-
-
-def efficiency(oos_annual: float, is_annual: float) -> float | None:
-    """Walk-forward efficiency OOS / IS annualised return; None unless IS return > 0."""
-    if not (math.isfinite(oos_annual) and math.isfinite(is_annual)) or is_annual <= 0:
-        return None
-    return oos_annual / is_annual
-
-
-# --- results -----------------------------------------------------------------------
-
-
-@dataclass
-class FoldResult:
-    """One fold: windows, the train study's outcome and in/out-of-sample metrics."""
-
-    number: int
-    train_start: pd.Timestamp
-    train_end: pd.Timestamp
-    test_start: pd.Timestamp
-    test_end: pd.Timestamp
-    train_bars: int
-    test_bars: int
-    study: str
-    n_trials: int
-    best_params: dict[str, Any] | None
-    best_value: float | list[float] | None
-    dsr: float | None
-    pbo: float | None
-    in_sample: dict[str, float]
-    out_of_sample: dict[str, float]
-    efficiency: float | None
-    scale: float = 1.0
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (NaN/inf are left to the caller's encoder)."""
-        return {
-            "fold": self.number,
-            "study": self.study,
-            "train_start": self.train_start.isoformat(),
-            "train_end": self.train_end.isoformat(),
-            "test_start": self.test_start.isoformat(),
-            "test_end": self.test_end.isoformat(),
-            "train_bars": self.train_bars,
-            "test_bars": self.test_bars,
-            "n_trials": self.n_trials,
-            "best_params": self.best_params,
-            "best_value": self.best_value,
-            "dsr": self.dsr,
-            "pbo": self.pbo,
-            "in_sample": dict(self.in_sample),
-            "out_of_sample": dict(self.out_of_sample),
-            "efficiency": self.efficiency,
-        }
-
-
-@dataclass(eq=False)
-class WalkForwardResult:
-    """Everything a walk-forward produced.
-
-    `equity` is the stitched out-of-sample equity (test windows only, chained), `trades`
-    the folds' out-of-sample trades (column `fold` added; `pnl` as simulated from the
-    fold's own starting cash), `metrics` the metrics of the stitched curve,
-    `efficiency` the aggregate walk-forward efficiency (see docs/optimize.md).
-    """
-
-    name: str
-    strategy: str
-    symbol: str
-    objectives: list[str]
-    train: str | int
-    test: str | int
-    step: str | int
-    anchored: bool
-    folds: list[FoldResult]
-    equity: pd.Series
-    trades: pd.DataFrame
-    metrics: dict[str, float]
-    efficiency: float | None
-    elapsed_s: float
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def best_params(self) -> dict[str, Any] | None:
-        """The last fold's best parameters: what you would trade next."""
-        return self.folds[-1].best_params if self.folds else None
-
-    @property
-    def n_trials(self) -> int:
-        """Trials run over all folds."""
-        return sum(f.n_trials for f in self.folds)
-
-    def to_json(self) -> dict[str, Any]:
-        """One JSON-ready dict: names, totals, the last fold's best, per-fold metrics."""
-        last = self.folds[-1] if self.folds else None
-        return {
-            "study": self.name,
-            "strategy": self.strategy,
-            "symbol": self.symbol,
-            "objectives": list(self.objectives),
-            "train": self.train,
-            "test": self.test,
-            "step": self.step,
-            "anchored": self.anchored,
-            "n_folds": len(self.folds),
-            "n_trials": self.n_trials,
-            "best_params": self.best_params,
-            "best_value": last.best_value if last else None,
-            "dsr": last.dsr if last else None,
-            "pbo": last.pbo if last else None,
-            "efficiency": self.efficiency,
-            "out_of_sample": dict(self.metrics),
-            "start": self.equity.index[0].isoformat() if len(self.equity) else None,
-            "end": self.equity.index[-1].isoformat() if len(self.equity) else None,
-            "folds": [f.to_json() for f in self.folds],
-            "elapsed_s": round(self.elapsed_s, 3),
-        }
-
-    def plot(self, path: str | Path | None = None) -> Path:
-        """Write the HTML report (stitched equity, fold boundaries, per-fold table)."""
-        from sapphire.optimize.report import walkforward_report
-
-        return walkforward_report(self, path)
-
-    def save(self) -> Path:
-        """Store the result under `$SAPPHIRE_HOME/walkforward/<name>.json` and return it."""
-        target = walkforward_path(self.name)
-        payload = {
-            **self.to_json(),
-            "config": self.config,
-            "equity": {
-                "time_ns": pd.DatetimeIndex(self.equity.index).as_unit("ns").asi8.tolist(),
-                "value": self.equity.to_numpy().tolist(),
-            },
-            "trades": json.loads(_times_as_ns(self.trades).to_json(orient="split")),
-        }
-        target.write_text(json.dumps(_finite(payload)), encoding="utf-8")
-        return target
-
-
-def _times_as_ns(trades: pd.DataFrame) -> pd.DataFrame:
-    out = trades.copy()
-    for col in ("entry_time", "exit_time"):
-        if col in out and len(out):
-            out[col] = pd.DatetimeIndex(out[col]).as_unit("ns").asi8
-    return out
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities become None, recursively (strict JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def walkforward_path(name: str) -> Path:
-    """Where `WalkForwardResult.save()` stores the walk-forward called `name`."""
-    from sapphire.config import home_subdir
-
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "unnamed"
-    return home_subdir("walkforward") / f"{safe}.json"
-
-
-def load_walkforward(name: str) -> WalkForwardResult | None:
-    """Load a walk-forward saved by `walk_forward`, or None if there is none by that name."""
-    path = walkforward_path(name)
-    if not path.is_file():
-        return None
-    raw = json.loads(path.read_text(encoding="utf-8"))
-
-    def nan(metrics: dict[str, Any]) -> dict[str, float]:
-        return {k: math.nan if v is None else v for k, v in metrics.items()}
-
-    folds = [
-        FoldResult(
-            number=f["fold"],
-            train_start=pd.Timestamp(f["train_start"]),
-            train_end=pd.Timestamp(f["train_end"]),
-            test_start=pd.Timestamp(f["test_start"]),
-            test_end=pd.Timestamp(f["test_end"]),
-            train_bars=f["train_bars"],
-            test_bars=f["test_bars"],
-            study=f["study"],
-            n_trials=f["n_trials"],
-            best_params=f["best_params"],
-            best_value=f["best_value"],
-            dsr=f["dsr"],
-            pbo=f["pbo"],
-            in_sample=nan(f["in_sample"]),
-            out_of_sample=nan(f["out_of_sample"]),
-            efficiency=f["efficiency"],
-        )
-        for f in raw["folds"]
-    ]
-    index = pd.DatetimeIndex(pd.to_datetime(raw["equity"]["time_ns"], unit="ns", utc=True))
-    equity = pd.Series(raw["equity"]["value"], index=index, name="equity", dtype=np.float64)
-    trades = pd.DataFrame(**raw["trades"])
-    for col in ("entry_time", "exit_time"):
-        if col in trades:
-            trades[col] = pd.to_datetime(trades[col], unit="ns", utc=True)
-    return WalkForwardResult(
-        name=raw["study"],
-        strategy=raw["strategy"],
-        symbol=raw["symbol"],
-        objectives=raw["objectives"],
-        train=raw["train"],
-        test=raw["test"],
-        step=raw["step"],
-        anchored=raw["anchored"],
-        folds=folds,
-        equity=equity,
-        trades=trades,
-        metrics=nan(raw["out_of_sample"]),
-        efficiency=raw["efficiency"],
-        elapsed_s=raw["elapsed_s"],
-        config=raw.get("config", {}),
-    )
-
-
-# --- the driver --------------------------------------------------------------------
 
 
 def _load_frame(data: Any, options: dict[str, Any]) -> tuple[pd.DataFrame, str, dict[str, Any]]:
@@ -767,7 +271,7 @@ def walk_forward(
     if trades.empty:
         trades = pd.DataFrame(columns=[*TRADE_COLUMNS, "fold"])
     scale_of = np.repeat(scales, [len(o.trades) for o in oos_runs])
-    metrics = _metrics(
+    metrics = oos_metrics(
         equity.to_numpy(),
         cash,
         tf,
@@ -787,9 +291,9 @@ def walk_forward(
         strategy=strategy_cls.name,
         symbol=symbol,
         objectives=objective_names or [str(o) for o in objectives],
-        train=_spec(train),
-        test=_spec(test),
-        step=_spec(test if step is None else step),
+        train=window_spec(train),
+        test=window_spec(test),
+        step=window_spec(test if step is None else step),
         anchored=anchored,
         folds=results,
         equity=equity,
@@ -813,13 +317,6 @@ def walk_forward(
     return result
 
 
-def _spec(value: WindowSpec) -> str | int:
-    """A window as the user wrote it: a duration string or a bar count."""
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        return int(value)
-    return value if isinstance(value, str) else str(value)
-
-
 def _in_sample(
     train_frame: pd.DataFrame,
     strategy: str | type[Strategy],
@@ -831,7 +328,7 @@ def _in_sample(
         flat = np.full(len(train_frame), float(backtest_options.get("cash", 10_000.0)))
         tf = bars_from_frame(train_frame).timeframe_ns
         empty = np.zeros(0)
-        return _metrics(flat, float(flat[0]), tf, empty, empty, 0.0, 0.0, 0)
+        return oos_metrics(flat, float(flat[0]), tf, empty, empty, 0.0, 0.0, 0)
     result: BacktestResult = Backtest(train_frame, strategy, **{**backtest_options, **params}).run()
     return dict(result.metrics)
 

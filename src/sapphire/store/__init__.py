@@ -12,6 +12,9 @@ store.resume_run("run-1")  # after a crash
 orders = store.open_orders("run-1")  # rebuilt by replaying their events
 ```
 
+The optimiser's studies and the model registry live in the same database (default
+`default_url()`), and one set of Alembic migrations creates every table.
+
 Money is exact (`Decimal` in, the same `Decimal` out, on both backends); timestamps are
 int nanoseconds. See docs/engine.md, "Persistence".
 """
@@ -33,13 +36,13 @@ from sapphire.store.records import (
 from sapphire.store.schema import (
     alembic_config,
     current_revision,
-    default_url,
     downgrade,
     head_revision,
     migrate,
     upgrade_engine,
 )
 from sapphire.store.store import Store, StoreIntegrityError
+from sapphire.store.url import default_url
 
 __all__ = [
     "EquityRecord",

@@ -1,4 +1,5 @@
-"""The trading ledger's tables and the ML model registry's (SQLAlchemy 2 declarative models).
+"""The database's tables (SQLAlchemy 2 declarative models): the trading ledger's, the ML
+model registry's and the optimiser's studies.
 
 Conventions (docs/engine.md, "Persistence"):
 - money, prices, quantities and fees are `ExactDecimal` (NUMERIC on PostgreSQL, exact text
@@ -16,6 +17,7 @@ migrations and these models agree on both SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -335,6 +337,46 @@ class AliasHistoryRow(Base):
             ["name", "version"], ["ml_model_versions.name", "ml_model_versions.version"]
         ),
         sa.Index(None, "name", "alias", "id"),
+    )
+
+
+class StudyRow(Base):
+    """An optimiser study (`sapphire.optimize`): its objectives and everything needed to
+    resume it (`config`)."""
+
+    __tablename__ = "optimize_studies"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    strategy: Mapped[str] = mapped_column(sa.String(500))
+    objectives: Mapped[list[str]]
+    directions: Mapped[list[str]]
+    config: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class TrialRow(Base):
+    """One finished trial of a study; `number` counts from 0 within the study. The JSON
+    columns are written pre-encoded by the optimiser (NaN and infinities as null)."""
+
+    __tablename__ = "optimize_trials"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("optimize_studies.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(sa.Integer)
+    state: Mapped[str] = mapped_column(sa.String(20))
+    params: Mapped[dict[str, Any]]
+    values: Mapped[list[float] | None] = mapped_column(sa.JSON)
+    metrics: Mapped[dict[str, Any]]
+    moments: Mapped[dict[str, Any] | None]
+    extra: Mapped[dict[str, Any] | None]
+    duration: Mapped[float] = mapped_column(sa.Float)
+
+    __table_args__ = (
+        sa.UniqueConstraint("study_id", "number", name="uq_optimize_trials_study_number"),
     )
 
 

@@ -19,8 +19,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from sapphire.optimize.storage import default_url
 from sapphire.store.models import VERSION_TABLE
+from sapphire.store.url import default_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -125,7 +125,6 @@ def migrate(url: str | None = None, revision: str = "head") -> str | None:
 
     Idempotent. Concurrent upgrades of one PostgreSQL database wait for each other (an
     advisory lock), and so do those of one process (Alembic's context is process-wide).
-    The optimiser's tables in the same database are left untouched.
     """
     target = url or default_url()
     engine = create_engine(target, foreign_keys=False)

@@ -71,12 +71,12 @@ from sapphire.store.records import (
 from sapphire.store.schema import (
     create_engine,
     current_revision,
-    default_url,
     head_revision,
     is_memory,
     upgrade_engine,
 )
 from sapphire.store.schema import migrate as migrate_schema
+from sapphire.store.url import default_url
 
 __all__ = ["Store", "StoreIntegrityError"]
 

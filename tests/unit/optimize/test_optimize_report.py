@@ -19,8 +19,10 @@ from sapphire.optimize.report import (
     rerun_best_trial,
     study_report,
 )
-from sapphire.optimize.study import StudyResult, load_study, optimize
-from sapphire.optimize.walkforward import WalkForwardResult, walk_forward
+from sapphire.optimize.study import load_study, optimize
+from sapphire.optimize.study_result import StudyResult
+from sapphire.optimize.walkforward import walk_forward
+from sapphire.optimize.walkforward_result import WalkForwardResult
 
 END = "2022-01-04"  # three days of the bundled month keep every study quick
 

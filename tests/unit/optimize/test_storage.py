@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from sapphire.optimize.storage import StudyStorage, TrialRecord, default_url
+from sapphire.optimize.storage import StudyStorage, TrialRecord
+from sapphire.store import default_url
 
 
 def _record(number: int, state: str = "complete") -> TrialRecord:

@@ -10,13 +10,8 @@ import pandas as pd
 import pytest
 
 from sapphire.backtest import BacktestResult
-from sapphire.optimize.study import (
-    evaluate_trial,
-    list_studies,
-    load_study,
-    optimize,
-    resume,
-)
+from sapphire.optimize.study import list_studies, load_study, optimize, resume
+from sapphire.optimize.trial import evaluate_trial
 from sapphire.strategy.base import Bars, Param, Signals, Strategy
 
 COMMON: dict[str, Any] = {"progress": False, "size": 0.95, "size_mode": "equity", "fee": 0.0005}
@@ -254,7 +249,7 @@ def test_pruning_stops_trials_on_a_prefix(frame: pd.DataFrame) -> None:
 def test_evaluate_trial_on_a_prefix_uses_fewer_bars(frame: pd.DataFrame) -> None:
     from sapphire.backtest.engine import bars_from_frame
     from sapphire.optimize.objectives import resolve_objective
-    from sapphire.optimize.study import TrialContext
+    from sapphire.optimize.trial import TrialContext
 
     ctx = TrialContext(bars_from_frame(frame), "sma_cross", {"fee": 0.0005},
                        [resolve_objective("total_return")], [], 1)  # fmt: skip

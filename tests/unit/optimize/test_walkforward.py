@@ -13,17 +13,15 @@ import pytest
 from sapphire.backtest import Backtest
 from sapphire.backtest.engine import bars_from_frame
 from sapphire.indicators import sma
-from sapphire.optimize.walkforward import (
-    Fold,
-    WalkForwardResult,
+from sapphire.optimize.folds import Fold, make_folds
+from sapphire.optimize.out_of_sample import (
     annualised_return,
     efficiency,
-    load_walkforward,
-    make_folds,
     out_of_sample_backtest,
     stitch_equity,
-    walk_forward,
 )
+from sapphire.optimize.walkforward import walk_forward
+from sapphire.optimize.walkforward_result import WalkForwardResult, load_walkforward
 from sapphire.strategy.base import Bars, Param, Signals, Strategy
 
 HOUR = 3_600 * 10**9

@@ -2,8 +2,9 @@
 
 `config.attributes["connection"]` is the connection to migrate; without one (offline
 `--sql` mode or a plain `alembic` call) the URL comes from `config.attributes["url"]` or the
-`sqlalchemy.url` option. Only the store's tables are compared and migrated: the optimiser's
-`optimize_*` tables in the same database are left alone.
+`sqlalchemy.url` option. Only Sapphire's tables (`sapphire.store.models`: the ledger, the
+model registry, the optimiser's studies) are compared and migrated: other applications'
+tables in the same database are left alone.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ ADVISORY_LOCK_KEY = 0x5A9911E5
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    """Compare only the store's own tables (not optimize_* nor other applications')."""
+    """Compare only Sapphire's own tables (not other applications')."""
     if type_ == "table":
         return name in metadata.tables
     return True

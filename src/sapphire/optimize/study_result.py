@@ -1,0 +1,167 @@
+"""A study's outcome: its trials, the best of them (or the Pareto front) and the
+overfitting statistics of the search (deflated Sharpe ratio, PBO)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sapphire.encoding import jsonable
+from sapphire.optimize.storage import StoredStudy, TrialRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["StudyResult", "better", "build_result", "pareto_front"]
+
+
+@dataclass
+class StudyResult:
+    """A study's trials and its verdict.
+
+    `best_params`/`best_value` are those of the best complete trial (with several
+    objectives: the Pareto-optimal trial best on the first objective; `best_trials` is
+    the whole Pareto front). `dsr` is the deflated Sharpe ratio of the best trial and
+    `pbo` the probability of backtest overfitting of the search (None when not
+    computable). `config` holds everything `resume` needs.
+    """
+
+    name: str
+    strategy: str
+    objectives: list[str]
+    directions: list[str]
+    trials: list[TrialRecord]
+    best_params: dict[str, Any]
+    best_value: float | list[float] | None
+    best_trials: list[TrialRecord]
+    n_trials: int
+    elapsed_s: float
+    dsr: float | None
+    pbo: float | None
+    config: dict[str, Any] = field(default_factory=dict)
+    overfitting: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_trial(self) -> TrialRecord | None:
+        """The best complete trial (None when no trial completed)."""
+        return self.best_trials[0] if self.best_trials else None
+
+    def to_json(self) -> dict[str, Any]:
+        """study, n_trials, best_params, best_value, dsr, pbo, elapsed_s (+ objectives)."""
+        states: dict[str, int] = {}
+        for t in self.trials:
+            states[t.state] = states.get(t.state, 0) + 1
+        return jsonable(
+            {
+                "study": self.name,
+                "strategy": self.strategy,
+                "objectives": list(self.objectives),
+                "directions": list(self.directions),
+                "n_trials": self.n_trials,
+                "states": states,
+                "best_params": dict(self.best_params),
+                "best_value": self.best_value,
+                "best_metrics": dict(self.best_trial.metrics) if self.best_trial else None,
+                "pareto_front": (
+                    [{"number": t.number, "values": t.values, "params": t.params}
+                     for t in self.best_trials]
+                    if len(self.objectives) > 1 else None
+                ),
+                "dsr": self.dsr,
+                "pbo": self.pbo,
+                "elapsed_s": round(self.elapsed_s, 3),
+            },
+            "study result",
+            str_keys=True,
+        )  # fmt: skip
+
+    def trials_frame(self) -> pd.DataFrame:
+        """One row per trial: number, state, params_*, value(s), duration_s, metrics."""
+        import pandas as pd
+
+        rows = []
+        for t in self.trials:
+            row: dict[str, Any] = {"number": t.number, "state": t.state}
+            row.update({f"params_{k}": v for k, v in t.params.items()})
+            if len(self.objectives) == 1:
+                row["value"] = t.values[0] if t.values else math.nan
+            else:
+                for i, name in enumerate(self.objectives):
+                    row[f"values_{name}"] = t.values[i] if t.values else math.nan
+            row["duration_s"] = t.duration_s
+            row.update(t.metrics)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def better(a: float, b: float, direction: str) -> bool:
+    """True if objective value `a` beats `b` in `direction` ("maximize" or "minimize")."""
+    return a > b if direction == "maximize" else a < b
+
+
+def pareto_front(records: Sequence[TrialRecord], directions: Sequence[str]) -> list[TrialRecord]:
+    """The complete trials no other complete trial dominates, best first objective first."""
+    done = [r for r in records if r.state == "complete" and r.values is not None]
+    if not done:
+        return []
+    sign = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
+    vals = np.array([r.values for r in done], dtype=np.float64) * sign  # larger is better
+    keep = np.ones(len(done), dtype=bool)
+    for i in range(len(done)):
+        if not keep[i]:
+            continue
+        dominated_by = np.all(vals >= vals[i], axis=1) & np.any(vals > vals[i], axis=1)
+        if dominated_by.any():
+            keep[i] = False
+    front = [r for r, k in zip(done, keep, strict=True) if k]
+    first = sign[0]
+    front.sort(key=lambda r: (-first * r.values[0], r.number))  # type: ignore[index]
+    return front
+
+
+def build_result(stored: StoredStudy, records: list[TrialRecord], elapsed_s: float) -> StudyResult:
+    """A stored study's verdict: its best trial (or Pareto front) and the overfitting
+    statistics of the search."""
+    directions = list(stored.directions)
+    done = [r for r in records if r.state == "complete" and r.values is not None]
+    if len(directions) == 1:
+        best_list: list[TrialRecord] = []
+        for r in done:
+            assert r.values is not None
+            if not best_list or better(r.values[0], best_list[0].values[0], directions[0]):  # type: ignore[index]
+                best_list = [r]
+        front = best_list
+    else:
+        front = pareto_front(records, directions)
+    best = front[0] if front else None
+    dsr = pbo = None
+    report: dict[str, Any] = {}
+    if best is not None:
+        from sapphire.optimize.stats import overfitting_report
+
+        moments = [r.moments for r in done]
+        report = dict(overfitting_report(moments, done.index(best)))
+        dsr, pbo = report.get("dsr"), report.get("pbo")
+    best_value: float | list[float] | None = None
+    if best is not None and best.values is not None:
+        best_value = best.values[0] if len(directions) == 1 else list(best.values)
+    return StudyResult(
+        name=stored.name,
+        strategy=stored.strategy,
+        objectives=list(stored.objectives),
+        directions=directions,
+        trials=records,
+        best_params=dict(best.params) if best is not None else {},
+        best_value=best_value,
+        best_trials=front,
+        n_trials=len(records),
+        elapsed_s=elapsed_s,
+        dsr=None if dsr is None else float(dsr),
+        pbo=None if pbo is None else float(pbo),
+        config=dict(stored.config),
+        overfitting=report,
+    )
