@@ -446,7 +446,7 @@ def rerun_best_trial(study: StudyResult, storage: str | None = None) -> Backtest
     """
     from sapphire.backtest.engine import Backtest
     from sapphire.optimize.storage import StoredStudy
-    from sapphire.optimize.study import _plan_from_config
+    from sapphire.optimize.study_setup import plan_from_config
 
     if study.best_trial is None or not (study.config.get("data") or {}).get("source"):
         return None
@@ -455,7 +455,7 @@ def rerun_best_trial(study: StudyResult, storage: str | None = None) -> Backtest
         directions=list(study.directions), config=dict(study.config),
         created_at=datetime.now(UTC), updated_at=datetime.now(UTC),
     )  # fmt: skip
-    plan = _plan_from_config(stored, _NoTrials(storage))  # type: ignore[arg-type]
+    plan = plan_from_config(stored, _NoTrials(storage))  # type: ignore[arg-type]
     params = dict(study.best_params)
     return Backtest(plan.bars, plan.strategy, **{**plan.context_options, **params}).run()
 

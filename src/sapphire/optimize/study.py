@@ -62,8 +62,6 @@ __all__ = [
     "resume",
 ]
 
-# the name optimize/report.py imports (its owner moves it to study_setup.plan_from_config)
-_plan_from_config = plan_from_config
 
 
 def optimize(

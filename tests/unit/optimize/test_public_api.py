@@ -34,7 +34,6 @@ def test_every_public_name_resolves(name: str) -> None:
         (study, "StudyResult", study_result),
         (study, "TrialContext", trial),
         (study, "evaluate_trial", trial),
-        (study, "_plan_from_config", study_setup),  # optimize/report.py's import
         (walkforward, "Fold", folds),
         (walkforward, "WindowSpec", folds),
         (walkforward, "make_folds", folds),
