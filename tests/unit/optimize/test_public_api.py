@@ -15,7 +15,6 @@ from sapphire.optimize import (
     samplers,
     study,
     study_result,
-    study_setup,
     trial,
     walkforward,
     walkforward_result,
