@@ -4,7 +4,6 @@ strategies) or the event-driven trading node (any strategy), with one `RunConfig
 from __future__ import annotations
 
 import weakref
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +144,7 @@ class Backtest:
         fill = {
             k: float(meta[k]) for k in ("tick_size", "lot_size") if meta.get(k) and k not in given
         }
-        self.config = replace(config, **fill) if fill else config
+        self.config = RunConfig(**{**config.to_mapping(), **fill}) if fill else config
         self.engine = self.config.engine
         self.liquidation = liquidation_rule(self.config)
         self.event_run: Any = None  # the last event-driven run (node, monitor, refusals)

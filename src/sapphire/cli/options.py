@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 
 from sapphire.cli.common import fail
-from sapphire.engine.config import RunConfig, option_help
+from sapphire.engine.config import RunConfig, field_default, option_help
 
 __all__ = [
     "DATA_RANGE",
@@ -144,7 +144,7 @@ def run_options(
                 added.append(_param("fee", float, default, _FEE_HELP))
                 names.append("fee")
             typ = hints[f.name]
-            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            default = field_default(cls, f.name)
             if f.name in _NONE_DEFAULT:
                 typ, default = typ | None, None
             default = changed.get(f.name, default)

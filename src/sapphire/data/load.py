@@ -43,7 +43,7 @@ def load_ohlcv(
     `"sample"` is the bundled BTC-PERP month (`resolve_source`).
     """
     check_gap_policy(gaps)
-    source = resolve_source(source)
+    source = resolve_source(source)  # type: ignore[assignment]
     lower, upper = parse_range(start, end)
     if isinstance(source, pd.DataFrame):
         label, table = "", source

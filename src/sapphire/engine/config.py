@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from sapphire.domain import ContractType, Instrument, InstrumentId
 from sapphire.domain.instrument import to_decimal
@@ -165,7 +165,7 @@ class RunConfig:
 
     # ---------------------------------------------------------------- building
     @classmethod
-    def from_options(cls, **options: Any) -> RunConfig:
+    def from_options(cls, **options: Any) -> Self:
         """A config from keyword options: the fields, plus `fee` (maker and taker fee
         where those are not given); `None` for tick/lot size means none. Unknown names
         raise ValueError."""
@@ -192,7 +192,7 @@ class RunConfig:
         return cls(**options)
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> RunConfig:
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> Self:
         """The inverse of `to_mapping` (unknown keys raise ValueError naming them)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(mapping) - known)

@@ -131,6 +131,8 @@ def risk_sizer(
         raise ValueError(f"stop={stop!r} is invalid: expected a fraction > 0")
     if side not in (1, -1):
         raise ValueError(f"side={side!r} is invalid: expected 1 or -1")
+    if config.risk_profile is None:
+        raise ValueError("size_mode='risk' sizes from the risk profile: give --risk-profile")
     prof = profile(config.risk_profile)
     inst = config.instrument()
 

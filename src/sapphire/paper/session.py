@@ -146,8 +146,8 @@ class PaperSession:
             if config.size_mode == "risk" else VectorAdapter,
         )  # fmt: skip
         self.node = setup.node
-        self.adapter = setup.trader
-        assert isinstance(self.adapter, VectorAdapter)
+        assert isinstance(setup.trader, VectorAdapter)
+        self.adapter: VectorAdapter = setup.trader
         #: the risk profile's limits and kill switch (None without a profile), fed each bar
         self.monitor = setup.monitor
         self.node.bus.subscribe(RiskEvent, self._record_risk)
