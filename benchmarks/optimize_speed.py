@@ -69,7 +69,7 @@ def random_params(n: int, seed: int = 0) -> list[dict[str, int]]:
 
 def backtest_trial(context: Any, params: dict[str, int]) -> dict[str, float]:
     """A full backtest and its metrics on the shared bars (module level: picklable)."""
-    from sapphire.backtest.engine import Backtest
+    from sapphire.backtest.runner import Backtest
 
     return Backtest(context.load(), STRATEGY, **params, **OPTIONS).run().metrics
 
@@ -78,7 +78,7 @@ def backtest_trial(context: Any, params: dict[str, int]) -> dict[str, float]:
 
 
 def bench_executor(df: pd.DataFrame, trials: int, repeat: int) -> dict[str, Any]:
-    from sapphire.backtest.engine import bars_from_frame
+    from sapphire.backtest.runner import bars_from_frame
     from sapphire.optimize.executor import LocalExecutor
     from sapphire.optimize.shared import SharedBars
 

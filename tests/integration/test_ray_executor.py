@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapphire.backtest.engine import Backtest, bars_from_frame
+from sapphire.backtest.runner import Backtest, bars_from_frame
 from sapphire.optimize.executor import ItemError, LocalExecutor, RayExecutor, make_executor
 from sapphire.optimize.shared import SharedBars
 

@@ -142,7 +142,7 @@ def test_report_renders_in_chromium(btc_df: pd.DataFrame, tmp_path: Path) -> Non
 
 def test_ml_evaluation_report_renders_in_chromium(btc_df: pd.DataFrame, tmp_path: Path) -> None:
     chromium()
-    from sapphire.backtest.engine import bars_from_frame
+    from sapphire.backtest.runner import bars_from_frame
     from sapphire.ml.evaluate import evaluate
     from sapphire.ml.models import ModelSpec
     from sapphire.ml.pipeline import TrainConfig, train

@@ -1,7 +1,7 @@
 """Backtests: the runner (compiled kernel or event-driven node), results, metrics and HTML
 reports."""
 
-from sapphire.backtest.engine import Backtest, align_funding, bars_from_frame
+from sapphire.backtest.runner import Backtest, align_funding, bars_from_frame
 from sapphire.backtest.result import TRADE_COLUMNS, BacktestResult
 from sapphire.engine.config import RunConfig
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from sapphire.backtest.engine import Backtest
+from sapphire.backtest.runner import Backtest
 from sapphire.strategy.base import Bars, Strategy
 from sapphire.strategy.signals import BOOL_SIGNALS, FLOAT_SIGNALS, normalize_signals
 

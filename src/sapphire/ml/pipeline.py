@@ -173,7 +173,7 @@ def load_bars(source: Any, *, start: Any = None, end: Any = None) -> Bars:
     """Bars from `Bars`, a DataFrame, a file, a catalog symbol or "sample" (the bundled month)."""
     if isinstance(source, Bars):
         return source
-    from sapphire.backtest.engine import bars_from_frame
+    from sapphire.backtest.runner import bars_from_frame
     from sapphire.data import load_ohlcv
 
     frame, _report = load_ohlcv(source, start=start, end=end)

@@ -192,7 +192,7 @@ def warm_up() -> None:
     them instead of each loading them again."""
     import numpy as np
 
-    from sapphire.backtest.engine import Backtest
+    from sapphire.backtest.runner import Backtest
     from sapphire.strategy.base import Bars
 
     n = 64

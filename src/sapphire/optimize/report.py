@@ -444,7 +444,7 @@ def rerun_best_trial(study: StudyResult, storage: str | None = None) -> Backtest
     Returns None when the study has no complete trial or ran on in-memory data (a
     DataFrame or Bars, e.g. a walk-forward fold), which cannot be reloaded.
     """
-    from sapphire.backtest.engine import Backtest
+    from sapphire.backtest.runner import Backtest
     from sapphire.optimize.storage import StoredStudy
     from sapphire.optimize.study_setup import plan_from_config
 

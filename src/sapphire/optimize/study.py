@@ -145,7 +145,7 @@ def optimize(
         options["funding"] = read_funding(funding)
     elif funding is not None:
         funding_spec = "in-memory"
-    from sapphire.backtest.engine import Backtest
+    from sapphire.backtest.runner import Backtest
 
     Backtest(slice_bars(bars, 0, 2), OptionsProbe, **options)  # validates the options once
     run_options = dict(options)

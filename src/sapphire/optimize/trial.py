@@ -84,7 +84,7 @@ def evaluate_trial(context: TrialContext, item: dict[str, Any]) -> dict[str, Any
     only the leading part of the bars is used and only the first objective is returned.
     Returns {"state", "values", "metrics", "moments", "error", "duration_s"}.
     """
-    from sapphire.backtest.engine import Backtest
+    from sapphire.backtest.runner import Backtest
 
     started = time.perf_counter()
     fraction = float(item.get("fraction", 1.0))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sapphire.backtest.engine import Backtest, bars_from_frame
+from sapphire.backtest.runner import Backtest, bars_from_frame
 from sapphire.backtest.result import TRADE_COLUMNS, BacktestResult
 from sapphire.optimize.folds import Fold, WindowSpec, make_folds, window_spec
 from sapphire.optimize.out_of_sample import (

@@ -96,7 +96,7 @@ class PaperConfig(RunConfig):
             return None
         if cache is not None and cache.exists():
             return np.load(cache)
-        from sapphire.backtest.engine import align_funding
+        from sapphire.backtest.runner import align_funding
         from sapphire.data import read_funding
 
         rates = align_funding(read_funding(self.funding), bars)
@@ -138,7 +138,7 @@ class PaperConfig(RunConfig):
                     time=z["time"], open=z["open"], high=z["high"], low=z["low"],
                     close=z["close"], volume=z["volume"], timeframe_ns=int(z["timeframe_ns"]),
                 )  # fmt: skip
-        from sapphire.backtest.engine import bars_from_frame
+        from sapphire.backtest.runner import bars_from_frame
         from sapphire.data import load_ohlcv
 
         frame, _report = load_ohlcv(

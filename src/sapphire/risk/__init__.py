@@ -11,7 +11,7 @@
 """
 
 from sapphire.risk.config import RiskConfig
-from sapphire.risk.engine import RiskContext, RiskDecision, RiskEngine, reference_price
+from sapphire.risk.checks import RiskContext, RiskDecision, RiskEngine, reference_price
 from sapphire.risk.limits import (
     Breach,
     CloseIntent,

@@ -40,7 +40,7 @@ from sapphire.domain import (
     TradingStateChanged,
 )
 from sapphire.risk.config import decimal_value, fraction_value
-from sapphire.risk.engine import fmt, pct
+from sapphire.risk.checks import fmt, pct
 from sapphire.risk.var import VAR_METHODS, value_at_risk
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from sapphire.risk.config import (
     fraction_value,
     positive_decimal,
 )
-from sapphire.risk.engine import RiskEngine
+from sapphire.risk.checks import RiskEngine
 from sapphire.risk.limits import PortfolioLimits
 from sapphire.risk.var import VAR_METHODS
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sapphire import Bars, Param, Signals, Strategy
-from sapphire.backtest.engine import bars_from_frame
+from sapphire.backtest.runner import bars_from_frame
 from sapphire.check import check_lookahead
 from sapphire.check.lookahead import _cut_points
 from sapphire.indicators import crossed_above, crossed_below, sma

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapphire.backtest.engine import bars_from_frame
+from sapphire.backtest.runner import bars_from_frame
 from sapphire.domain import Bar, ContractType, Instrument, InstrumentId, OrderFilled
 from sapphire.engine import BarFeed, TradingNode, VectorAdapter, prepare_signals
 from sapphire.sim.venue import SimulatedVenue

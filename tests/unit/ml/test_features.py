@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapphire.backtest.engine import bars_from_frame
+from sapphire.backtest.runner import bars_from_frame
 from sapphire.ml.features import INDICATORS, FeatureSpec, FeatureStream, build_features
 from sapphire.ml.fracdiff import ffd_weights, frac_diff
 from sapphire.strategy.base import Bars

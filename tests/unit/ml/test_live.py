@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from sapphire.backtest import Backtest
-from sapphire.backtest.engine import bars_from_frame
+from sapphire.backtest.runner import bars_from_frame
 from sapphire.data.samples import SAMPLE_PATH
 from sapphire.ml.drift import DriftEvent
 from sapphire.ml.labels import LabelSpec

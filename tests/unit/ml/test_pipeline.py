@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapphire.backtest.engine import bars_from_frame
+from sapphire.backtest.runner import bars_from_frame
 from sapphire.ml.cv import CombinatorialPurgedCV
 from sapphire.ml.labels import LabelSpec
 from sapphire.ml.models import ModelSpec

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from sapphire import Backtest
-from sapphire.backtest.engine import bars_from_frame
+from sapphire.backtest.runner import bars_from_frame
 from sapphire.ml.labels import LabelSpec
 from sapphire.ml.models import ModelSpec
 from sapphire.ml.pipeline import TrainConfig, train

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapphire.backtest.engine import Backtest, bars_from_frame
+from sapphire.backtest.runner import Backtest, bars_from_frame
 from sapphire.optimize import executor as ex_mod
 from sapphire.optimize import shared
 from sapphire.optimize.executor import (

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapphire.backtest.engine import Backtest, bars_from_frame
+from sapphire.backtest.runner import Backtest, bars_from_frame
 from sapphire.optimize import shared
 from sapphire.optimize.shared import SharedBars, inline_pickling, sweep_stale
 from sapphire.strategy.base import Bars

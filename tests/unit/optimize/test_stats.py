@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from sapphire import Backtest, Bars, Param, Signals, Strategy
-from sapphire.backtest.engine import bars_from_frame
+from sapphire.backtest.runner import bars_from_frame
 from sapphire.optimize.stats import (
     bar_returns,
     blocks_from_returns,

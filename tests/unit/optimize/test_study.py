@@ -247,7 +247,7 @@ def test_pruning_stops_trials_on_a_prefix(frame: pd.DataFrame) -> None:
 
 
 def test_evaluate_trial_on_a_prefix_uses_fewer_bars(frame: pd.DataFrame) -> None:
-    from sapphire.backtest.engine import bars_from_frame
+    from sapphire.backtest.runner import bars_from_frame
     from sapphire.optimize.objectives import resolve_objective
     from sapphire.optimize.trial import TrialContext
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from sapphire.backtest import Backtest
-from sapphire.backtest.engine import bars_from_frame
+from sapphire.backtest.runner import bars_from_frame
 from sapphire.indicators import sma
 from sapphire.optimize.folds import Fold, make_folds
 from sapphire.optimize.out_of_sample import (
