@@ -43,8 +43,9 @@ for every trade tick and book update when the venue has them.
   venue cancels the open orders of those instruments and closes every such position
   at its mark, charging the taker fee plus the liquidation fee. Each close is a
   `Liquidation` (with its `OrderFilled`, fees and reason), reported after the report
-  delay and returned by the `process_trade`/`process_book` call that releases it;
-  `Liquidation.book(portfolio, bus)` books it on the node's per-strategy positions.
+  delay and returned by the `process_trade`/`process_book` call that releases it: an
+  event, which the node books on its per-strategy positions (`TradingNode.
+  on_liquidation`); the venue never changes the node's state.
   No insurance fund: a loss beyond the equity leaves a negative balance.
 """
 
@@ -73,12 +74,11 @@ from sapphire.domain import (
     OrderRejected,
     OrderSide,
     OrderType,
-    StrategyId,
     TradeId,
     TradeTick,
     to_decimal,
 )
-from sapphire.portfolio import Account, Portfolio
+from sapphire.portfolio import Account
 from sapphire.sim.book import BookUpdate
 from sapphire.sim.matching import BookMatcher
 from sapphire.sim.models import FeeModel, FixedLatency, LatencyModel, SlippageModel
@@ -223,7 +223,8 @@ class Liquidation:
     """The venue closed a position because the account fell below maintenance margin.
 
     `fill` is the closing execution (a venue-made order id, taker liquidity, its fee the
-    sum of `fee` and `liquidation_fee`); `canceled` the orders canceled before it.
+    sum of `fee` and `liquidation_fee`); `canceled` the orders canceled before it. A
+    plain event: the node books it on its own portfolio (`TradingNode.on_liquidation`).
     """
 
     instrument_id: InstrumentId
@@ -239,36 +240,6 @@ class Liquidation:
     fill: OrderFilled
     canceled: tuple[ClientOrderId, ...] = ()
     realized_pnl: Decimal = _ZERO
-
-    def book(self, portfolio: Portfolio, bus: Any = None) -> list[Any]:
-        """Close the strategies' positions in the instrument at the liquidation price.
-
-        The venue closed the account's net position; each strategy holding the
-        instrument is closed at the same price, the fees shared in proportion to the
-        sizes closed (their sum is the venue's). Publishes this liquidation and the
-        position events on `bus` (when given); returns the position events.
-        """
-        holders = []
-        for sid in portfolio.strategies():
-            pos = portfolio.position(StrategyId(sid), self.instrument_id)
-            if pos is not None and pos.quantity != 0:
-                holders.append((sid, pos.quantity))
-        total = sum((abs(q) for _, q in holders), _ZERO)
-        events = []
-        fees = self.fee + self.liquidation_fee
-        for sid, qty in holders:
-            side = OrderSide.SELL if qty > 0 else OrderSide.BUY
-            result = portfolio.apply_fill(
-                sid, self.instrument_id, side, abs(qty), self.price,
-                fees * abs(qty) / total, self.ts_ns,
-            )  # fmt: skip
-            if result.event is not None:
-                events.append(result.event)
-        if bus is not None:
-            bus.publish(self)
-            for event in events:
-                bus.publish(event)
-        return events
 
 
 @dataclass(order=True)

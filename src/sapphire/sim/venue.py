@@ -234,8 +234,8 @@ class SimulatedVenue:
     path point of every bar (open, first extreme, second extreme, close, after the
     orders reached on the segment to it) and liquidates the derivative positions at that
     price when equity falls below the maintenance margin; each `Liquidation` is kept in
-    `liquidations` and passed to `on_liquidation` (the owner books it on the node's
-    portfolio with `Liquidation.book`).
+    `liquidations` and reported to `on_liquidation`, an event: a `TradingNode` wires
+    itself there and books it on its portfolio (the venue never changes it).
     """
 
     supports_trailing: bool

@@ -1,12 +1,15 @@
-"""`TradingNode.submit_oto`: children held by the node until the parent is completely
-FILLED, discarded (each with an `OrderDenied` naming the parent) when it ends otherwise,
-linked with the OTO contingency fields, and held again after `restore`."""
+"""`OrderEmulator` (`node.emulator`): brackets placed at the entry's fill, one leg
+cancelling the others; OCO groups; trailing stops emulated on a venue without them; OTO
+children held until the parent is completely FILLED, discarded (each with an
+`OrderDenied` naming the parent) when it ends otherwise, linked with the OTO
+contingency fields."""
 
 from __future__ import annotations
 
-import copy
 from decimal import Decimal
+from typing import Any
 
+import numpy as np
 import pytest
 
 from sapphire.domain import (
@@ -29,7 +32,7 @@ from sapphire.domain import (
     TradingState,
     VenueOrderId,
 )
-from sapphire.engine import EventStrategy, TradingNode
+from sapphire.engine import BarFeed, EventStrategy, TradingNode
 from sapphire.risk import RiskConfig, RiskEngine
 from sapphire.sim.venue import SimulatedVenue
 
@@ -37,10 +40,10 @@ BTC = InstrumentId("BTC/USDT:USDT", "SIM")
 TF = 60_000_000_000
 
 
-def _inst() -> Instrument:
+def _inst(maker_fee: str = "0", taker_fee: str = "0") -> Instrument:
     return Instrument(
         BTC, "BTC", "USDT", "USDT", ContractType.PERPETUAL, tick_size=Decimal("0.01"),
-        lot_size=Decimal("0.001"), maker_fee=Decimal(0), taker_fee=Decimal(0),
+        lot_size=Decimal("0.001"), maker_fee=Decimal(maker_fee), taker_fee=Decimal(taker_fee),
     )  # fmt: skip
 
 
@@ -89,6 +92,108 @@ def _events(
                         liquidity=LiquiditySide.TAKER, fee=Decimal(0), fee_currency="USDT")
         )  # fmt: skip
     return out
+
+
+def feed(closes: list[float]) -> BarFeed:
+    c = np.asarray(closes, dtype=float)
+    o = np.concatenate(([c[0]], c[:-1]))
+    return BarFeed(
+        BTC, np.arange(len(c), dtype=np.int64) * TF, o, np.maximum(o, c) + 0.5,
+        np.minimum(o, c) - 0.5, c, np.ones(len(c)), TF,
+    )  # fmt: skip
+
+
+def node_for(native: bool = True) -> TradingNode:
+    venue = SimulatedVenue([_inst("0.0002", "0.0005")], cash=100_000, native_trailing=native)
+    return TradingNode(venue, run_id="t")
+
+
+class Scripted(EventStrategy):
+    """Runs `script(self, bar_number)` on each bar."""
+
+    def __init__(self, name: str, script: Any) -> None:
+        super().__init__(name)
+        self.script = script
+        self.n = 0
+        self.events: list[str] = []
+
+    def on_bar(self, bar: Bar) -> None:
+        self.script(self, self.n)
+        self.n += 1
+
+    def on_fill(self, order: Order, fill: OrderFilled) -> None:
+        self.events.append(f"fill:{self.node.tags.get(order.client_order_id)}:{fill.last_px}")
+
+    def on_order_update(self, order: Order, event: OrderEvent) -> None:
+        self.events.append(f"{type(event).__name__}:{self.node.tags.get(order.client_order_id)}")
+
+
+def test_bracket_legs_are_placed_at_the_fill_and_cancel_each_other() -> None:
+    def script(s: Scripted, n: int) -> None:
+        if n == 0:
+            s.submit_bracket(s.market(BTC, "BUY", 1), stop_loss=0.05, take_profit=0.03, tag="entry")
+
+    node = node_for()
+    strat = Scripted("br", script)
+    node.add_strategy(strat, bars=[BTC])
+    # entry at 100 (open of bar 1); TP at 103 is reached at bar 3
+    node.run_bars([feed([100, 100, 101, 104, 104, 90])])
+    assert "fill:entry:100.0" in strat.events
+    assert "fill:take_profit:103.0" in strat.events
+    assert "OrderCanceled:stop_loss" in strat.events
+    assert strat.position(BTC) == 0
+
+
+def test_oco_and_absolute_bracket_and_amend_cancel() -> None:
+    def script(s: Scripted, n: int) -> None:
+        if n == 0:
+            s.submit_bracket(
+                s.market(BTC, "BUY", 2), stop_loss=95.0, take_profit=120.0, relative=False
+            )
+        if n == 2:
+            tp = next(o for o in s.open_orders() if s.node.tags[o.client_order_id] == "take_profit")
+            assert s.amend_order(tp.client_order_id, price="102")
+        if n == 4:
+            a = s.limit(BTC, "SELL", 1, 200)
+            b = s.limit(BTC, "SELL", 1, 210)
+            s.submit_oco([a, b], tags=["a", "b"])
+        if n == 5:
+            for o in s.open_orders():
+                if s.node.tags.get(o.client_order_id) == "a":
+                    assert s.cancel_order(o.client_order_id)
+
+    node = node_for()
+    strat = Scripted("oco", script)
+    node.add_strategy(strat, bars=[BTC])
+    node.run_bars([feed([100, 100, 100, 101, 103, 103, 103])])
+    assert "OrderUpdated:take_profit" in strat.events
+    assert "fill:take_profit:102.0" in strat.events
+    # cancelling one OCO member leaves the other working
+    assert "OrderCanceled:a" in strat.events
+    assert [node.tags[o.client_order_id] for o in node.open_orders()] == ["b"]
+
+
+def test_trailing_stop_is_emulated_when_the_venue_lacks_it() -> None:
+    def script(s: Scripted, n: int) -> None:
+        if n == 0:
+            s.submit_bracket(s.market(BTC, "BUY", 1), trailing_stop=0.02)
+
+    results = {}
+    for native in (True, False):
+        node = node_for(native=native)
+        strat = Scripted("tr", script)
+        node.add_strategy(strat, bars=[BTC])
+        node.run_bars([feed([100, 100, 105, 110, 112, 108, 104, 100])])
+        fills = [e for e in strat.events if e.startswith("fill:trailing_stop")]
+        assert len(fills) == 1, strat.events
+        results[native] = float(fills[0].rsplit(":", 1)[1])
+        assert strat.position(BTC) == 0
+        # the node's emulator let go of the filled trail and its group
+        emulator = node.emulator
+        assert not emulator.trails and not emulator.oco and not emulator.brackets
+    # native: trails the intrabar high 112.5 -> 110.25; emulated: trails closes (112 -> 109.76)
+    assert results[True] == pytest.approx(112.5 * 0.98)
+    assert results[False] == pytest.approx(112 * 0.98)
 
 
 def test_children_are_linked_held_and_submitted_when_the_parent_fills() -> None:
@@ -158,59 +263,6 @@ def test_a_denied_parent_discards_the_children() -> None:
     assert tp.status is OrderStatus.REJECTED and sl.status is OrderStatus.REJECTED
     assert "denied" in str(getattr(sl.events[-1], "reason", ""))
     assert node.open_orders() == []
-
-
-def test_held_children_survive_a_restore() -> None:
-    node, strat = _node()
-    parent, tp, sl = _oto(strat)
-    strat.submit_oto(parent, [tp, sl])
-    pid = str(parent.client_order_id)
-    held = copy.deepcopy(node.oto_children(pid))
-    assert held is not None
-    stored, seq = copy.deepcopy(parent), node._events
-    again, _ = _node()
-    assert again.restore([stored], seq, id_seqs={"s": 3}, otos={pid: held}) == []
-    assert again.oto_children(pid) == held
-    for ev in _events(pid, fill="100"):
-        again.on_venue_event(ev)
-    children = {str(o.client_order_id): o for o in again.open_orders()}
-    assert set(children) == {"r-s-2", "r-s-3"}
-    assert all(o.status is OrderStatus.ACCEPTED for o in children.values())
-    # a third restart: the children are open orders, NOT relinked one-cancels-the-other
-    third, _ = _node()
-    third.restore([copy.deepcopy(o) for o in again.orders.values()], again._events)
-    assert third._oco == {}
-
-
-def test_a_parent_filled_while_down_reports_its_children_missing() -> None:
-    node, strat = _node()
-    parent, tp, sl = _oto(strat)
-    strat.submit_oto(parent, [tp, sl])
-    pid = str(parent.client_order_id)
-    held = copy.deepcopy(node.oto_children(pid))
-    assert held is not None
-    stored = copy.deepcopy(parent)
-    for ev in _events(pid, fill="100"):
-        stored.apply(ev)
-    again, _ = _node()
-    assert again.restore([stored], node._events, otos={pid: held}) == [pid]
-    assert again.place_bracket(pid) and not again.place_bracket(pid)
-    assert len(again.open_orders()) == 2
-
-
-def test_a_restored_parent_that_ended_unfilled_discards_its_children() -> None:
-    node, strat = _node()
-    parent, tp, sl = _oto(strat, strat.limit(BTC, "BUY", Decimal(2), Decimal(50)))
-    strat.submit_oto(parent, [tp, sl])
-    pid = str(parent.client_order_id)
-    held = copy.deepcopy(node.oto_children(pid))
-    assert held is not None
-    stored = copy.deepcopy(parent)
-    stored.apply(OrderExpired(event_id="v-3", ts_ns=3, client_order_id=ClientOrderId(pid)))
-    again, _ = _node()
-    assert again.restore([stored], node._events, otos={pid: held}) == []
-    assert all(o.status is OrderStatus.REJECTED for o in held)
-    assert again.oto_children(pid) is None
 
 
 def test_submit_oto_refuses_bad_input() -> None:

@@ -1,6 +1,6 @@
-"""The trading node: strategy callbacks, order management (brackets, OCO, emulated
-trailing stops), deterministic ids, pre-trade risk, multi-instrument/multi-strategy
-positions, trade ticks."""
+"""The trading node: strategy callbacks, deterministic ids, pre-trade risk,
+multi-instrument/multi-strategy positions, trade ticks (order emulation: test_emulation;
+crash recovery: test_recovery; the bar step: test_bars)."""
 
 from __future__ import annotations
 
@@ -141,91 +141,6 @@ def test_risk_denial_is_an_event_with_its_reason() -> None:
     assert alerts[0].kind == "pre_trade" and alerts[0].reason == denied[0].reason
     assert "OrderDenied" in strat.calls and strat.fills == []
     assert all(o.status.name == "REJECTED" for o in node.orders.values())
-
-
-class Scripted(EventStrategy):
-    """Runs `script(self, bar_number)` on each bar."""
-
-    def __init__(self, name: str, script: Any) -> None:
-        super().__init__(name)
-        self.script = script
-        self.n = 0
-        self.events: list[str] = []
-
-    def on_bar(self, bar: Bar) -> None:
-        self.script(self, self.n)
-        self.n += 1
-
-    def on_fill(self, order: Order, fill: OrderFilled) -> None:
-        self.events.append(f"fill:{self.node.tags.get(order.client_order_id)}:{fill.last_px}")
-
-    def on_order_update(self, order: Order, event: OrderEvent) -> None:
-        self.events.append(f"{type(event).__name__}:{self.node.tags.get(order.client_order_id)}")
-
-
-def test_bracket_legs_are_placed_at_the_fill_and_cancel_each_other() -> None:
-    def script(s: Scripted, n: int) -> None:
-        if n == 0:
-            s.submit_bracket(s.market(BTC, "BUY", 1), stop_loss=0.05, take_profit=0.03, tag="entry")
-
-    node = node_for(inst(BTC, "BTC"))
-    strat = Scripted("br", script)
-    node.add_strategy(strat, bars=[BTC])
-    # entry at 100 (open of bar 1); TP at 103 is reached at bar 3
-    node.run_bars([feed(BTC, [100, 100, 101, 104, 104, 90])])
-    assert "fill:entry:100.0" in strat.events
-    assert "fill:take_profit:103.0" in strat.events
-    assert "OrderCanceled:stop_loss" in strat.events
-    assert strat.position(BTC) == 0
-
-
-def test_oco_and_absolute_bracket_and_amend_cancel() -> None:
-    def script(s: Scripted, n: int) -> None:
-        if n == 0:
-            s.submit_bracket(
-                s.market(BTC, "BUY", 2), stop_loss=95.0, take_profit=120.0, relative=False
-            )
-        if n == 2:
-            tp = next(o for o in s.open_orders() if s.node.tags[o.client_order_id] == "take_profit")
-            assert s.amend_order(tp.client_order_id, price="102")
-        if n == 4:
-            a = s.limit(BTC, "SELL", 1, 200)
-            b = s.limit(BTC, "SELL", 1, 210)
-            s.submit_oco([a, b], tags=["a", "b"])
-        if n == 5:
-            for o in s.open_orders():
-                if s.node.tags.get(o.client_order_id) == "a":
-                    assert s.cancel_order(o.client_order_id)
-
-    node = node_for(inst(BTC, "BTC"))
-    strat = Scripted("oco", script)
-    node.add_strategy(strat, bars=[BTC])
-    node.run_bars([feed(BTC, [100, 100, 100, 101, 103, 103, 103])])
-    assert "OrderUpdated:take_profit" in strat.events
-    assert "fill:take_profit:102.0" in strat.events
-    # cancelling one OCO member leaves the other working
-    assert "OrderCanceled:a" in strat.events
-    assert [node.tags[o.client_order_id] for o in node.open_orders()] == ["b"]
-
-
-def test_trailing_stop_is_emulated_when_the_venue_lacks_it() -> None:
-    def script(s: Scripted, n: int) -> None:
-        if n == 0:
-            s.submit_bracket(s.market(BTC, "BUY", 1), trailing_stop=0.02)
-
-    results = {}
-    for native in (True, False):
-        node = node_for(inst(BTC, "BTC"), native=native)
-        strat = Scripted("tr", script)
-        node.add_strategy(strat, bars=[BTC])
-        node.run_bars([feed(BTC, [100, 100, 105, 110, 112, 108, 104, 100])])
-        fills = [e for e in strat.events if e.startswith("fill:trailing_stop")]
-        assert len(fills) == 1, strat.events
-        results[native] = float(fills[0].rsplit(":", 1)[1])
-        assert strat.position(BTC) == 0
-    # native: trails the intrabar high 112.5 -> 110.25; emulated: trails closes (112 -> 109.76)
-    assert results[True] == pytest.approx(112.5 * 0.98)
-    assert results[False] == pytest.approx(112 * 0.98)
 
 
 def test_two_instruments_two_strategies_keep_their_own_positions() -> None:

@@ -1,6 +1,7 @@
-"""`TradingNode.restore`: a restarted node adopts the stored orders, continues the ids,
-relinks exit legs one-cancels-the-others and places the bracket legs of entries that
-filled while it was down (once, never twice)."""
+"""Crash recovery (`sapphire.engine.recovery`, `TradingNode.restore`): a restarted node
+adopts the stored orders, continues the ids, relinks exit legs one-cancels-the-others,
+places the bracket legs of entries that filled while it was down (once, never twice)
+and holds OTO children again."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sapphire.domain import (
     Order,
     OrderAccepted,
     OrderEvent,
+    OrderExpired,
     OrderFilled,
     OrderStatus,
     OrderType,
@@ -148,5 +150,65 @@ def test_a_node_that_died_between_two_legs_places_only_the_missing_one() -> None
     tp = next(o for o in legs if o.type is OrderType.LIMIT)
     assert tp.price == Decimal("120.0")
     # the new take-profit is linked one-cancels-the-other with the surviving stop
-    group = node._oco[str(tp.client_order_id)]
+    group = node.emulator.oco[str(tp.client_order_id)]
     assert set(group) == {str(stop.client_order_id), str(tp.client_order_id)}
+
+
+def _oto(strat: EventStrategy, entry: Order | None = None) -> tuple[Order, Order, Order]:
+    parent = entry or strat.market(BTC, "BUY", Decimal(2))
+    tp = strat.limit(BTC, "SELL", Decimal(1), Decimal(120), reduce_only=True)
+    sl = strat.stop_market(BTC, "SELL", Decimal(2), Decimal(90), reduce_only=True)
+    return parent, tp, sl
+
+
+def test_held_children_survive_a_restore() -> None:
+    node, strat = _node()
+    parent, tp, sl = _oto(strat)
+    strat.submit_oto(parent, [tp, sl])
+    pid = str(parent.client_order_id)
+    held = copy.deepcopy(node.oto_children(pid))
+    assert held is not None
+    stored, seq = copy.deepcopy(parent), node._events
+    again, _ = _node()
+    assert again.restore([stored], seq, id_seqs={"s": 3}, otos={pid: held}) == []
+    assert again.oto_children(pid) == held
+    for ev in _fill(pid, "100", qty="2"):
+        again.on_venue_event(ev)
+    children = {str(o.client_order_id): o for o in again.open_orders()}
+    assert set(children) == {"r-s-2", "r-s-3"}
+    assert all(o.status is OrderStatus.ACCEPTED for o in children.values())
+    # a third restart: the children are open orders, NOT relinked one-cancels-the-other
+    third, _ = _node()
+    third.restore([copy.deepcopy(o) for o in again.orders.values()], again._events)
+    assert third.emulator.oco == {}
+
+
+def test_a_parent_filled_while_down_reports_its_children_missing() -> None:
+    node, strat = _node()
+    parent, tp, sl = _oto(strat)
+    strat.submit_oto(parent, [tp, sl])
+    pid = str(parent.client_order_id)
+    held = copy.deepcopy(node.oto_children(pid))
+    assert held is not None
+    stored = copy.deepcopy(parent)
+    for ev in _fill(pid, "100", qty="2"):
+        stored.apply(ev)
+    again, _ = _node()
+    assert again.restore([stored], node._events, otos={pid: held}) == [pid]
+    assert again.place_bracket(pid) and not again.place_bracket(pid)
+    assert len(again.open_orders()) == 2
+
+
+def test_a_restored_parent_that_ended_unfilled_discards_its_children() -> None:
+    node, strat = _node()
+    parent, tp, sl = _oto(strat, strat.limit(BTC, "BUY", Decimal(2), Decimal(50)))
+    strat.submit_oto(parent, [tp, sl])
+    pid = str(parent.client_order_id)
+    held = copy.deepcopy(node.oto_children(pid))
+    assert held is not None
+    stored = copy.deepcopy(parent)
+    stored.apply(OrderExpired(event_id="v-3", ts_ns=3, client_order_id=ClientOrderId(pid)))
+    again, _ = _node()
+    assert again.restore([stored], node._events, otos={pid: held}) == []
+    assert all(o.status is OrderStatus.REJECTED for o in held)
+    assert again.oto_children(pid) is None

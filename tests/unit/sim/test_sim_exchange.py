@@ -28,7 +28,6 @@ from sapphire.domain import (
     TradeId,
     TradeTick,
 )
-from sapphire.portfolio import Account, Portfolio
 from sapphire.sim.exchange import Liquidation, LiquidationRule, MarketVenue
 from sapphire.sim.matching import vwap
 from sapphire.sim.models import FixedLatency, UniformLatency
@@ -490,34 +489,6 @@ def test_liquidation_reports_wait_for_the_report_delay() -> None:
     assert venue.position(PERP) == 0 and len(venue.liquidations) == 1
     (liq,) = venue.process_trade(trade(18000.0, 400))
     assert liq.ts_ns == 300
-
-
-def test_liquidation_book_closes_each_strategy_with_a_fee_share() -> None:
-    portfolio = Portfolio(Account("USDT", {"USDT": D(1000)}), [PERP_INST])
-    portfolio.apply_fill(StrategyId("a"), PERP, BUY, D("0.3"), D("100"), D(0), 0)
-    portfolio.apply_fill(StrategyId("b"), PERP, BUY, D("0.1"), D("100"), D(0), 0)
-    fill = OrderFilled(
-        ts_ns=5, client_order_id=ClientOrderId("SIM-LIQ-1"), trade_id=TradeId("SIM-LT1"),
-        last_qty=D("0.4"), last_px=D("90"), liquidity=LiquiditySide.TAKER, fee=D("0.4"),
-        fee_currency="USDT",
-    )  # fmt: skip
-    liq = Liquidation(
-        instrument_id=PERP, ts_ns=5, side=SELL, quantity=D("0.4"), price=D("90"),
-        fee=D("0.1"), liquidation_fee=D("0.3"), equity=D(0), maintenance_margin=D(1),
-        reason="test", fill=fill,
-    )  # fmt: skip
-    published: list[object] = []
-
-    class Bus:
-        def publish(self, event: object) -> None:
-            published.append(event)
-
-    events = liq.book(portfolio, Bus())
-    assert len(events) == 2 and published[0] is liq
-    assert portfolio.net_quantity(PERP) == 0
-    pnl_a = portfolio.strategy_pnl(StrategyId("a"), {PERP: D(90)})
-    assert pnl_a.fees == D("0.3")  # 3/4 of the 0.4
-    assert portfolio.account.balance("USDT") == D(1000) - D(4) - D("0.4")
 
 
 # -- properties ---------------------------------------------------------------------------
