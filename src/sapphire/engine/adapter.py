@@ -31,7 +31,6 @@ pre-trade check sees the quantity the sizer gives at the last close instead.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Literal
 
@@ -47,90 +46,13 @@ from sapphire.domain import (
     TimeInForce,
 )
 from sapphire.engine.strategy import EventStrategy
-from sapphire.strategy.base import ENTRY_TYPES, Bars, Signals, Strategy
+from sapphire.strategy.base import Bars, Strategy
+from sapphire.strategy.signals import SignalArrays, normalize_signals
 
-__all__ = ["SignalArrays", "VectorAdapter", "prepare_signals"]
+__all__ = ["VectorAdapter"]
 
 _MARKET, _LIMIT, _STOP = 0, 1, 2
 _FUDGE = Decimal("1e-9")
-
-
-@dataclass(frozen=True, eq=False)
-class SignalArrays:
-    """Signals as the kernel takes them: four bool arrays of length n; the per-entry
-    arrays (`entry_type`, `entry_price`, `stop_loss`, `take_profit`, `trailing_stop`)
-    have length n or 1 (one value for every bar)."""
-
-    enter_long: NDArray[np.bool_]
-    exit_long: NDArray[np.bool_]
-    enter_short: NDArray[np.bool_]
-    exit_short: NDArray[np.bool_]
-    entry_type: NDArray[np.int8]
-    entry_price: NDArray[np.float64]
-    stop_loss: NDArray[np.float64]
-    take_profit: NDArray[np.float64]
-    trailing_stop: NDArray[np.float64]
-
-
-def _per_bar(value: Any, n: int, name: str, default: float = np.nan) -> NDArray[np.float64]:
-    if value is None:
-        return np.array([default])
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim == 0:
-        return arr.reshape(1)
-    if arr.shape != (n,):
-        raise ValueError(f"{name} has shape {arr.shape}, expected ({n},)")
-    return arr
-
-
-def prepare_signals(
-    sig: Signals,
-    n: int,
-    *,
-    stop_loss: float | None = None,
-    take_profit: float | None = None,
-    trailing_stop: float | None = None,
-) -> SignalArrays:
-    """Normalise a strategy's `Signals` (config brackets override the strategy's)."""
-    if not isinstance(sig, Signals):
-        raise TypeError(f"signals() must return Signals, got {sig!r}")
-
-    def flag(value: Any, name: str) -> NDArray[np.bool_]:
-        if value is None:
-            return np.zeros(n, dtype=np.bool_)
-        arr = np.asarray(value)
-        if arr.shape != (n,):
-            raise ValueError(f"{name} has shape {arr.shape}, expected ({n},)")
-        if arr.dtype != np.bool_:
-            arr = np.nan_to_num(arr.astype(np.float64)) != 0.0
-        return arr
-
-    et = sig.entry_type
-    if isinstance(et, str):
-        if et not in ENTRY_TYPES:
-            raise ValueError(f"entry_type {et!r} is not one of {list(ENTRY_TYPES)}")
-        etype = np.array([ENTRY_TYPES[et]], dtype=np.int8)
-    else:
-        raw = np.asarray(et)
-        if raw.dtype.kind in "iu":
-            etype = raw.astype(np.int8)
-        else:
-            etype = np.zeros(raw.shape, dtype=np.int8)
-            for name, code in ENTRY_TYPES.items():
-                etype[raw == name] = code
-    return SignalArrays(
-        flag(sig.enter_long, "enter_long"),
-        flag(sig.exit_long, "exit_long"),
-        flag(sig.enter_short, "enter_short"),
-        flag(sig.exit_short, "exit_short"),
-        etype,
-        _per_bar(sig.entry_price, n, "entry_price"),
-        _per_bar(stop_loss if stop_loss is not None else sig.stop_loss, n, "stop_loss"),
-        _per_bar(take_profit if take_profit is not None else sig.take_profit, n, "take_profit"),
-        _per_bar(
-            trailing_stop if trailing_stop is not None else sig.trailing_stop, n, "trailing_stop"
-        ),
-    )
 
 
 def _pick(a: NDArray[Any], i: int) -> float:
@@ -199,8 +121,8 @@ class VectorAdapter(EventStrategy):
             if self.bars is None:
                 raise ValueError("a batch VectorAdapter needs bars= or signals= (or window=)")
             sl, tp, ts = self._overrides
-            self.sig = prepare_signals(
-                self.strategy.signals(self.bars), len(self.bars),
+            self.sig = normalize_signals(
+                self.strategy.signals(self.bars), len(self.bars), strategy=self.strategy.name,
                 stop_loss=sl, take_profit=tp, trailing_stop=ts,
             )  # fmt: skip
         s = self.sig
@@ -254,9 +176,10 @@ class VectorAdapter(EventStrategy):
         )  # fmt: skip
         self.timeframe_ns = bars.timeframe_ns
         sl, tp, ts = self._overrides
-        sig = prepare_signals(
-            self.strategy.signals(bars), n, stop_loss=sl, take_profit=tp, trailing_stop=ts
-        )
+        sig = normalize_signals(
+            self.strategy.signals(bars), n, strategy=self.strategy.name,
+            stop_loss=sl, take_profit=tp, trailing_stop=ts,
+        )  # fmt: skip
         last = n - 1
         self.last_signals = (
             bool(sig.enter_long[last]), bool(sig.exit_long[last]),

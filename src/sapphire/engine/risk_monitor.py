@@ -25,6 +25,7 @@ from typing import Any
 from sapphire.domain import (
     OrderSide,
     OrderStatus,
+    OrderType,
     RiskEvent,
     StrategyId,
     TradingState,
@@ -108,6 +109,26 @@ class RiskMonitor(EventStrategy):
                 self._halt_strategy(sid)  # halted on its own (the node's halt closed all)
             node.strategy_states[sid] = own
         node.trading_state = self.limits.state
+
+    def enforce_halt(self) -> None:
+        """Make a HALTED node flat again after a restart (the process may have died
+        between the halt and its kill-switch orders): cancel every open order but the
+        closing ones already sent, close each position that has none, then HALT."""
+        node = self.node
+        node.trading_state = TradingState.REDUCING  # only reducing orders pass
+        closing: set[tuple[str, object]] = set()
+        for order in node.open_orders():
+            if order.reduce_only and order.type is OrderType.MARKET and not order.parent_order_id:
+                closing.add((str(order.strategy_id), order.instrument_id))
+            elif order.status is not OrderStatus.PENDING_CANCEL:
+                node.cancel_order(order.client_order_id)
+        for pos in node.portfolio.open_positions():
+            if (str(pos.strategy_id), pos.instrument_id) in closing:
+                continue
+            qty = pos.quantity
+            side = OrderSide.SELL if qty > 0 else OrderSide.BUY
+            self._close(CloseIntent(pos.strategy_id, pos.instrument_id, side, abs(qty)))
+        node.trading_state = _HALTED
 
     def _halt_strategy(self, sid: StrategyId) -> None:
         node = self.node

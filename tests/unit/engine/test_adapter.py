@@ -11,10 +11,11 @@ import pytest
 
 from sapphire.backtest.runner import bars_from_frame
 from sapphire.domain import Bar, ContractType, Instrument, InstrumentId, OrderFilled
-from sapphire.engine import BarFeed, TradingNode, VectorAdapter, prepare_signals
+from sapphire.engine import BarFeed, TradingNode, VectorAdapter
 from sapphire.sim.venue import SimulatedVenue
 from sapphire.strategy import get_strategy
 from sapphire.strategy.base import Bars, Signals
+from sapphire.strategy.signals import normalize_signals
 
 IID = InstrumentId("BTC-PERP", "FTX")
 INSTRUMENT = Instrument(
@@ -39,7 +40,7 @@ def bars(btc_df: pd.DataFrame) -> Bars:
 )
 def test_incremental_signals_equal_batch(bars: Bars, name: str, params: dict) -> None:
     strategy = get_strategy(name)(**params)
-    batch = prepare_signals(strategy.signals(bars), len(bars))
+    batch = normalize_signals(strategy.signals(bars), len(bars))
     adapter = VectorAdapter(strategy, IID, window=400)
     seen = []
     adapter._act = lambda j, el, xl, es, xs, sig, ts_ns=None: None  # type: ignore[method-assign]
@@ -95,6 +96,6 @@ def test_adapter_validates_its_options(bars: Bars) -> None:
     with pytest.raises(ValueError, match="needs bars= or signals="):
         VectorAdapter(strategy, IID).on_start()
     with pytest.raises(ValueError, match=r"enter_long has shape \(3,\)"):
-        prepare_signals(Signals(enter_long=np.zeros(3, bool)), 5)
+        normalize_signals(Signals(enter_long=np.zeros(3, bool)), 5)
     with pytest.raises(ValueError, match="entry_type 'iceberg'"):
-        prepare_signals(Signals(entry_type="iceberg"), 5)  # type: ignore[arg-type]
+        normalize_signals(Signals(entry_type="iceberg"), 5)  # type: ignore[arg-type]
