@@ -32,6 +32,7 @@ from sapphire.engine import (
     TradingNode,
     VectorAdapter,
 )
+from sapphire.engine.adapter import NO_STOP
 from sapphire.engine.builder import build_node
 from sapphire.engine.config import RunConfig
 from sapphire.risk import RiskProfile
@@ -42,6 +43,7 @@ from sapphire.strategy.base import Bars, Strategy
 from sapphire.strategy.signals import SignalArrays
 
 __all__ = [
+    "REASON_NO_STOP",
     "REASON_RISK",
     "ROLE_KILL_SWITCH",
     "ROLE_LIQUIDATION",
@@ -53,7 +55,7 @@ __all__ = [
 # roles (and a trade's exit reasons) the kernel has not: a venue liquidation, and the
 # kill switch's closing orders; a pre-trade risk denial's rejection reason
 ROLE_LIQUIDATION, ROLE_KILL_SWITCH = 6, 7
-REASON_RISK = 4
+REASON_RISK, REASON_NO_STOP = 4, 5
 
 _ROLE = {
     "entry": K.ROLE_ENTRY,
@@ -280,11 +282,11 @@ def run_event_backtest(
     venue.close_queued_at(iid, float(bars.close[-1]), int(bars.time[-1]))
     cash_arr, pos_arr = _step(rec.marks, n, cash)
     equity = cash_arr + pos_arr * bars.close
-    for j, side, etype, _reason in getattr(trader, "rejected", ()):
+    for j, side, etype, reason in getattr(trader, "rejected", ()):
+        code = REASON_NO_STOP if reason == NO_STOP else K.REASON_PRICE
         rec.orders.append(
-            [j, -1, side, etype, K.ROLE_ENTRY, 0.0, np.nan, np.nan, 0.0, K.REJECTED,
-             K.REASON_PRICE, 0.0]
-        )  # fmt: skip
+            [j, -1, side, etype, K.ROLE_ENTRY, 0.0, np.nan, np.nan, 0.0, K.REJECTED, code, 0.0]
+        )
     scalars = np.zeros(6)
     scalars[K.S_CASH] = float(rec.cash)
     scalars[K.S_FEES] = float(rec.fees)

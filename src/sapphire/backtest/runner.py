@@ -30,7 +30,14 @@ ORDER_STATUS = np.array(["filled", "expired", "rejected"])
 # the DatetimeIndex of each Bars object still alive (Bars are immutable)
 _INDEXES: weakref.WeakKeyDictionary[Bars, pd.DatetimeIndex] = weakref.WeakKeyDictionary()
 REJECT_REASONS = np.array(
-    ["", "size below lot", "insufficient margin", "invalid entry price", "denied by risk"]
+    [
+        "",
+        "size below lot",
+        "insufficient margin",
+        "invalid entry price",
+        "denied by risk",
+        "no stop-loss to size from",
+    ]
 )
 ROLES = np.array(
     [

@@ -24,20 +24,23 @@ How signals are evaluated:
 Sizing (`size_mode`): `fixed` (base quantity), `notional` (quote amount / fill price),
 `equity` (fraction of equity / fill price): the quantity is worked out at the fill by
 the venue (`sizer`), from the fill price and the cash after any exit at the same open,
-rounded down to `lot`; the order carries a placeholder quantity, and the node's
-pre-trade check sees the quantity the sizer gives at the last close instead.
+rounded down to `lot`; `risk` (the risk profile's risk per trade between the fill and
+the entry's stop-loss; an entry without a stop-loss is not sent). The order carries a
+placeholder quantity, and the node's pre-trade check sees the quantity the sizer gives
+at the last close instead. Sizers are `sapphire.engine.sizing`'s (a paper venue in
+another process rebuilds them from their `spec()`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sapphire.domain import (
+    Instrument,
     InstrumentId,
     Order,
     OrderEvent,
@@ -45,14 +48,18 @@ from sapphire.domain import (
     OrderSide,
     TimeInForce,
 )
+from sapphire.domain.instrument import to_decimal
+from sapphire.engine.sizing import QUANTITY_MODES, QuantitySizer, RiskSizer, Sizer
 from sapphire.engine.strategy import EventStrategy
+from sapphire.risk import RiskProfile
 from sapphire.strategy.base import Bars, Strategy
 from sapphire.strategy.signals import SignalArrays, normalize_signals
 
-__all__ = ["VectorAdapter"]
+__all__ = ["NO_STOP", "VectorAdapter"]
 
 _MARKET, _LIMIT, _STOP = 0, 1, 2
-_FUDGE = Decimal("1e-9")
+#: why a risk-sized entry without a stop-loss is not sent
+NO_STOP = "size_mode risk needs a stop-loss: entry not sent"
 
 
 def _pick(a: NDArray[Any], i: int) -> float:
@@ -75,30 +82,36 @@ class VectorAdapter(EventStrategy):
         signals: SignalArrays | None = None,
         window: int | None = None,
         size: float = 1.0,
-        size_mode: Literal["fixed", "notional", "equity"] = "fixed",
+        size_mode: Literal["fixed", "notional", "equity", "risk"] = "fixed",
         lot: float = 0.0,
         stop_loss: float | None = None,
         take_profit: float | None = None,
         trailing_stop: float | None = None,
         strategy_id: str | None = None,
+        risk_profile: RiskProfile | None = None,
+        instrument: Instrument | None = None,
     ) -> None:
         super().__init__(strategy_id or strategy.name)
-        if size_mode not in ("fixed", "notional", "equity"):
+        if size_mode not in (*QUANTITY_MODES, "risk"):
             raise ValueError(
-                f"size_mode={size_mode!r} is invalid: expected fixed, notional, equity"
+                f"size_mode={size_mode!r} is invalid: expected fixed, notional, equity, risk"
             )
-        if not size > 0:
-            raise ValueError(f"size={size!r} is invalid: expected a positive number")
+        if size_mode == "risk" and (risk_profile is None or instrument is None):
+            raise ValueError(
+                "size_mode='risk' sizes from a risk profile's risk per trade: give a "
+                "risk profile (and the instrument)"
+            )
         if window is not None and window < 2:
             raise ValueError(f"window={window!r} is invalid: expected at least 2 bars")
         self.strategy = strategy
         self.instrument_id = instrument_id
         self.window = window
         self.size_mode = size_mode
-        self._size = Decimal(repr(float(size)))
-        self._lot = Decimal(repr(float(lot))) if lot else None
+        # risk sizing is per entry (`RiskSizer`); `size` is then unused
+        self._quantity = QuantitySizer("equity" if size_mode == "risk" else size_mode, size, lot)
+        self._risk = (risk_profile, instrument)
         self._overrides = (stop_loss, take_profit, trailing_stop)
-        fixed = self._sizer_impl(Decimal(1), Decimal(0)) if size_mode == "fixed" else None
+        fixed = self._quantity(Decimal(1), Decimal(0)) if size_mode == "fixed" else None
         # a fixed size below one lot is left to the venue's sizer, which rejects it
         self._fixed_qty = fixed if isinstance(fixed, Decimal) else None
         self.bars = bars
@@ -219,6 +232,17 @@ class VectorAdapter(EventStrategy):
         stop_loss = sl if sl > 0 else None
         take_profit = tp if tp > 0 else None
         trailing_stop = ts if ts > 0 else None
+        sizer: Sizer | None
+        if self.size_mode == "risk":
+            profile, instrument = self._risk
+            if stop_loss is None or profile is None or instrument is None:
+                self.rejected.append((self.node.bar_index, float(want), 0, NO_STOP))
+                return
+            sizer = RiskSizer(stop_loss, side.sign, profile, instrument)
+        elif self.size_mode == "fixed" and self._fixed_qty is not None:
+            sizer = None
+        else:
+            sizer = self._quantity
         if etype == _MARKET:
             order = self.market(self.instrument_id, side, qty)
         else:
@@ -235,13 +259,10 @@ class VectorAdapter(EventStrategy):
                 "expire_time_ns": expire,
             }
             if etype == _LIMIT:
-                order = self.limit(self.instrument_id, side, qty, Decimal(repr(level)), **opts)
+                order = self.limit(self.instrument_id, side, qty, to_decimal(level), **opts)
             else:
-                order = self.stop_market(
-                    self.instrument_id, side, qty, Decimal(repr(level)), **opts
-                )
+                order = self.stop_market(self.instrument_id, side, qty, to_decimal(level), **opts)
             self.pending = order.client_order_id
-        sizer = None if self._fixed_qty is not None and self.size_mode == "fixed" else self._sizer
         self.submit_bracket(
             order, tag="entry", sizer=sizer, stop_loss=stop_loss, take_profit=take_profit,
             trailing_stop=trailing_stop,
@@ -253,27 +274,6 @@ class VectorAdapter(EventStrategy):
         if self.size_mode == "fixed" and self._fixed_qty is not None:
             return self._fixed_qty
         return Decimal(1)
-
-    def _sizer_impl(self, px: Decimal, equity: Decimal) -> Decimal | str:
-        mode = self.size_mode
-        if mode == "fixed":
-            q = self._size
-        elif mode == "notional":
-            q = self._size / px
-        else:
-            q = self._size * equity / px
-        if q <= 0:
-            return "insufficient margin"
-        lot = self._lot
-        if lot is not None:
-            q = ((q / lot) + _FUDGE).to_integral_value(rounding=ROUND_FLOOR) * lot
-            if q <= 0:
-                return "size below lot"
-        return q
-
-    @property
-    def _sizer(self) -> Callable[[Decimal, Decimal], Decimal | str]:
-        return self._sizer_impl
 
     # ---------------------------------------------------------------- order events
     def _cancel_children(self) -> None:

@@ -11,11 +11,10 @@ through a `VectorAdapter` sized and bracketed by the configuration.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sapphire.domain import InstrumentId
+from sapphire.domain import Instrument, InstrumentId
 from sapphire.engine.adapter import VectorAdapter
 from sapphire.engine.clock import Clock
 from sapphire.engine.config import RunConfig
@@ -58,15 +57,15 @@ def build_node(
     bars: Bars | None = None,
     signals: SignalArrays | None = None,
     risk_profile: RiskProfile | None = None,
-    adapter: Callable[..., VectorAdapter] = VectorAdapter,
+    instrument: Instrument | None = None,
 ) -> NodeSetup:
     """A node trading `strategy` on `instrument_id` through `venue`, set up by `config`.
 
     `mode` names the caller ("backtest", "paper" or "live"); `bars` (or precomputed
     `signals`) are what a vectorised strategy's adapter evaluates; `risk_profile` (the
     resolved `config.risk_profile`) adds pre-trade checks and the portfolio limits with
-    their kill switch; `adapter` builds the adapter of a vectorised strategy (a
-    `VectorAdapter` subclass, e.g. risk-sized)."""
+    their kill switch, and sizes `size_mode="risk"` entries with `instrument` (by default
+    `config.instrument(instrument_id)`)."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is invalid: expected one of {', '.join(MODES)}")
     node = TradingNode(
@@ -80,12 +79,14 @@ def build_node(
     if isinstance(strategy, EventStrategy):
         trader: EventStrategy = strategy
     elif isinstance(strategy, Strategy):
-        trader = adapter(
+        risk_sized = config.size_mode == "risk"
+        trader = VectorAdapter(
             strategy, instrument_id, bars=bars, signals=signals, size=config.size,
-            size_mode="equity" if config.size_mode == "risk" else config.size_mode,
-            lot=config.lot_size, stop_loss=config.stop_loss,
-            take_profit=config.take_profit, trailing_stop=config.trailing_stop,
-            strategy_id=STRATEGY_ID,
+            size_mode=config.size_mode, lot=config.lot_size,  # type: ignore[arg-type]
+            stop_loss=config.stop_loss, take_profit=config.take_profit,
+            trailing_stop=config.trailing_stop, strategy_id=STRATEGY_ID,
+            risk_profile=risk_profile if risk_sized else None,
+            instrument=(instrument or config.instrument(instrument_id)) if risk_sized else None,
         )  # fmt: skip
     else:
         raise TypeError(

@@ -41,7 +41,7 @@ class RunConfig:
     size_mode: str = _opt(
         "fixed",
         "fixed (base qty), notional (quote amount), equity (fraction), risk (the risk "
-        "profile's risk per trade from each entry's stop-loss; paper only).",
+        "profile's risk per trade from each entry's stop-loss; event engine and paper).",
     )
     leverage: float | None = _opt(None, "Max notional / equity; default: no margin limit.")
     maker_fee: float = _opt(0.0, "Maker fee, fraction of notional (overrides --fee).")
@@ -139,12 +139,17 @@ class RunConfig:
                 "engine='event' fills signal orders at the next bar's open: fill_at='close' "
                 "is a vectorised-backtest option"
             )
+        if self.size_mode == "risk" and self.risk_profile is None:
+            raise ValueError(
+                "size_mode='risk' sizes each entry from a risk profile's risk per trade: "
+                "give risk_profile (e.g. conservative)"
+            )
         if self.engine != "vector" or self.event_only:
             return
         if self.size_mode == "risk":
             raise ValueError(
-                "size_mode='risk' sizes each entry from the risk profile: it needs the "
-                "event-driven node (paper trading)"
+                "size_mode='risk' sizes each entry from the risk profile: it needs "
+                "engine='event' (or paper trading)"
             )
         given = [
             n for n in ("maintenance_margin", "liquidation_fee") if getattr(self, n) is not None

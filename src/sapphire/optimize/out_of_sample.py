@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from sapphire.backtest.runner import Backtest
 from sapphire.backtest.metrics import compute_metrics, periods_per_year
+from sapphire.backtest.runner import Backtest
 from sapphire.optimize.folds import Fold
 from sapphire.strategy.base import Signals, Strategy
 

@@ -63,7 +63,6 @@ __all__ = [
 ]
 
 
-
 def optimize(
     data: Any,
     strategy: str | type[Strategy],

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sapphire.backtest.runner import Backtest, bars_from_frame
 from sapphire.backtest.result import TRADE_COLUMNS, BacktestResult
+from sapphire.backtest.runner import Backtest, bars_from_frame
 from sapphire.optimize.folds import Fold, WindowSpec, make_folds, window_spec
 from sapphire.optimize.out_of_sample import (
     OutOfSample,

@@ -174,18 +174,13 @@ class RemoteVenue:
 
 
 def sizer_spec(sizer: Callable[..., Any] | None) -> dict[str, Any] | None:
-    """A `VectorAdapter` sizer as data the venue can rebuild (`server.make_sizer`); a
-    callable cannot cross a process boundary."""
+    """A sizer as data the venue can rebuild (`sapphire.engine.sizing.sizer_from_spec`):
+    a callable cannot cross a process boundary."""
     if sizer is None:
         return None
     spec = getattr(sizer, "spec", None)
-    if callable(spec):  # e.g. the session's risk sizer
-        return dict(spec())
-    owner = getattr(sizer, "__self__", None)
-    mode = getattr(owner, "size_mode", None)
-    if owner is None or mode is None or not hasattr(owner, "_size"):
+    if not callable(spec):
         raise ValueError(
-            f"the paper venue needs sizing it can rebuild (a VectorAdapter's), got {sizer!r}"
+            f"the paper venue needs sizing it can rebuild (sapphire.engine.sizing), got {sizer!r}"
         )
-    lot = getattr(owner, "_lot", None)
-    return {"mode": mode, "size": str(owner._size), "lot": None if lot is None else str(lot)}
+    return dict(spec())

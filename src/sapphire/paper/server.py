@@ -40,9 +40,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
@@ -55,15 +53,16 @@ from sapphire.domain import (
     OrderFilled,
     OrderRejected,
 )
+from sapphire.engine.sizing import Sizer, sizer_from_spec
 from sapphire.paper.config import PaperConfig
+from sapphire.risk import profile
 from sapphire.sim.venue import FillModel, SimulatedVenue
 from sapphire.strategy.base import Bars
 
-__all__ = ["NEVER_REACHED", "Entry", "VenueBook", "make_sizer", "risk_sizer", "serve"]
+__all__ = ["NEVER_REACHED", "Entry", "VenueBook", "make_sizer", "serve"]
 
 NEVER_REACHED = "never reached the venue"
 IDLE_ENV = "SAPPHIRE_PAPER_VENUE_IDLE"  # seconds without a request before the server stops
-_FUDGE = Decimal("1e-9")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inputs (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL,
@@ -81,71 +80,13 @@ CREATE TABLE IF NOT EXISTS positions (instrument_id TEXT PRIMARY KEY, qty TEXT N
 """
 
 
-def make_sizer(
-    spec: dict[str, Any] | None, config: PaperConfig | None = None
-) -> Callable[[Decimal, Decimal], Decimal | str] | None:
-    """The venue-side sizer for a serialised sizing spec (`VectorAdapter`'s modes: fixed,
-    notional, equity; `size`, `lot`), the same arithmetic as the adapter's; mode `risk`
-    (`stop`, `side`) sizes from the paper config's risk profile (`risk_sizer`)."""
+def make_sizer(spec: dict[str, Any] | None, config: PaperConfig) -> Sizer | None:
+    """The venue-side sizer of a serialised sizing spec (`sapphire.engine.sizing`): the
+    node's sizer, rebuilt with the run's risk profile and instrument."""
     if spec is None:
         return None
-    mode = spec["mode"]
-    if mode == "risk":
-        if config is None:
-            raise ValueError("sizer mode='risk' needs the paper config (its risk profile)")
-        return risk_sizer(Decimal(spec["stop"]), int(spec["side"]), config)
-    size = Decimal(spec["size"])
-    lot = Decimal(spec["lot"]) if spec.get("lot") else None
-    if mode not in ("fixed", "notional", "equity"):
-        raise ValueError(f"sizer mode={mode!r} is invalid: expected fixed, notional, equity")
-
-    def sizer(px: Decimal, equity: Decimal) -> Decimal | str:
-        if mode == "fixed":
-            q = size
-        elif mode == "notional":
-            q = size / px
-        else:
-            q = size * equity / px
-        if q <= 0:
-            return "insufficient margin"
-        if lot is not None:
-            q = ((q / lot) + _FUDGE).to_integral_value(rounding=ROUND_FLOOR) * lot
-            if q <= 0:
-                return "size below lot"
-        return q
-
-    return sizer
-
-
-def risk_sizer(
-    stop: Decimal, side: int, config: PaperConfig
-) -> Callable[[Decimal, Decimal], Decimal | str]:
-    """Fixed-fractional sizing at the fill: risk the profile's risk per trade (of the
-    equity) between the fill price and the stop-loss `stop` (a fraction of the fill
-    price, below it for a buy, `side` +1, above it for a sell, -1), quantised by the
-    instrument (`sapphire.risk.sizing.fixed_fractional`)."""
-    from sapphire.risk import profile
-    from sapphire.risk.sizing import fixed_fractional
-
-    if not (stop.is_finite() and stop > 0):
-        raise ValueError(f"stop={stop!r} is invalid: expected a fraction > 0")
-    if side not in (1, -1):
-        raise ValueError(f"side={side!r} is invalid: expected 1 or -1")
-    if config.risk_profile is None:
-        raise ValueError("size_mode='risk' sizes from the risk profile: give --risk-profile")
-    prof = profile(config.risk_profile)
-    inst = config.instrument()
-
-    def sizer(px: Decimal, equity: Decimal) -> Decimal | str:
-        if equity <= 0:
-            return "insufficient margin"
-        level = px * (1 - side * stop)
-        if level <= 0:
-            return f"stop-loss {stop} puts the stop at or below zero"
-        qty = fixed_fractional(equity, prof.risk_fraction(equity), px, level, inst)
-        return qty if qty > 0 else "size below lot"
-
-    return sizer
+    risk = profile(config.risk_profile) if config.risk_profile else None
+    return sizer_from_spec(spec, profile=risk, instrument=config.instrument())
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,6 @@ from sapphire.domain import (
     AccountState,
     Bar,
     ClientOrderIdGenerator,
-    Order,
     OrderDenied,
     OrderEvent,
     OrderFilled,
@@ -73,7 +71,6 @@ ACCOUNT = AccountId("paper")
 #: first event is committed), read back on resume
 BRACKETS = "brackets.jsonl"
 FUNDING = "funding.npy"  # the run's per-bar funding rates (node and venue read it)
-NO_STOP = "size_mode risk needs a stop-loss: entry not sent"
 
 
 def paper_dir(run_id: str, home: Path | None = None) -> Path:
@@ -141,9 +138,7 @@ class PaperSession:
         setup = build_node(
             config, mode="paper", venue=self.venue, instrument_id=self.iid, strategy=strategy,
             portfolio=self._new_portfolio(), run_id=run_id, bars=self.bars,
-            risk_profile=risk_profile,
-            adapter=partial(RiskSizedAdapter, config=config)
-            if config.size_mode == "risk" else VectorAdapter,
+            risk_profile=risk_profile, instrument=self.instrument,
         )  # fmt: skip
         self.node = setup.node
         assert isinstance(setup.trader, VectorAdapter)
@@ -543,55 +538,6 @@ class PaperSession:
             fills=sum(1 for o in node.orders.values() for e in o.events
                       if isinstance(e, OrderFilled)),
             status=self.status,
-        )  # fmt: skip
-
-
-class RiskSizer:
-    """`--size-mode risk`'s sizer for one entry: the venue rebuilds it from `spec()`
-    (`server.risk_sizer`: the profile's risk per trade between the fill and the stop)."""
-
-    def __init__(self, stop: float, side: int, config: PaperConfig) -> None:
-        from sapphire.paper.server import risk_sizer
-
-        self.stop, self.side = to_decimal(float(stop)), int(side)
-        self._sizer = risk_sizer(self.stop, self.side, config)
-
-    def spec(self) -> dict[str, Any]:
-        return {"mode": "risk", "stop": str(self.stop), "side": self.side}
-
-    def __call__(self, px: Decimal, equity: Decimal) -> Decimal | str:
-        return self._sizer(px, equity)
-
-
-class RiskSizedAdapter(VectorAdapter):
-    """A `VectorAdapter` sized by the risk profile's risk per trade from each entry's
-    stop-loss (`RiskSizer`); an entry without a stop-loss is not sent (it is listed
-    in `rejected` with the reason)."""
-
-    def __init__(self, *args: Any, config: PaperConfig, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.config = config
-
-    def submit_bracket(
-        self,
-        entry: Order,
-        *,
-        stop_loss: float | None = None,
-        take_profit: float | None = None,
-        trailing_stop: float | None = None,
-        relative: bool = True,
-        tag: str | None = None,
-        sizer: Callable[[Decimal, Decimal], Decimal | str] | None = None,
-    ) -> bool:
-        if stop_loss is None or not relative:
-            if self.pending == entry.client_order_id:
-                self.pending = None
-            self.rejected.append((self.node.bar_index, float(entry.side.sign), 0, NO_STOP))
-            return False
-        return super().submit_bracket(
-            entry, stop_loss=stop_loss, take_profit=take_profit, trailing_stop=trailing_stop,
-            relative=relative, tag=tag,
-            sizer=RiskSizer(stop_loss, entry.side.sign, self.config),
         )  # fmt: skip
 
 

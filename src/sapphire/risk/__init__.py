@@ -10,8 +10,8 @@
 - Profiles: `profile("conservative" | "aggressive")`, `RiskProfile.from_mapping(...)`.
 """
 
-from sapphire.risk.config import RiskConfig
 from sapphire.risk.checks import RiskContext, RiskDecision, RiskEngine, reference_price
+from sapphire.risk.config import RiskConfig
 from sapphire.risk.limits import (
     Breach,
     CloseIntent,

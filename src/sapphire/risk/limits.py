@@ -39,8 +39,8 @@ from sapphire.domain import (
     TradingState,
     TradingStateChanged,
 )
-from sapphire.risk.config import decimal_value, fraction_value
 from sapphire.risk.checks import fmt, pct
+from sapphire.risk.config import decimal_value, fraction_value
 from sapphire.risk.var import VAR_METHODS, value_at_risk
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from typing import Any
 
+from sapphire.risk.checks import RiskEngine
 from sapphire.risk.config import (
     RiskConfig,
     check_keys,
@@ -19,7 +20,6 @@ from sapphire.risk.config import (
     fraction_value,
     positive_decimal,
 )
-from sapphire.risk.checks import RiskEngine
 from sapphire.risk.limits import PortfolioLimits
 from sapphire.risk.var import VAR_METHODS
 

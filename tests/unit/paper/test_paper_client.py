@@ -18,12 +18,12 @@ def test_an_adapter_sizer_round_trips_as_data() -> None:
     adapter = VectorAdapter(
         strategy, PaperConfig().instrument_id, size=0.25, size_mode="equity", lot=0.001
     )
-    spec = sizer_spec(adapter._sizer)
+    spec = sizer_spec(adapter._quantity)
     assert spec == {"mode": "equity", "size": "0.25", "lot": "0.001"}
-    rebuilt = make_sizer(spec)
+    rebuilt = make_sizer(spec, PaperConfig())
     assert rebuilt is not None
     for px, equity in ((Decimal("101.5"), Decimal("10000")), (Decimal("3"), Decimal("7.5"))):
-        assert rebuilt(px, equity) == adapter._sizer(px, equity)
+        assert rebuilt(px, equity) == adapter._quantity(px, equity)
     assert sizer_spec(None) is None
 
 

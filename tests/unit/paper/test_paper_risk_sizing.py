@@ -9,44 +9,75 @@ from pathlib import Path
 import pytest
 
 from sapphire.domain import OrderSide
+from sapphire.engine.sizing import QuantitySizer, RiskSizer
 from sapphire.paper import PaperConfig, PaperSession
 from sapphire.paper.client import sizer_spec
-from sapphire.paper.server import make_sizer, risk_sizer
-from sapphire.paper.session import RiskSizer
+from sapphire.paper.server import make_sizer
+from sapphire.risk import profile
 from sapphire.store import Store
 
 RANGE = {"start": "2022-01-03", "end": "2022-01-03 03:00"}
 
 
+def _risk_sizer(stop: str, side: int, cfg: PaperConfig) -> RiskSizer:
+    assert cfg.risk_profile is not None
+    return RiskSizer(Decimal(stop), side, profile(cfg.risk_profile), cfg.instrument())
+
+
 def test_risk_sizer_arithmetic() -> None:
     cfg = PaperConfig(size_mode="risk", lot_size=0.001)  # conservative: 1 % per trade
-    buy = risk_sizer(Decimal("0.05"), 1, cfg)
+    buy = _risk_sizer("0.05", 1, cfg)
     # 10,000 * 1 % / (100 * 5 %) = 20
     assert buy(Decimal(100), Decimal(10_000)) == Decimal(20)
-    assert risk_sizer(Decimal("0.05"), -1, cfg)(Decimal(100), Decimal(10_000)) == Decimal(20)
+    assert _risk_sizer("0.05", -1, cfg)(Decimal(100), Decimal(10_000)) == Decimal(20)
     # quantised down to the lot
     assert buy(Decimal(300), Decimal(10_000)) == Decimal("6.666")
     assert buy(Decimal(100), Decimal(0)) == "insufficient margin"
-    assert "at or below zero" in str(risk_sizer(Decimal("1.5"), 1, cfg)(Decimal(1), Decimal(1)))
+    assert "at or below zero" in str(_risk_sizer("1.5", 1, cfg)(Decimal(1), Decimal(1)))
     aggressive = PaperConfig(size_mode="risk", risk_profile="aggressive")
     # 2 % at a balance of 10,000 -> 10,000 * 2 % / (100 * 5 %) = 40
-    assert risk_sizer(Decimal("0.05"), 1, aggressive)(Decimal(100), Decimal(10_000)) == 40
+    assert _risk_sizer("0.05", 1, aggressive)(Decimal(100), Decimal(10_000)) == 40
     with pytest.raises(ValueError, match="stop="):
-        risk_sizer(Decimal(0), 1, cfg)
+        _risk_sizer("0", 1, cfg)
     with pytest.raises(ValueError, match="side="):
-        risk_sizer(Decimal("0.1"), 0, cfg)
+        _risk_sizer("0.1", 0, cfg)
 
 
-def test_the_risk_sizer_crosses_to_the_venue() -> None:
-    cfg = PaperConfig(size_mode="risk")
-    sizer = RiskSizer(0.05, OrderSide.SELL.sign, cfg)
+def test_every_sizer_crosses_to_the_venue() -> None:
+    cfg = PaperConfig(size_mode="risk", lot_size=0.001)
+    sizer = _risk_sizer("0.05", OrderSide.SELL.sign, cfg)
     spec = sizer_spec(sizer)
     assert spec == {"mode": "risk", "stop": "0.05", "side": -1}
     rebuilt = make_sizer(spec, cfg)
     assert rebuilt is not None
     assert rebuilt(Decimal(100), Decimal(5_000)) == sizer(Decimal(100), Decimal(5_000)) == 10
-    with pytest.raises(ValueError, match="needs the paper config"):
-        make_sizer(spec)
+    with pytest.raises(ValueError, match="needs the run's risk profile"):
+        make_sizer(spec, PaperConfig(risk_profile=None))
+    equity = QuantitySizer("equity", 0.5, 0.001)
+    again = make_sizer(sizer_spec(equity), cfg)
+    assert again is not None
+    assert again(Decimal(300), Decimal(1_000)) == equity(Decimal(300), Decimal(1_000))
+    assert equity(Decimal(300), Decimal(1_000)) == Decimal("1.666")
+    with pytest.raises(ValueError, match="needs sizing it can rebuild"):
+        sizer_spec(lambda px, eq: Decimal(1))
+
+
+def test_an_event_backtest_sizes_by_risk_as_paper_does() -> None:
+    from sapphire.backtest import Backtest
+
+    options = {"channel": 10, "exit_channel": 5, "leverage": 10, "lot_size": 0.0001}
+    r = Backtest(
+        "sample", "volatility_breakout", engine="event", size_mode="risk",
+        risk_profile="conservative", start=RANGE["start"], end=RANGE["end"], **options,
+    ).run()  # fmt: skip
+    stopped = r.trades[r.trades["exit_reason"] == "stop_loss"]
+    assert len(r.trades) > 3 and len(stopped) > 0
+    assert r.trades["size"].nunique() == len(r.trades)  # sized per entry, not a fixed size
+    for _, trade in stopped.iterrows():
+        # a stop-loss exit loses ~1 % (conservative) of about 10,000, less one lot
+        assert -102 < trade["pnl"] < -90
+    with pytest.raises(ValueError, match="size_mode='risk' sizes each entry"):
+        Backtest("sample", "sma_cross", size_mode="risk", risk_profile="conservative")
 
 
 def test_risk_sizing_needs_a_strategy_with_a_stop(tmp_path: Path) -> None:

@@ -145,13 +145,14 @@ def test_lockstep_poll_moves_one_bar_when_the_caller_has_seen_everything(
 
 
 def test_sizers_rebuilt_from_their_spec() -> None:
-    equity = make_sizer({"mode": "equity", "size": "0.5", "lot": "0.01"})
+    CONFIG = PaperConfig()
+    equity = make_sizer({"mode": "equity", "size": "0.5", "lot": "0.01"}, CONFIG)
     assert equity is not None
     assert equity(Decimal(100), Decimal(1000)) == Decimal("5.00")
-    notional = make_sizer({"mode": "notional", "size": "1000", "lot": None})
+    notional = make_sizer({"mode": "notional", "size": "1000", "lot": None}, CONFIG)
     assert notional is not None and notional(Decimal(400), Decimal(0)) == Decimal("2.5")
-    tiny = make_sizer({"mode": "fixed", "size": "0.001", "lot": "0.01"})
+    tiny = make_sizer({"mode": "fixed", "size": "0.001", "lot": "0.01"}, CONFIG)
     assert tiny is not None and tiny(Decimal(1), Decimal(1)) == "size below lot"
-    assert make_sizer(None) is None
+    assert make_sizer(None, CONFIG) is None
     with pytest.raises(ValueError, match="mode='kelly'"):
-        make_sizer({"mode": "kelly", "size": "1"})
+        make_sizer({"mode": "kelly", "size": "1"}, CONFIG)

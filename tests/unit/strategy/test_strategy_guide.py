@@ -44,7 +44,7 @@ def test_the_cli_example_runs_an_event_strategy_from_a_file(
     (tmp_path / "my_strategies.py").write_text(event, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     (command,) = _blocks("bash")
-    args = command.split()[1:] + ["--json"]
+    args = [*command.split()[1:], "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert '"n_trades"' in result.stdout
