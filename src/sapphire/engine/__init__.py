@@ -13,20 +13,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the static view of the lazy names
     from sapphire.engine.adapter import VectorAdapter
+    from sapphire.engine.bars import BarFeed, FundingPaid
     from sapphire.engine.builder import NodeSetup, build_node
     from sapphire.engine.bus import MessageBus
     from sapphire.engine.clock import Clock, SimulatedClock, TimeEvent, WallClock
     from sapphire.engine.config import RunConfig
-    from sapphire.engine.node import BarFeed, FundingPaid, TradingNode, Venue
+    from sapphire.engine.node import TradingNode, Venue
     from sapphire.engine.risk_monitor import RiskMonitor
     from sapphire.engine.strategy import EventStrategy
 
 
 _EXPORTS = {
-    "BarFeed": "node",
+    "BarFeed": "bars",
     "Clock": "clock",
     "EventStrategy": "strategy",
-    "FundingPaid": "node",
+    "FundingPaid": "bars",
     "MessageBus": "bus",
     "NodeSetup": "builder",
     "RiskMonitor": "risk_monitor",

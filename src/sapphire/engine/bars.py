@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from sapphire.domain import Bar, InstrumentId
+from sapphire.domain.instrument import to_decimal
 from sapphire.engine.clock import SimulatedClock
 from sapphire.engine.strategy import EventStrategy
 from sapphire.gc_tuning import rare_gc_passes
@@ -186,7 +187,7 @@ class BarLoop:
         portfolio = node.portfolio
         if portfolio.net_quantity(iid) == 0:
             return
-        amount = portfolio.apply_funding(iid, Decimal(repr(rate)), Decimal(repr(mark)), ts)
+        amount = portfolio.apply_funding(iid, to_decimal(rate), to_decimal(mark), ts)
         node.bus.publish(FundingPaid(instrument_id=iid, ts_ns=ts, rate=rate, amount=amount))
 
     # ---------------------------------------------------------------- the replay

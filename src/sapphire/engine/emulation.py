@@ -37,6 +37,7 @@ from sapphire.domain import (
     OrderType,
     TrailingOffsetType,
 )
+from sapphire.domain.instrument import to_decimal
 from sapphire.engine.strategy import EventStrategy
 
 if TYPE_CHECKING:
@@ -294,31 +295,31 @@ class OrderEmulator:
             lvl = to_tick(e * (1.0 - d * spec.stop_loss)) if spec.relative else spec.stop_loss
             stop = Order.stop_market(
                 node.next_order_id(strat), strat.strategy_id, iid, side, qty,
-                Decimal(repr(lvl)), ts_init=ts, event_id=node.next_event_id(), **common,
+                to_decimal(lvl), ts_init=ts, event_id=node.next_event_id(), **common,
             )  # fmt: skip
             legs.append((stop, "stop_loss"))
         if spec.trailing_stop and "trailing_stop" in todo:
             if spec.relative:
                 frac = spec.trailing_stop
                 init = e * (1.0 - d * frac)
-                offset = Decimal(repr(frac)) * 100
+                offset = to_decimal(frac) * 100
                 kind = TrailingOffsetType.PERCENT
             else:
                 init = e - d * spec.trailing_stop
-                offset = Decimal(repr(spec.trailing_stop))
+                offset = to_decimal(spec.trailing_stop)
                 kind = TrailingOffsetType.PRICE
             trail = Order(
                 node.next_order_id(strat), strat.strategy_id, iid, side,
                 OrderType.TRAILING_STOP, qty, ts_init=ts, trailing_offset=offset,
                 trailing_offset_type=kind, event_id=node.next_event_id(),
-                trigger_price=Decimal(repr(init)), **common,
+                trigger_price=to_decimal(init), **common,
             )  # fmt: skip
             legs.append((trail, "trailing_stop"))
         if spec.take_profit and "take_profit" in todo:
             lvl = to_tick(e * (1.0 + d * spec.take_profit)) if spec.relative else spec.take_profit
             limit = Order.limit(
                 node.next_order_id(strat), strat.strategy_id, iid, side, qty,
-                Decimal(repr(lvl)), ts_init=ts, event_id=node.next_event_id(), **common,
+                to_decimal(lvl), ts_init=ts, event_id=node.next_event_id(), **common,
             )  # fmt: skip
             legs.append((limit, "take_profit"))
         siblings = tuple(  # legs placed before a restart that are still working
@@ -353,7 +354,7 @@ class OrderEmulator:
         self.trails[cid] = Trail(cid, sign, frac, offset, level)
         stand_in = Order.stop_market(
             cid, order.strategy_id, order.instrument_id, order.side, order.quantity,
-            Decimal(repr(level)), ts_init=order.ts_init, reduce_only=order.reduce_only,
+            to_decimal(level), ts_init=order.ts_init, reduce_only=order.reduce_only,
         )  # fmt: skip
         stand_in.apply(OrderSubmitted(ts_ns=order.ts_init, client_order_id=cid))
         return stand_in
@@ -368,4 +369,4 @@ class OrderEmulator:
             cand = price * (1.0 + t.sign * t.frac) if t.frac else price + t.sign * t.offset
             if (t.sign < 0 and cand > t.level) or (t.sign > 0 and cand < t.level):
                 t.level = cand
-                self.node.venue.amend_order(t.cid, trigger_price=Decimal(repr(cand)))
+                self.node.venue.amend_order(t.cid, trigger_price=to_decimal(cand))

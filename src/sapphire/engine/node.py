@@ -56,6 +56,7 @@ from sapphire.domain import (
     TradingState,
 )
 from sapphire.domain.events import trusted_builder
+from sapphire.domain.instrument import to_decimal
 from sapphire.engine import pretrade, recovery
 from sapphire.engine.bars import BarFeed, BarLoop, FundingPaid
 from sapphire.engine.bus import MessageBus
@@ -152,7 +153,7 @@ class TradingNode:
             # else 1 (no credit beyond the cash for the pre-trade balance check)
             venue_leverage = getattr(venue, "leverage", None)
             portfolio = Portfolio(
-                Account(ccy, {ccy: Decimal(str(start))}, Decimal(str(venue_leverage or 1)))
+                Account(ccy, {ccy: to_decimal(start)}, to_decimal(venue_leverage or 1))
             )
             for inst in getattr(venue, "instruments", {}).values():
                 portfolio.add_instrument(inst)
@@ -250,13 +251,13 @@ class TradingNode:
         return cls(event_id=self.next_event_id(), ts_ns=ts, client_order_id=cid)
 
     def _marks(self) -> dict[InstrumentId, Decimal]:
-        """The last prices as Decimals (``Decimal(repr(price))``, converted once per price)."""
+        """The last prices as Decimals (``to_decimal(price)``, converted once per price)."""
         cache = self._mark_cache
         marks: dict[InstrumentId, Decimal] = {}
         for iid, price in self.last.items():
             hit = cache.get(iid)
             if hit is None or hit[0] is not price:  # the very same price object: reuse
-                hit = cache[iid] = (price, Decimal(repr(price)))
+                hit = cache[iid] = (price, to_decimal(price))
             marks[iid] = hit[1]
         return marks
 

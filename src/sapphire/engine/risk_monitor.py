@@ -31,6 +31,7 @@ from sapphire.domain import (
     TradingState,
     TradingStateChanged,
 )
+from sapphire.domain.instrument import to_decimal
 from sapphire.engine.strategy import EventStrategy
 from sapphire.risk import CloseIntent, KillSwitch, PortfolioLimits
 
@@ -69,7 +70,7 @@ class RiskMonitor(EventStrategy):
         node = self.node
         traders = [s for s in node.strategies if s is not self]
         if self._capital_given is not None:
-            self.capital = {StrategyId(k): Decimal(str(v)) for k, v in self._capital_given.items()}
+            self.capital = {StrategyId(k): to_decimal(v) for k, v in self._capital_given.items()}
         elif len(traders) == 1:
             self.capital = {traders[0].strategy_id: node.portfolio.equity(node._marks())}
 

@@ -36,16 +36,13 @@ from sapphire.domain import (
     TradeTick,
     TrailingOffsetType,
 )
+from sapphire.domain.instrument import to_decimal
 from sapphire.engine.clock import TimeEvent
 
 if TYPE_CHECKING:
     from sapphire.engine.node import TradingNode
 
 __all__ = ["EventStrategy"]
-
-
-def _dec(x: object) -> Decimal:
-    return x if isinstance(x, Decimal) else Decimal(str(x))
 
 
 class EventStrategy:
@@ -91,7 +88,7 @@ class EventStrategy:
         node = self.node
         return Order.market(
             node.next_order_id(self), self.strategy_id, instrument_id, self._side(side),
-            _dec(quantity), ts_init=node.clock.now_ns(), event_id=node.next_event_id(),
+            to_decimal(quantity), ts_init=node.clock.now_ns(), event_id=node.next_event_id(),
             **options,
         )  # fmt: skip
 
@@ -106,7 +103,7 @@ class EventStrategy:
         node = self.node
         return Order.limit(
             node.next_order_id(self), self.strategy_id, instrument_id, self._side(side),
-            _dec(quantity), _dec(price), ts_init=node.clock.now_ns(),
+            to_decimal(quantity), to_decimal(price), ts_init=node.clock.now_ns(),
             event_id=node.next_event_id(), **options,
         )  # fmt: skip
 
@@ -121,7 +118,7 @@ class EventStrategy:
         node = self.node
         return Order.stop_market(
             node.next_order_id(self), self.strategy_id, instrument_id, self._side(side),
-            _dec(quantity), _dec(trigger_price), ts_init=node.clock.now_ns(),
+            to_decimal(quantity), to_decimal(trigger_price), ts_init=node.clock.now_ns(),
             event_id=node.next_event_id(), **options,
         )  # fmt: skip
 
@@ -138,7 +135,7 @@ class EventStrategy:
         node = self.node
         return Order.trailing_stop(
             node.next_order_id(self), self.strategy_id, instrument_id, self._side(side),
-            _dec(quantity), _dec(offset), ts_init=node.clock.now_ns(),
+            to_decimal(quantity), to_decimal(offset), ts_init=node.clock.now_ns(),
             event_id=node.next_event_id(),
             trailing_offset_type=TrailingOffsetType.PERCENT if percent else
             TrailingOffsetType.PRICE, **options,
@@ -205,9 +202,9 @@ class EventStrategy:
     ) -> bool:
         return self.node.amend_order(
             client_order_id,
-            quantity=None if quantity is None else _dec(quantity),
-            price=None if price is None else _dec(price),
-            trigger_price=None if trigger_price is None else _dec(trigger_price),
+            quantity=None if quantity is None else to_decimal(quantity),
+            price=None if price is None else to_decimal(price),
+            trigger_price=None if trigger_price is None else to_decimal(trigger_price),
         )
 
     def position(self, instrument_id: InstrumentId) -> Decimal:

@@ -62,6 +62,7 @@ from sapphire.domain import (
     VenueOrderId,
 )
 from sapphire.domain.events import trusted_builder
+from sapphire.domain.instrument import to_decimal
 from sapphire.portfolio import Account
 from sapphire.sim.exchange import Liquidation, LiquidationRule
 
@@ -81,11 +82,6 @@ _DERIVATIVES = frozenset({ContractType.PERPETUAL, ContractType.FUTURE})
 _new_filled = trusted_builder(OrderFilled)
 _new_accepted = trusted_builder(OrderAccepted)
 _new_canceled = trusted_builder(OrderCanceled)
-
-
-def _px(x: float) -> Decimal:
-    """The one float -> Decimal boundary for prices (shortest repr, never Decimal(float))."""
-    return Decimal(repr(x))
 
 
 @dataclass(frozen=True)
@@ -265,10 +261,10 @@ class SimulatedVenue:
         self.currency = currency or first.settlement
         self.account = Account(
             self.currency,
-            {self.currency: Decimal(str(cash))},
-            leverage=Decimal(str(leverage)) if leverage else Decimal(1),
+            {self.currency: to_decimal(cash)},
+            leverage=to_decimal(leverage) if leverage else Decimal(1),
         )
-        self.leverage = Decimal(str(leverage)) if leverage else None
+        self.leverage = to_decimal(leverage) if leverage else None
         self.fill_model = fill_model or FillModel()
         self.worst = intrabar == "worst"
         self.supports_trailing = native_trailing
@@ -334,8 +330,8 @@ class SimulatedVenue:
         """Cash plus positions marked at `price` (the other instruments at their last)."""
         if not any(self._pos.values()):
             return self.account.balance(self.currency)
-        marks = {iid: _px(b.last) for iid, b in self._books.items() if b.last == b.last}
-        marks[instrument_id] = _px(price)
+        marks = {iid: to_decimal(b.last) for iid, b in self._books.items() if b.last == b.last}
+        marks[instrument_id] = to_decimal(price)
         return self.account.equity(marks)
 
     # ------------------------------------------------------------------ orders in
@@ -409,7 +405,7 @@ class SimulatedVenue:
         if self.position(instrument_id) == 0:
             return
         self.funding += self.account.apply_funding(
-            self.instruments[instrument_id], Decimal(repr(rate)), _px(mark), ts
+            self.instruments[instrument_id], to_decimal(rate), to_decimal(mark), ts
         )
 
     def process_bar(
@@ -487,8 +483,8 @@ class SimulatedVenue:
         if rule is None or not any(self._pos.values()):
             return
         iid = book.instrument.id
-        marks = {i: _px(b.last) for i, b in self._books.items() if b.last == b.last}
-        marks[iid] = _px(price)
+        marks = {i: to_decimal(b.last) for i, b in self._books.items() if b.last == b.last}
+        marks[iid] = to_decimal(price)
         account = self.account
         if any(p.instrument_id not in marks for p in account.positions.open_positions()):
             return  # a position without a mark cannot be valued yet
@@ -613,7 +609,7 @@ class SimulatedVenue:
         inst = book.instrument
         iid = inst.id
         ts = self._ts
-        px = Decimal(repr(price))  # `_px`, inline
+        px = to_decimal(price)
         qty = r.qty
         pos = self._pos.get(iid, _ZERO)
         if r.reduce_only:

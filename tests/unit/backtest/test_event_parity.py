@@ -202,3 +202,19 @@ def test_cli_engine_event_prints_the_same_metrics() -> None:
         assert out["event"][key] == pytest.approx(out["vector"][key], rel=1e-9)
     bad = CliRunner().invoke(app, ["backtest", "--engine", "turbo"])
     assert bad.exit_code != 0 and "engine='turbo'" in bad.output
+
+
+class HoldLong(Strategy):
+    """Long from bar 10 to the last bar: a position that spans every funding time."""
+
+    def signals(self, bars: Bars) -> Signals:
+        enter = np.zeros(len(bars), dtype=bool)
+        enter[10] = True
+        return Signals(enter_long=enter)
+
+
+def test_funding_lands_on_its_own_bar_in_both_engines(btc: pd.DataFrame) -> None:
+    times = pd.DatetimeIndex(btc["timestamp"])
+    funding = pd.Series([0.001, -0.002, 0.0015, 0.0005, -0.001], index=times[100::700][:5])
+    trades = assert_same(btc, HoldLong, funding=funding, fee=0.0004)
+    assert len(trades) == 1 and trades["funding"].iloc[0] != 0.0
