@@ -1,8 +1,7 @@
-"""`sapphire backtest`, `sapphire demo` and `sapphire strategies`."""
+"""`sapphire backtest` and `sapphire strategies`."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +15,6 @@ from sapphire.cli.common import (
     metrics_table,
     parse_params,
     print_json,
-    wide_console,
 )
 from sapphire.cli.options import DataOpt, JsonOpt, ParamOpt, StrategyOpt, run_options
 from sapphire.engine.config import RunConfig
@@ -76,58 +74,6 @@ def backtest_command(
     console.print(metrics_table({result.strategy: result.metrics}, title))
     for key, path in outputs.items():
         console.print(f"{key.replace('_', ' ')}: {path}", soft_wrap=True)
-
-
-def demo_command(
-    fee: Annotated[float, typer.Option(help="Fee per fill, fraction of notional.")] = 0.0005,
-    ml: Annotated[bool, typer.Option(help="Also train, register and trade an ML model.")] = True,
-) -> None:
-    """Backtest the built-in strategies on the bundled BTC month and write a report; then
-    train an ML model, promote it and trade it out of sample."""
-    from rich.progress import Progress
-
-    from sapphire.backtest import Backtest
-    from sapphire.strategy import builtin_strategies
-
-    names = list(builtin_strategies())
-    results = {}
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("Loading the bundled FTX BTC-PERP month", total=len(names) + 2)
-        from sapphire.data import load_ohlcv
-
-        frame, data_report = load_ohlcv("sample")
-        progress.advance(task)
-        for name in names:
-            progress.update(task, description=f"Backtesting {name}")
-            results[name] = Backtest(
-                frame,
-                name,
-                symbol="BTC-PERP",
-                fee=fee,
-                size=0.95,
-                size_mode="equity",
-            ).run()
-            progress.advance(task)
-        best = max(results, key=lambda k: _sort_key(results[k].metrics.get("sharpe")))
-        progress.update(task, description=f"Writing the HTML report of {best}")
-        path = results[best].plot()
-        progress.advance(task)
-    console.print(data_report.summary())
-    wide_console.print(
-        metrics_table(
-            {k: r.metrics for k, r in results.items()},
-            f"Built-in strategies on FTX BTC-PERP 1m, fee {fee:.2%} per fill, 95% of equity",
-        )
-    )
-    console.print(f"Report ({best}, best Sharpe): [bold]{path}[/]", soft_wrap=True)
-    if ml:
-        from sapphire.cli.ml_demo import demo_ml
-
-        demo_ml(fee)
-
-
-def _sort_key(value: float | None) -> float:
-    return value if value is not None and math.isfinite(value) else -math.inf
 
 
 def strategies_command() -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from sapphire.cli.backtest import backtest_command, demo_command, strategies_command
+from sapphire.cli.backtest import backtest_command, strategies_command
 from sapphire.cli.check import check_app
 from sapphire.cli.data import data_app
+from sapphire.cli.demo import demo_command
 from sapphire.cli.ml import ml_app
 from sapphire.cli.optimize import optimize_app
+from sapphire.cli.optimize_report import report_command
 from sapphire.cli.paper import paper_app, runs_app
 from sapphire.cli.walkforward import walkforward_command
 
@@ -25,6 +27,7 @@ app.command("strategies")(strategies_command)
 app.command("walkforward")(walkforward_command)
 app.add_typer(data_app, name="data", help="Import, list and inspect market data.")
 app.add_typer(check_app, name="check", help="Check strategies for look-ahead.")
+optimize_app.command("report")(report_command)
 app.add_typer(optimize_app, name="optimize")
 app.add_typer(ml_app, name="ml")
 app.add_typer(paper_app, name="paper")

@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from sapphire.cli.common import console, err_console, fail, metrics_table, parse_params, print_json
-from sapphire.cli.optimize_report import report_command
 from sapphire.cli.options import (
     EVENT_ONLY,
     DataOpt,
@@ -257,7 +256,5 @@ def list_command(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
                       s["updated_at"][:19])  # fmt: skip
     console.print(table)
 
-
-optimize_app.command("report")(report_command)
 
 __all__ = ["err_console", "optimize_app", "parse_space", "print_summary"]

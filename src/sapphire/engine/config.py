@@ -17,12 +17,12 @@ from typing import Any, Self
 from sapphire.domain import ContractType, Instrument, InstrumentId
 from sapphire.domain.instrument import to_decimal
 
-__all__ = ["RUN_OPTIONS", "RunConfig", "option_help"]
+__all__ = ["RUN_OPTIONS", "RunConfig", "field_default", "option", "option_help"]
 
 _SIZE_MODES = ("fixed", "notional", "equity", "risk")
 
 
-def _opt(default: Any, help: str) -> Any:
+def option(default: Any, help: str) -> Any:
     """A field with its CLI help text (`sapphire.cli.options` reads it)."""
     return field(default=default, metadata={"help": help})
 
@@ -36,46 +36,46 @@ class RunConfig:
     takes `fee` (both maker and taker fee) and rejects unknown names.
     """
 
-    cash: float = _opt(10_000.0, "Starting cash (quote currency).")
-    size: float = _opt(1.0, "Position size; meaning set by --size-mode.")
-    size_mode: str = _opt(
+    cash: float = option(10_000.0, "Starting cash (quote currency).")
+    size: float = option(1.0, "Position size; meaning set by --size-mode.")
+    size_mode: str = option(
         "fixed",
         "fixed (base qty), notional (quote amount), equity (fraction), risk (the risk "
         "profile's risk per trade from each entry's stop-loss; event engine and paper).",
     )
-    leverage: float | None = _opt(None, "Max notional / equity; default: no margin limit.")
-    maker_fee: float = _opt(0.0, "Maker fee, fraction of notional (overrides --fee).")
-    taker_fee: float = _opt(0.0, "Taker fee, fraction of notional (overrides --fee).")
-    slippage_bps: float = _opt(0.0, "Slippage on taker fills, in bps.")
-    slippage_ticks: int = _opt(0, "Slippage on taker fills, in ticks.")
-    tick_size: float = _opt(0.0, "Price tick of the instrument (0: none, or the catalog's).")
-    lot_size: float = _opt(0.0, "Quantity step of the instrument (0: none, or the catalog's).")
-    fill_at: str = _opt("open", "open (next bar) or close (signal bar; vector engine only).")
-    intrabar: str = _opt("path", "Intrabar path: path or worst.")
-    stop_loss: float | None = _opt(None, "Stop-loss, fraction of entry.")
-    take_profit: float | None = _opt(None, "Take-profit, fraction of entry.")
-    trailing_stop: float | None = _opt(None, "Trailing stop, fraction of entry.")
-    engine: str = _opt(
+    leverage: float | None = option(None, "Max notional / equity; default: no margin limit.")
+    maker_fee: float = option(0.0, "Maker fee, fraction of notional (overrides --fee).")
+    taker_fee: float = option(0.0, "Taker fee, fraction of notional (overrides --fee).")
+    slippage_bps: float = option(0.0, "Slippage on taker fills, in bps.")
+    slippage_ticks: int = option(0, "Slippage on taker fills, in ticks.")
+    tick_size: float = option(0.0, "Price tick of the instrument (0: none, or the catalog's).")
+    lot_size: float = option(0.0, "Quantity step of the instrument (0: none, or the catalog's).")
+    fill_at: str = option("open", "open (next bar) or close (signal bar; vector engine only).")
+    intrabar: str = option("path", "Intrabar path: path or worst.")
+    stop_loss: float | None = option(None, "Stop-loss, fraction of entry.")
+    take_profit: float | None = option(None, "Take-profit, fraction of entry.")
+    trailing_stop: float | None = option(None, "Trailing stop, fraction of entry.")
+    engine: str = option(
         "vector", "vector (compiled kernel) or event (the trading node; same trades)."
     )
-    risk_profile: str | None = _opt(
+    risk_profile: str | None = option(
         None,
         "Event engine and paper: a risk profile (conservative, aggressive or a YAML file): "
         "pre-trade checks, and portfolio limits fed each bar (halt + kill switch).",
     )
-    maintenance_margin: float | None = _opt(
+    maintenance_margin: float | None = option(
         None, "Event engine: liquidate when equity < |qty| * price * this rate (e.g. 0.005)."
     )
-    liquidation_fee: float | None = _opt(
+    liquidation_fee: float | None = option(
         None, "Event engine: liquidation fee, fraction of notional (default 0.005)."
     )
-    funding: str | None = _opt(None, "Funding-rate file for perpetuals.")
-    start: str | None = _opt(None, "First bar time (UTC), inclusive.")
-    end: str | None = _opt(None, "End time (UTC), exclusive.")
-    venue: str | None = _opt(None, "Catalog venue (for a symbol).")
-    timeframe: str | None = _opt(None, "Catalog timeframe (for a symbol).")
-    resample: str | None = _opt(None, "Resample bars first, e.g. 1h.")
-    gaps: str = _opt("keep", "Gaps in the data: keep, ffill or fail.")
+    funding: str | None = option(None, "Funding-rate file for perpetuals.")
+    start: str | None = option(None, "First bar time (UTC), inclusive.")
+    end: str | None = option(None, "End time (UTC), exclusive.")
+    venue: str | None = option(None, "Catalog venue (for a symbol).")
+    timeframe: str | None = option(None, "Catalog timeframe (for a symbol).")
+    resample: str | None = option(None, "Resample bars first, e.g. 1h.")
+    gaps: str = option("keep", "Gaps in the data: keep, ffill or fail.")
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, expected: str) -> ValueError:

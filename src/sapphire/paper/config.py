@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sapphire.domain import Instrument, InstrumentId
-from sapphire.engine.config import RunConfig, _opt
+from sapphire.engine.config import RunConfig, option
 
 if TYPE_CHECKING:
     from sapphire.strategy.base import Bars
@@ -46,17 +46,17 @@ class PaperConfig(RunConfig):
     #: paper trading always runs the event-driven node
     event_only = True
 
-    engine: str = _opt("event", "Paper trading runs the event-driven node.")
-    risk_profile: str | None = _opt(
+    engine: str = option("event", "Paper trading runs the event-driven node.")
+    risk_profile: str | None = option(
         "conservative", "Risk profile: conservative, aggressive or a YAML file."
     )
-    strategy: str = _opt("sma_cross", "Built-in name, module:Class or file.py:Class.")
+    strategy: str = option("sma_cross", "Built-in name, module:Class or file.py:Class.")
     params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Strategy parameters."})
-    data: str = _opt(SAMPLE, "CSV/Parquet/Feather file, catalog symbol, or 'sample'.")
-    speed: str = _opt("100x", "Replay speed: 1x, 100x... or max (lockstep).")
-    drift_every: int = _opt(500, "ml strategy: check feature drift every N bars.")
-    drift_window: int = _opt(2000, "ml strategy: bars compared with the training data.")
-    retrain_on_drift: bool = _opt(
+    data: str = option(SAMPLE, "CSV/Parquet/Feather file, catalog symbol, or 'sample'.")
+    speed: str = option("100x", "Replay speed: 1x, 100x... or max (lockstep).")
+    drift_every: int = option(500, "ml strategy: check feature drift every N bars.")
+    drift_window: int = option(2000, "ml strategy: bars compared with the training data.")
+    retrain_on_drift: bool = option(
         False, "ml strategy: on drift, retrain and register a challenger."
     )
 

@@ -1,15 +1,66 @@
-"""The ML step of `sapphire demo`: train, register, promote, trade out of sample."""
+"""`sapphire demo`: the built-in strategies on the bundled month, then the ML step (train,
+register, promote, trade out of sample)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from typing import Annotated
 
-from rich.console import Console
+import typer
 from rich.table import Table
 
-from sapphire.cli.common import ML_STAGES, format_number
+from sapphire.cli.common import ML_STAGES, console, format_number, metrics_table, wide_console
 
-console = Console()
+
+def demo_command(
+    fee: Annotated[float, typer.Option(help="Fee per fill, fraction of notional.")] = 0.0005,
+    ml: Annotated[bool, typer.Option(help="Also train, register and trade an ML model.")] = True,
+) -> None:
+    """Backtest the built-in strategies on the bundled BTC month and write a report; then
+    train an ML model, promote it and trade it out of sample."""
+    from rich.progress import Progress
+
+    from sapphire.backtest import Backtest
+    from sapphire.strategy import builtin_strategies
+
+    names = list(builtin_strategies())
+    results = {}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("Loading the bundled FTX BTC-PERP month", total=len(names) + 2)
+        from sapphire.data import load_ohlcv
+
+        frame, data_report = load_ohlcv("sample")
+        progress.advance(task)
+        for name in names:
+            progress.update(task, description=f"Backtesting {name}")
+            results[name] = Backtest(
+                frame,
+                name,
+                symbol="BTC-PERP",
+                fee=fee,
+                size=0.95,
+                size_mode="equity",
+            ).run()
+            progress.advance(task)
+        best = max(results, key=lambda k: _sort_key(results[k].metrics.get("sharpe")))
+        progress.update(task, description=f"Writing the HTML report of {best}")
+        path = results[best].plot()
+        progress.advance(task)
+    console.print(data_report.summary())
+    wide_console.print(
+        metrics_table(
+            {k: r.metrics for k, r in results.items()},
+            f"Built-in strategies on FTX BTC-PERP 1m, fee {fee:.2%} per fill, 95% of equity",
+        )
+    )
+    console.print(f"Report ({best}, best Sharpe): [bold]{path}[/]", soft_wrap=True)
+    if ml:
+        demo_ml(fee)
+
+
+def _sort_key(value: float | None) -> float:
+    return value if value is not None and math.isfinite(value) else -math.inf
 
 
 DEMO_MODEL = "demo-btc"
@@ -78,8 +129,7 @@ def demo_ml(fee: float) -> None:
         values = (cv.get(f"path_{key}_mean"), held_out.backtest.metrics[key],
                   walk.backtest.metrics[key])  # fmt: skip
         table.add_row(label, *(format_metric(key, v) for v in values))
-    wide = Console(width=max(console.width, 120))
-    wide.print(table)
+    wide_console.print(table)
     console.print(
         f"{len(walk.retrain)} walk-forward retrains; CPCV figures are means over "
         f"{int(cv.get('n_paths', 0))} paths. Model report: [bold]{path}[/]",
