@@ -128,3 +128,21 @@ def test_demo_runs_from_the_installed_console_script(tmp_path: Path) -> None:
     for text in ("ML: demo-btc v1", "champion, last 40%", "walk-forward retrained", "Sharpe"):
         assert text in done.stdout
     assert (tmp_path / "home" / "models" / "demo-btc" / "v1" / "model.pkl").is_file()
+
+
+def test_the_funding_option_reaches_the_backtest(tmp_path: Path) -> None:
+    """`--funding FILE` is a run setting like the API's `funding=`: same funding paid."""
+    from sapphire import Backtest
+
+    path = tmp_path / "funding.csv"
+    rows = ["timestamp,funding_rate"]
+    rows += [
+        f"2022-01-{day:02d} {hour:02d}:00:00,0.0005" for day in range(1, 8) for hour in (0, 8, 16)
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    args = ["--end", "2022-01-08", "--size", "0.5", "--size-mode", "equity"]
+    result = runner.invoke(app, ["backtest", *args, "--funding", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    paid = json.loads(result.stdout)["metrics"]["funding"]
+    api = Backtest("sample", end="2022-01-08", size=0.5, size_mode="equity", funding=path).run()
+    assert paid != 0 and paid == pytest.approx(api.metrics["funding"])

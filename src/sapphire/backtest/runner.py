@@ -104,11 +104,14 @@ def bars_from_frame(df: pd.DataFrame) -> Bars:
 
 
 class Backtest:
-    """A vectorised backtest of one strategy on one instrument's bars.
+    """A backtest of one strategy on one instrument's bars.
 
-    `data` is a DataFrame (any supported column names), a file path, a catalog symbol
-    or `Bars`; `strategy` a built-in name, `module:Class` / `file.py:Class`, or a
-    Strategy class. Remaining keyword arguments are the strategy's parameters.
+    `data` is a DataFrame (any supported column names), a file path, a catalog symbol,
+    `"sample"` or `Bars`; `strategy` a built-in name, `module:Class` / `file.py:Class`, or
+    a class: a vectorised `Strategy` (compiled kernel, or `engine="event"`) or an
+    `EventStrategy` (always the event engine). Keyword arguments that are `RunConfig`
+    fields (or `fee`) configure the run, on top of `config` when given; the others are
+    the strategy's parameters. `funding` may also be a Series of rates.
     """
 
     def __init__(
@@ -155,6 +158,8 @@ class Backtest:
         self.engine = self.config.engine
         self.liquidation = liquidation_rule(self.config)
         self.event_run: Any = None  # the last event-driven run (node, monitor, refusals)
+        if funding is None:
+            funding = self.config.funding
         if isinstance(funding, str | Path):
             from sapphire.data import read_funding
 
