@@ -37,8 +37,9 @@ from sapphire.engine.builder import build_node
 from sapphire.engine.config import RunConfig
 from sapphire.risk import RiskProfile
 from sapphire.sim import kernel as K
-from sapphire.sim.exchange import Liquidation, LiquidationRule
-from sapphire.sim.venue import LIQUIDATION_CANCEL, FillModel, SimulatedVenue
+from sapphire.sim.bar_path import FillModel
+from sapphire.sim.liquidation import LIQUIDATION_CANCEL, Liquidation, LiquidationRule
+from sapphire.sim.venue import SimulatedVenue
 from sapphire.strategy.base import Bars, Strategy
 from sapphire.strategy.signals import SignalArrays
 

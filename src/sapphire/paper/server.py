@@ -56,7 +56,8 @@ from sapphire.domain import (
 from sapphire.engine.sizing import Sizer, sizer_from_spec
 from sapphire.paper.config import PaperConfig
 from sapphire.risk import profile
-from sapphire.sim.venue import FillModel, SimulatedVenue
+from sapphire.sim.bar_path import FillModel
+from sapphire.sim.venue import SimulatedVenue
 from sapphire.strategy.base import Bars
 
 __all__ = ["NEVER_REACHED", "Entry", "VenueBook", "make_sizer", "serve"]

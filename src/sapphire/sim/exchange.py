@@ -8,11 +8,9 @@ this venue offers the node the same interface (`submit_order`, `cancel_order`,
 books"), plus `process_trade(tick)` and `process_book(update)`, which the node calls
 for every trade tick and book update when the venue has them.
 
-- **Latency.** An order, cancel or amendment reaches the matcher `submit_delay()` ns
-  after the node sent it; every report (accepted, filled, canceled, ...) reaches the
-  node `report_delay()` ns after the matcher produced it. Both directions are FIFO
-  connections: a later message never overtakes an earlier one. Pending messages wait
-  in one time-ordered queue that is released as market data advances the venue's
+- **Latency** (`sapphire.sim.latency_queue`). Orders, cancels and amendments reach the
+  matcher after the submit delay, reports reach the node after the report delay, each
+  direction FIFO. Pending messages are released as market data advances the venue's
   clock: at a market-data event of time T, everything due at or before T happens first
   (in time order, an order at its own arrival time, so it sees the book as it was
   then), then the data is matched, then the reports due at T are delivered. With zero
@@ -25,44 +23,31 @@ for every trade tick and book update when the venue has them.
   at its price (limit price, stop trigger, or the touch for a market order), and a
   reduce-only order must reduce the position; otherwise it is rejected with the reason
   (also kept in `reasons`).
-- **Reservations.** An accepted order that opens or increases a position reserves, while
-  it works, its initial margin at its price plus the larger of the maker/taker fee
-  (derivatives: ``increase * price * multiplier / leverage + fee`` in the settlement
-  currency; spot: ``qty * price + fee`` of the quote for a BUY, `qty` of the base for
-  a SELL). An order whose reservation exceeds the free margin (or balance) *after* the
-  other orders' reservations is rejected, naming the numbers. Fills release it in
-  proportion to the quantity filled; cancels, expiry, rejection and liquidation release
-  the rest; an amendment re-reserves for the remaining quantity at the new price.
-  Reduce-only and position-reducing orders (judged against the position at arrival)
-  reserve nothing. `reserved(currency)` and `free_margin(currency)` expose them.
+- **Reservations** (`sapphire.sim.reservations`). An accepted order that opens or
+  increases a position reserves, while it works, its initial margin at its price plus
+  the larger fee; an order whose reservation exceeds what the other orders' leave of
+  the free margin is rejected. `reserved(currency)` and `free_margin(currency)` expose
+  them.
 - **Funding** (`apply_funding`) is paid on the open position at the given mark.
-- **Liquidation** (perpetuals and futures): after every market-data event and funding
-  payment, `LiquidationRule` compares the account's equity at the marks (the last trade
-  price, or the book's mid) with the maintenance margin of its open derivative
-  positions, per settlement currency (cross margin). When equity falls *below* it, the
-  venue cancels the open orders of those instruments and closes every such position
-  at its mark, charging the taker fee plus the liquidation fee. Each close is a
-  `Liquidation` (with its `OrderFilled`, fees and reason), reported after the report
-  delay and returned by the `process_trade`/`process_book` call that releases it: an
-  event, which the node books on its per-strategy positions (`TradingNode.
-  on_liquidation`); the venue never changes the node's state.
-  No insurance fund: a loss beyond the equity leaves a negative balance.
+- **Liquidation** (perpetuals and futures; `sapphire.sim.liquidation`): after every
+  market-data event and funding payment, `LiquidationRule` compares the account's
+  equity at the marks (the last trade price, or the book's mid) with the maintenance
+  margin of its open derivative positions, per settlement currency (cross margin).
+  Each close is a `Liquidation` (with its `OrderFilled`, fees and reason), reported
+  after the report delay and returned by the `process_trade`/`process_book` call that
+  releases it.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
 from sapphire.domain import (
     ClientOrderId,
-    ContractType,
     Instrument,
     InstrumentId,
-    LiquiditySide,
     Order,
     OrderBook,
     OrderBookDelta,
@@ -80,174 +65,18 @@ from sapphire.domain import (
 )
 from sapphire.portfolio import Account
 from sapphire.sim.book import BookUpdate
+from sapphire.sim.latency_queue import AMEND, CANCEL, REPORT, SUBMIT, LatencyQueue
+from sapphire.sim.liquidation import DERIVATIVES, LIQUIDATION_CANCEL, Liquidation, LiquidationRule
 from sapphire.sim.matching import BookMatcher
 from sapphire.sim.models import FeeModel, FixedLatency, LatencyModel, SlippageModel
+from sapphire.sim.reservations import Reservations
 
-__all__ = ["Liquidation", "LiquidationRule", "MarketVenue"]
+__all__ = ["MarketVenue"]
 
 _ZERO = Decimal(0)
-_DERIVATIVES = frozenset({ContractType.PERPETUAL, ContractType.FUTURE})
+_DEFAULT_LIQUIDATION = LiquidationRule()
 # the volume of a price without a size (`process_price`): enough to fill any order
 _UNLIMITED = 1e15
-# kinds of queued messages
-_SUBMIT, _CANCEL, _AMEND, _REPORT, _LIQUIDATION = range(5)
-
-
-def _rate(name: str, value: object) -> Decimal:
-    rate = to_decimal(value, name)
-    if not _ZERO <= rate < 1:
-        raise ValueError(f"{name} must be a rate in [0, 1), got {rate}")
-    return rate
-
-
-@dataclass(frozen=True, slots=True)
-class LiquidationRule:
-    """When a margined account is liquidated, and what it costs.
-
-    `maintenance_margin_rate` (e.g. 0.005 = 0.5 %) of each open derivative position's
-    notional at the mark is the maintenance margin; an account whose equity in a
-    settlement currency (balance + unrealised PnL) is *below* the maintenance margin of
-    the positions settled in it is liquidated: each position is closed at its mark,
-    paying the taker fee plus `liquidation_fee_rate` of the notional. The bar venue
-    can adopt the same rule (`breached` on its account, `close_fees` for the fills).
-    """
-
-    maintenance_margin_rate: Decimal = Decimal("0.005")
-    liquidation_fee_rate: Decimal = Decimal("0.005")
-
-    def __post_init__(self) -> None:
-        for name in ("maintenance_margin_rate", "liquidation_fee_rate"):
-            object.__setattr__(self, name, _rate(f"LiquidationRule.{name}", getattr(self, name)))
-
-    def maintenance_margin(
-        self, quantity: Decimal, mark: Decimal, multiplier: Decimal = Decimal(1)
-    ) -> Decimal:
-        """``|quantity| * mark * multiplier * maintenance_margin_rate``."""
-        return abs(quantity) * mark * multiplier * self.maintenance_margin_rate
-
-    def margin_by_currency(
-        self, account: Account, marks: dict[InstrumentId, Decimal]
-    ) -> dict[str, Decimal]:
-        """The maintenance margin of `account`'s open derivative positions, per
-        settlement currency (ValueError naming a position without a mark)."""
-        out: dict[str, Decimal] = {}
-        for pos in account.positions.open_positions():
-            inst = account.instrument(pos.instrument_id)
-            mark = marks.get(pos.instrument_id)
-            if mark is None:
-                raise ValueError(f"no mark price for open position {pos.instrument_id}")
-            margin = self.maintenance_margin(pos.quantity, mark, inst.multiplier)
-            out[inst.settlement] = out.get(inst.settlement, _ZERO) + margin
-        return out
-
-    def breached(self, account: Account, marks: dict[InstrumentId, Decimal]) -> list[str]:
-        """The settlement currencies whose equity is below their maintenance margin."""
-        margins = self.margin_by_currency(account, marks)
-        if not margins:
-            return []
-        equity = account.equity_by_currency(marks)
-        return sorted(ccy for ccy, mm in margins.items() if equity.get(ccy, _ZERO) < mm)
-
-    def close_fees(
-        self, instrument: Instrument, quantity: Decimal, price: Decimal
-    ) -> tuple[Decimal, Decimal]:
-        """(taker fee, liquidation fee) of closing `quantity` at `price`."""
-        notional = instrument.notional(abs(quantity), price)
-        return notional * instrument.taker_fee, notional * self.liquidation_fee_rate
-
-    def close(
-        self,
-        account: Account,
-        instrument: Instrument,
-        quantity: Decimal,
-        mark: Decimal,
-        ts_ns: int,
-        *,
-        venue: str,
-        seq: int,
-        equity: Decimal,
-        margin: Decimal,
-        canceled: Sequence[ClientOrderId],
-        event_id: str | None = None,
-    ) -> Liquidation:
-        """Close a signed `quantity` of `instrument` on `account` at `mark` (taker fee +
-        liquidation fee) and return the `Liquidation`, with its fill `{venue}-LIQ-{seq}`.
-        Both simulated venues call this; they cancel the working orders first."""
-        side = OrderSide.SELL if quantity > 0 else OrderSide.BUY
-        fee, liq_fee = self.close_fees(instrument, quantity, mark)
-        reason = (
-            f"liquidation of {quantity} {instrument.id} at {mark}: equity {equity} "
-            f"{instrument.settlement} below the maintenance margin {margin} "
-            f"(rate {self.maintenance_margin_rate})"
-        )
-        ids: dict[str, Any] = {"event_id": event_id} if event_id is not None else {}
-        fill = OrderFilled(
-            **ids,
-            ts_ns=ts_ns,
-            client_order_id=ClientOrderId(f"{venue}-LIQ-{seq}"),
-            trade_id=TradeId(f"{venue}-LT{seq}"),
-            last_qty=abs(quantity),
-            last_px=mark,
-            liquidity=LiquiditySide.TAKER,
-            fee=fee + liq_fee,
-            fee_currency=instrument.settlement,
-        )
-        realized = account.apply_fill(
-            instrument, side, abs(quantity), mark, fee + liq_fee, instrument.settlement, ts_ns
-        )
-        return Liquidation(
-            instrument_id=instrument.id, ts_ns=ts_ns, side=side, quantity=abs(quantity),
-            price=mark, fee=fee, liquidation_fee=liq_fee, equity=equity,
-            maintenance_margin=margin, reason=reason, fill=fill, canceled=tuple(canceled),
-            realized_pnl=realized,
-        )  # fmt: skip
-
-    def liquidation_price(
-        self, quantity: Decimal, entry: Decimal, cash: Decimal, multiplier: Decimal = Decimal(1)
-    ) -> Decimal:
-        """The mark at which one position of signed `quantity` entered at `entry`, the
-        only one on an account holding `cash`, reaches its maintenance margin:
-        ``cash + q*m*(P - entry) = |q|*m*P*r``, so
-        ``P = (q*m*entry - cash) / (q*m*(1 - sign(q)*r))``. Any mark strictly beyond
-        it (below for a long, above for a short) liquidates."""
-        q = to_decimal(quantity, "quantity")
-        if q == 0:
-            raise ValueError("a flat position has no liquidation price")
-        sign = 1 if q > 0 else -1
-        qm = q * multiplier
-        return (qm * entry - cash) / (qm * (1 - sign * self.maintenance_margin_rate))
-
-
-@dataclass(frozen=True, slots=True)
-class Liquidation:
-    """The venue closed a position because the account fell below maintenance margin.
-
-    `fill` is the closing execution (a venue-made order id, taker liquidity, its fee the
-    sum of `fee` and `liquidation_fee`); `canceled` the orders canceled before it. A
-    plain event: the node books it on its own portfolio (`TradingNode.on_liquidation`).
-    """
-
-    instrument_id: InstrumentId
-    ts_ns: int
-    side: OrderSide
-    quantity: Decimal
-    price: Decimal
-    fee: Decimal
-    liquidation_fee: Decimal
-    equity: Decimal
-    maintenance_margin: Decimal
-    reason: str
-    fill: OrderFilled
-    canceled: tuple[ClientOrderId, ...] = ()
-    realized_pnl: Decimal = _ZERO
-
-
-@dataclass(order=True)
-class _Message:
-    due_ns: int
-    seq: int
-    kind: int = field(compare=False)
-    payload: Any = field(compare=False)
 
 
 class MarketVenue:
@@ -273,7 +102,7 @@ class MarketVenue:
         latency: LatencyModel | None = None,
         fees: FeeModel | None = None,
         slippage: SlippageModel | None = None,
-        liquidation: LiquidationRule | None = LiquidationRule(),
+        liquidation: LiquidationRule | None = _DEFAULT_LIQUIDATION,
         check_sequence: bool = True,
         name: str = "SIM",
     ) -> None:
@@ -311,16 +140,11 @@ class MarketVenue:
         self._orders: dict[str, Order] = {}  # every order the venue was sent
         self._in_flight: dict[str, int] = {}  # orders sent, not arrived: count per id
         self._pos: dict[InstrumentId, Decimal] = {}
-        self._queue: list[_Message] = []
-        self._seq = 0
-        self._last_arrival = 0
-        self._last_report = 0
+        self._queue = LatencyQueue(self.latency)
         self._releasing = False
         self._released: list[Liquidation] = []
         self._liq_seq = 0
-        # working orders' reservations: cid -> [currency, amount, quantity it covers]
-        self._reserve: dict[str, list[Any]] = {}
-        self._pending_reserve: list[Any] | None = None
+        self._reserved = Reservations()
 
     # ------------------------------------------------------------------ state
     def position(self, instrument_id: InstrumentId) -> Decimal:
@@ -332,8 +156,7 @@ class MarketVenue:
 
     def reserved(self, currency: str | None = None) -> Decimal:
         """What the working orders reserve in `currency` (default the account's)."""
-        ccy = currency or self.currency
-        return sum((r[1] for r in self._reserve.values() if r[0] == ccy), _ZERO)
+        return self._reserved.total(currency or self.currency)
 
     def free_margin(self, currency: str | None = None) -> Decimal:
         """What new risk may use in `currency`: the account's free margin at the last
@@ -388,14 +211,14 @@ class MarketVenue:
             )
             return
         self._in_flight[cid] = self._in_flight.get(cid, 0) + 1
-        self._send(_SUBMIT, order)
+        self._send(SUBMIT, order)
 
     def cancel_order(self, client_order_id: str, ts_ns: int | None = None) -> bool:
         """Request a cancel (it arrives after the submit delay); False if the order is
         neither working nor on its way."""
         if not self._is_live(client_order_id):
             return False
-        self._send(_CANCEL, ClientOrderId(client_order_id))
+        self._send(CANCEL, ClientOrderId(client_order_id))
         return True
 
     def amend_order(
@@ -412,7 +235,7 @@ class MarketVenue:
         if not self._is_live(client_order_id):
             return False
         changes = {"quantity": quantity, "price": price, "trigger_price": trigger_price}
-        self._send(_AMEND, (ClientOrderId(client_order_id), changes))
+        self._send(AMEND, (ClientOrderId(client_order_id), changes))
         return True
 
     # ------------------------------------------------------------------ market data in
@@ -475,7 +298,7 @@ class MarketVenue:
         replay, when no more market data will advance the clock."""
         if ts_ns is None:
             while self._queue:  # a report may queue more (a reaction with latency)
-                self._release(max(m.due_ns for m in self._queue))
+                self._release(self._queue.last_due())
         else:
             self._release(ts_ns)
         return self._take_released()
@@ -500,14 +323,8 @@ class MarketVenue:
             return False
         return self._matcher(order.instrument_id).order(ClientOrderId(cid)) is not None
 
-    def _push(self, due: int, kind: int, payload: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._queue, _Message(due, self._seq, kind, payload))
-
     def _send(self, kind: int, payload: Any) -> None:
-        due = max(self.ts_ns + self.latency.submit_delay(), self._last_arrival)
-        self._last_arrival = due
-        self._push(due, kind, payload)
+        self._queue.send(self.ts_ns, kind, payload)
         self._release(self.ts_ns)
 
     def _report_now(self, event: OrderEvent) -> None:
@@ -516,12 +333,8 @@ class MarketVenue:
 
     def _schedule(self, events: list[Any]) -> None:
         """Reports of what the venue did now, delivered after one report delay."""
-        if not events:
-            return
-        due = max(self.ts_ns + self.latency.report_delay(), self._last_report)
-        self._last_report = due
-        for event in events:
-            self._push(due, _LIQUIDATION if isinstance(event, Liquidation) else _REPORT, event)
+        if events:
+            self._queue.report(self.ts_ns, events)
 
     def _release(self, until: int) -> None:
         """Process the queued messages due at or before `until`, in time order."""
@@ -529,22 +342,21 @@ class MarketVenue:
             return  # the outer loop picks up what was queued meanwhile
         self._releasing = True
         try:
-            queue = self._queue
-            while queue and queue[0].due_ns <= until:
-                msg = heapq.heappop(queue)
+            pop = self._queue.pop_due
+            while (msg := pop(until)) is not None:
                 self.ts_ns = max(self.ts_ns, msg.due_ns)
-                if msg.kind == _REPORT:
-                    self.on_event(msg.payload)
-                elif msg.kind == _LIQUIDATION:
+                if msg.kind != REPORT:
+                    self._arrive(msg.kind, msg.payload)
+                elif isinstance(msg.payload, Liquidation):
                     self._released.append(msg.payload)
                 else:
-                    self._arrive(msg.kind, msg.payload)
+                    self.on_event(msg.payload)
         finally:
             self._releasing = False
 
     def _arrive(self, kind: int, payload: Any) -> None:
         ts = self.ts_ns
-        if kind == _SUBMIT:
+        if kind == SUBMIT:
             order: Order = payload
             cid = order.client_order_id
             left = self._in_flight.pop(cid, 1) - 1
@@ -561,12 +373,10 @@ class MarketVenue:
                 self.reasons[cid] = reason
                 self._schedule([OrderRejected(ts_ns=ts, client_order_id=cid, reason=reason)])
                 return
-            if self._pending_reserve is not None:
-                self._reserve[cid] = self._pending_reserve
             self._booked(matcher.submit(order, ts))
             if matcher.order(cid) is None:
-                self._reserve.pop(cid, None)  # done at once (filled, canceled, refused)
-        elif kind == _CANCEL:
+                self._reserved.release(cid)  # done at once (filled, canceled, refused)
+        elif kind == CANCEL:
             cid = payload
             matcher = self.matchers[self._orders[cid].instrument_id]
             events = matcher.cancel(cid, ts)
@@ -590,12 +400,14 @@ class MarketVenue:
                 self.reasons[cid] = str(exc)
                 return
             self._booked(events)
-            self._re_reserve(cid, matcher)
+            inst = matcher.instrument
+            self._reserved.renew(
+                cid, inst, matcher.order(cid), self.position(inst.id), self.account.leverage
+            )
 
     def _refusal(self, order: Order, matcher: BookMatcher) -> str | None:
-        """The venue's own checks at arrival (the matcher does the rest); sets
-        `_pending_reserve` to the reservation the order takes if accepted."""
-        self._pending_reserve = None
+        """The venue's own checks at arrival (the matcher does the rest); an accepted
+        order takes its reservation."""
         inst = matcher.instrument
         pos = self.position(inst.id)
         if order.reduce_only:
@@ -626,75 +438,16 @@ class MarketVenue:
             return str(exc)
         if reason is not None:
             return reason
-        need = self._reservation(inst, order.side, order.quantity, px)
-        if need is None:
-            return None
-        ccy, amount, detail = need
-        free = self.account.free_margin(ccy, marks)
-        reserved = self.reserved(ccy)
-        if amount > free - reserved:
-            working = sum(1 for r in self._reserve.values() if r[0] == ccy)
-            return (
-                f"insufficient free {ccy} for {order.side} {order.quantity} {inst.id} at {px}: "
-                f"it reserves {amount} ({detail}), free {free} less {reserved} reserved by "
-                f"{working} working order(s) leaves {free - reserved}"
-            )
-        self._pending_reserve = [ccy, amount, order.quantity]
-        return None
-
-    def _reservation(
-        self, inst: Instrument, side: OrderSide, qty: Decimal, px: Decimal
-    ) -> tuple[str, Decimal, str] | None:
-        """(currency, amount, how it was computed) an order of `qty` at `px` reserves
-        while it works, or None if it reserves nothing (it only reduces the position)."""
-        fee = max(inst.fee(qty, px, maker=True), inst.fee(qty, px, maker=False))
-        if inst.contract_type is ContractType.SPOT:
-            if side is OrderSide.BUY:
-                return inst.quote, qty * px + fee, f"notional {qty * px} + fee {fee}"
-            return inst.base, qty, f"the {qty} {inst.base} sold"
-        pos = self.position(inst.id)
-        reducing = min(qty, abs(pos)) if pos * side.sign < 0 else _ZERO
-        increase = qty - reducing
-        if increase == 0:
-            return None
-        margin = increase * px * inst.multiplier / self.account.leverage
-        return (
-            inst.settlement,
-            margin + fee,
-            f"initial margin {margin} at leverage {self.account.leverage} + fee {fee}",
+        return self._reserved.admit(
+            order.client_order_id, inst, order.side, order.quantity, px, pos, self.account, marks
         )
-
-    def _re_reserve(self, cid: str, matcher: BookMatcher) -> None:
-        """After an amendment: reserve for the remaining quantity at the new price."""
-        held = self._reserve.pop(cid, None)
-        work = matcher.order(ClientOrderId(cid))
-        if held is None or work is None:
-            return  # it reserved nothing (reducing), or it is done
-        px = work.price if work.price is not None else work.trigger_price
-        left = work.quantity - work.filled_qty
-        if px is None or px <= 0 or left <= 0:
-            return
-        need = self._reservation(matcher.instrument, work.side, left, px)
-        if need is not None:
-            self._reserve[cid] = [need[0], need[1], left]
-
-    def _release_reserve(self, cid: str, filled: Decimal | None = None) -> None:
-        """Release `cid`'s reservation: in proportion to `filled`, or all of it."""
-        held = self._reserve.get(cid)
-        if held is None:
-            return
-        if filled is None or filled >= held[2]:
-            del self._reserve[cid]
-            return
-        held[1] -= held[1] * filled / held[2]
-        held[2] -= filled
 
     def _booked(self, events: list[OrderEvent]) -> None:
         """Book the fills of `events` in the account (releasing in proportion the
         reservations they use), then schedule their reports."""
         for event in events:
             if isinstance(event, OrderFilled):
-                self._release_reserve(event.client_order_id, event.last_qty)
+                self._reserved.release(event.client_order_id, event.last_qty)
                 order = self._orders[event.client_order_id]
                 inst = self.instruments[order.instrument_id]
                 self.account.apply_fill(
@@ -704,7 +457,7 @@ class MarketVenue:
                 self._pos[inst.id] = self.position(inst.id) + order.side.sign * event.last_qty
                 self.fees += event.fee
             elif isinstance(event, (OrderRejected, OrderCanceled, OrderExpired)):
-                self._release_reserve(event.client_order_id)
+                self._reserved.release(event.client_order_id)
                 reason = getattr(event, "reason", None)
                 if reason:
                     self.reasons.setdefault(event.client_order_id, reason)
@@ -721,17 +474,10 @@ class MarketVenue:
 
     def _check_liquidation(self, rule: LiquidationRule, ts: int) -> None:
         account = self.account
-        if not account.positions.open_positions():
-            return
-        if any(p.instrument_id not in self.marks for p in account.positions.open_positions()):
-            return  # a position without a mark cannot be valued yet
-        breached = rule.breached(account, self.marks)
-        for ccy in breached:
-            equity = account.equity_by_currency(self.marks).get(ccy, _ZERO)
-            margin = rule.margin_by_currency(account, self.marks)[ccy]
+        for ccy, equity, margin in rule.breaches(account, self.marks):
             for pos in list(account.positions.open_positions()):
                 inst = self.instruments[pos.instrument_id]
-                if inst.settlement == ccy and inst.contract_type in _DERIVATIVES:
+                if inst.settlement == ccy and inst.contract_type in DERIVATIVES:
                     self._liquidate(rule, inst, ts, equity, margin)
 
     def _liquidate(
@@ -742,8 +488,8 @@ class MarketVenue:
         reports: list[Any] = []
         for work in matcher.open_orders():
             reports += matcher.cancel(work.client_order_id, ts)
-            self.reasons[work.client_order_id] = "canceled by the liquidation of the position"
-            self._release_reserve(work.client_order_id)
+            self.reasons[work.client_order_id] = LIQUIDATION_CANCEL
+            self._reserved.release(work.client_order_id)
             canceled.append(work.client_order_id)
         self._liq_seq += 1
         liquidation = rule.close(

@@ -3,29 +3,16 @@
 The venue receives orders from the node, matches them against market data and answers
 with domain events (`OrderAccepted`, `OrderRejected`, `OrderFilled`, `OrderCanceled`,
 `OrderExpired`, `OrderUpdated`), delivered synchronously to `on_event`. Its matching
-rules are those of docs/backtest.md, the rules of the compiled kernel:
+rules are those of docs/backtest.md, the rules of the compiled kernel
+(`sapphire.sim.bar_path`: market orders at the next price, resting orders along the
+bar's OHLC path); GTD orders expire at the end of the bar that contains their expiry
+time.
 
-- a market order fills at the next bar's open (the first price the venue sees after
-  it), slipped against the trader;
-- resting orders are walked along the bar's OHLC path (`open -> first extreme ->
-  second extreme -> close`; `intrabar="path"` or `"worst"`). On each segment the first
-  level crossed in path order fills; touching counts; a level already crossed at the
-  start of a segment (a gap) fills at that point (the open), not at the level. Several
-  orders hit at one point fill in the order stop > trailing stop > limit (the kernel's
-  stop-loss > trailing > take-profit). After a fill the rest of the segment is walked
-  again from the fill point, so orders submitted in reaction (bracket legs) are live
-  from there on;
-- stop and trailing-stop fills are taker fills with slippage; limit fills are maker
-  fills without slippage (a gap through a limit fills at the better open price);
-- a trailing stop's level follows the best price reached, updated at each path point
-  after the segment leading to it has been checked;
-- GTD orders expire at the end of the bar that contains their expiry time.
-
-Prices of market data are floats; the trigger decisions are made on floats exactly as
-the kernel makes them, and each fill price crosses into `Decimal` once, in `_px`. Cash,
-quantities and fees are `Decimal` and live in a `sapphire.portfolio.Account` (cash
-account with optional leverage: an order that opens risk beyond `equity * leverage`, or
-whose margin plus fee exceeds equity, is refused with "insufficient margin").
+Prices of market data are floats; each fill price crosses into `Decimal` once, at the
+fill. Cash, quantities and fees are `Decimal` and live in a `sapphire.portfolio.Account`
+(cash account with optional leverage: an order that opens risk beyond `equity *
+leverage`, or whose margin plus fee exceeds equity, is refused with "insufficient
+margin"). The events and ids are built by `sapphire.sim.bar_reports.BarReports`.
 
 A `sizer` may come with an order: `sizer(fill_price, equity) -> quantity` is called at
 the fill, so a size given as notional or as a fraction of equity uses the fill price
@@ -37,186 +24,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
 from sapphire.domain import (
     ClientOrderId,
-    ContractType,
     Instrument,
     InstrumentId,
-    LiquiditySide,
     Order,
-    OrderAccepted,
-    OrderCanceled,
     OrderEvent,
-    OrderExpired,
-    OrderFilled,
-    OrderRejected,
     OrderSide,
     OrderType,
-    OrderUpdated,
-    TradeId,
-    TrailingOffsetType,
-    VenueOrderId,
 )
-from sapphire.domain.events import trusted_builder
 from sapphire.domain.instrument import to_decimal
 from sapphire.portfolio import Account
-from sapphire.sim.exchange import Liquidation, LiquidationRule
+from sapphire.sim.bar_path import (
+    LIMIT,
+    STOP,
+    TRAIL,
+    BarBook,
+    FillModel,
+    RestingOrder,
+    Sizer,
+    first_hit,
+    reachable,
+)
+from sapphire.sim.bar_reports import BarReports
+from sapphire.sim.liquidation import DERIVATIVES, LIQUIDATION_CANCEL, Liquidation, LiquidationRule
 
-__all__ = ["LIQUIDATION_CANCEL", "FillModel", "SimulatedVenue", "Sizer"]
+__all__ = ["SimulatedVenue"]
 
-# why the venue canceled an order when it liquidated the position (`venue.reasons`)
-LIQUIDATION_CANCEL = "canceled by the liquidation of the position"
-
-Sizer = Callable[[Decimal, Decimal], "Decimal | str"]
 _ZERO = Decimal(0)
-# Kinds of resting orders, in fill priority at one point.
-_STOP, _TRAIL, _LIMIT = 0, 1, 2
-_MAKER, _TAKER = LiquiditySide.MAKER, LiquiditySide.TAKER
 _BUY, _SELL = OrderSide.BUY, OrderSide.SELL
-_DERIVATIVES = frozenset({ContractType.PERPETUAL, ContractType.FUTURE})
-# constructors without validation, for the events of values the venue made itself
-_new_filled = trusted_builder(OrderFilled)
-_new_accepted = trusted_builder(OrderAccepted)
-_new_canceled = trusted_builder(OrderCanceled)
-
-
-@dataclass(frozen=True)
-class FillModel:
-    """Slippage of taker fills: `slippage_bps` or `slippage_ticks` against the trader;
-    slipped prices are rounded to `tick` (0 = no rounding) against the trader."""
-
-    slippage_bps: float = 0.0
-    slippage_ticks: int = 0
-    tick: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.slippage_bps) and 0 <= self.slippage_bps < 10_000):
-            raise ValueError(f"slippage_bps={self.slippage_bps!r} is invalid: expected [0, 10000)")
-        if self.slippage_ticks < 0:
-            raise ValueError(f"slippage_ticks={self.slippage_ticks!r} is invalid: expected >= 0")
-        if not (math.isfinite(self.tick) and self.tick >= 0):
-            raise ValueError(f"tick={self.tick!r} is invalid: expected >= 0")
-        if self.slippage_ticks and not self.tick:
-            raise ValueError("slippage_ticks needs a tick")
-
-    def slip(self, price: float, sign: float) -> float:
-        """`price` moved against a trader buying (`sign` +1) or selling (-1)."""
-        bps, ticks, tick = self.slippage_bps, self.slippage_ticks, self.tick
-        if bps == 0.0 and ticks == 0:
-            return price
-        p = price
-        if bps != 0.0:
-            p = p * (1.0 + sign * bps / 10_000.0)
-        if ticks:
-            p = p + sign * ticks * tick
-        if tick > 0.0:
-            p = (
-                math.ceil(p / tick - 1e-09) * tick
-                if sign > 0
-                else math.floor(p / tick + 1e-09) * tick
-            )
-        return p
-
-
-class _Resting:
-    """The venue's view of one working order (floats for matching)."""
-
-    __slots__ = (
-        "cid",
-        "expire_ns",
-        "frac",
-        "instrument_id",
-        "kind",
-        "level",
-        "limit_px",
-        "market",
-        "offset",
-        "order",
-        "post_only",
-        "qty",
-        "reduce_only",
-        "sign",
-        "sizer",
-        "venue_id",
-    )
-
-    def __init__(self, order: Order, sizer: Sizer | None, venue_id: VenueOrderId) -> None:
-        self.order = order
-        self.cid = order.client_order_id
-        self.instrument_id = order.instrument_id
-        self.sign = float(order.side.sign)
-        self.qty = order.quantity
-        self.sizer = sizer
-        self.venue_id = venue_id
-        self.reduce_only = order.reduce_only
-        self.post_only = order.post_only
-        self.expire_ns = order.expire_time_ns
-        self.frac = 0.0
-        self.offset = 0.0
-        self.limit_px = math.nan
-        t = order.type
-        self.market = t is OrderType.MARKET
-        if t is OrderType.MARKET:
-            self.kind = _STOP
-            self.level = math.nan
-        elif t is OrderType.LIMIT:
-            self.kind = _LIMIT
-            self.level = float(order.price)  # type: ignore[arg-type]
-        elif t is OrderType.TRAILING_STOP:
-            self.kind = _TRAIL
-            off = order.trailing_offset or _ZERO
-            if order.trailing_offset_type is TrailingOffsetType.PERCENT:
-                self.frac = float(off / 100)
-            else:
-                self.offset = float(off)
-            self.level = float(order.trigger_price) if order.trigger_price is not None else math.nan
-        else:  # STOP_MARKET, STOP_LIMIT (the limit part once triggered)
-            self.kind = _STOP
-            self.level = float(order.trigger_price)  # type: ignore[arg-type]
-            if t is OrderType.STOP_LIMIT:
-                self.limit_px = float(order.price)  # type: ignore[arg-type]
-
-    def trail_to(self, price: float) -> None:
-        """Move a trailing stop's level after the market reached `price`."""
-        if self.frac:
-            # a sell trail (sign -1) sits below the best price: price * (1 - frac)
-            cand = price * (1.0 + self.sign * self.frac)
-        else:
-            cand = price + self.sign * self.offset
-        lvl = self.level
-        if lvl != lvl or (self.sign < 0 and cand > lvl) or (self.sign > 0 and cand < lvl):
-            self.level = cand
-
-
-def _reachable(resting: list[_Resting], lo: float, hi: float) -> bool:
-    """Whether the bar's range [lo, hi] can fill or move any working order: a buy limit
-    or sell stop needs the low at or below its level, a sell limit or buy stop the high
-    at or above it; trailing stops move on every bar. When nothing is reachable the
-    path walk would do nothing and is skipped (the hot path while a bracket waits)."""
-    for r in resting:
-        lvl = r.level
-        if r.kind == _TRAIL or lvl != lvl:
-            return True
-        if (r.sign > 0.0) == (r.kind == _LIMIT):
-            if lo <= lvl:
-                return True
-        elif hi >= lvl:
-            return True
-    return False
-
-
-class _Book:
-    __slots__ = ("instrument", "last", "queued", "resting")
-
-    def __init__(self, instrument: Instrument) -> None:
-        self.instrument = instrument
-        self.queued: list[_Resting] = []  # market orders waiting for the next price
-        self.resting: list[_Resting] = []
-        self.last = math.nan
 
 
 class SimulatedVenue:
@@ -275,38 +114,25 @@ class SimulatedVenue:
         self.on_liquidation: Callable[[Liquidation], object] = lambda liquidation: None
         self._liq_seq = 0
         self.reasons: dict[str, str] = {}  # why the venue rejected/canceled an order
-        self._books = {iid: _Book(inst) for iid, inst in self.instruments.items()}
-        self._orders: dict[str, _Resting] = {}
-        self._seq = 0
-        self._trades = 0
+        self._books = {iid: BarBook(inst) for iid, inst in self.instruments.items()}
+        self._orders: dict[str, RestingOrder] = {}
         self._ts = 0
         self._maker = {iid: i.maker_fee for iid, i in self.instruments.items()}
         self._taker = {iid: i.taker_fee for iid, i in self.instruments.items()}
         self.fees = _ZERO
         self.funding = _ZERO
         self._pos: dict[InstrumentId, Decimal] = {}
-        self._events = 0
-        # ids "{name}-N", "{name}-TN" and event ids "{name}-EN" are valid by construction
-        # when the name has no whitespace: then they skip re-validation
-        try:
-            VenueOrderId(f"{name}-0")
-            self._fast = all(" " not in i.settlement for i in self.instruments.values())
-        except ValueError:
-            self._fast = False
+        self._reports = BarReports(name, self.instruments.values())
 
     # ------------------------------------------------------------------ state
     def position(self, instrument_id: InstrumentId) -> Decimal:
         """The account's signed position in `instrument_id`."""
         return self._pos.get(instrument_id, _ZERO)
 
-    def _event_id(self) -> str:
-        self._events += 1
-        return f"{self.name}-E{self._events}"
-
     def balance(self, currency: str | None = None) -> Decimal:
         return self.account.balance(currency or self.currency)
 
-    def book_of(self, instrument_id: InstrumentId) -> _Book | None:
+    def book_of(self, instrument_id: InstrumentId) -> BarBook | None:
         """The working-order lists of one instrument (`queued` market orders, `resting`
         orders); the node's replay loop reads them to skip bars with nothing to match.
         None with a liquidation rule: every bar must reach the venue, which watches the
@@ -338,8 +164,7 @@ class SimulatedVenue:
     def submit_order(self, order: Order, sizer: Sizer | None = None) -> None:
         """Take a SUBMITTED order: market orders wait for the next price, others rest."""
         book = self._books.get(order.instrument_id)
-        self._seq += 1
-        vid = self._vid(f"{self.name}-{self._seq}")
+        vid = self._reports.venue_order_id()
         ts = self._ts
         if book is None:
             self._reject(order.client_order_id, ts, f"unknown instrument {order.instrument_id}")
@@ -348,13 +173,13 @@ class SimulatedVenue:
         if t is OrderType.TRAILING_STOP and not self.supports_trailing:
             self._reject(order.client_order_id, ts, "trailing stops are not supported here")
             return
-        r = _Resting(order, sizer, vid)
+        r = RestingOrder(order, sizer, vid)
         self._orders[r.cid] = r
         if t is OrderType.MARKET:
             book.queued.append(r)  # accepted at its fill
             return
-        self.on_event(self._accepted(ts, r))
-        if r.kind == _TRAIL and r.level != r.level and book.last == book.last:
+        self.on_event(self._reports.accepted(ts, r.cid, r.venue_id))
+        if r.kind == TRAIL and r.level != r.level and book.last == book.last:
             r.trail_to(book.last)
         book.resting.append(r)
 
@@ -364,7 +189,7 @@ class SimulatedVenue:
         if r is None:
             return False
         self._remove(r)
-        self.on_event(self._canceled(self._ts if ts_ns is None else ts_ns, r.cid))
+        self.on_event(self._reports.canceled(self._ts if ts_ns is None else ts_ns, r.cid))
         return True
 
     def amend_order(
@@ -381,22 +206,13 @@ class SimulatedVenue:
         if quantity is not None:
             r.qty = quantity
         if price is not None:
-            if r.kind == _LIMIT:
+            if r.kind == LIMIT:
                 r.level = float(price)
             else:
                 r.limit_px = float(price)
-        if trigger_price is not None and r.kind != _LIMIT:
+        if trigger_price is not None and r.kind != LIMIT:
             r.level = float(trigger_price)
-        self.on_event(
-            OrderUpdated(
-                event_id=self._event_id(),
-                ts_ns=self._ts,
-                client_order_id=r.cid,
-                quantity=quantity,
-                price=price,
-                trigger_price=trigger_price,
-            )
-        )
+        self.on_event(self._reports.updated(self._ts, r.cid, quantity, price, trigger_price))
         return True
 
     # ------------------------------------------------------------------ market data in
@@ -426,7 +242,7 @@ class SimulatedVenue:
             return
         if book.queued:
             self._fill_queued(book, o)
-        if book.resting and _reachable(book.resting, lo, h):
+        if book.resting and reachable(book.resting, lo, h):
             if self.worst:
                 pos = self.position(instrument_id)
                 d = float(pos) if pos else book.resting[0].sign
@@ -444,17 +260,15 @@ class SimulatedVenue:
         self._expire(book, ts_ns, end_ns)
         book.last = c
 
-    def _expire(self, book: _Book, ts_ns: int, end_ns: int) -> None:
+    def _expire(self, book: BarBook, ts_ns: int, end_ns: int) -> None:
         for r in [r for r in book.resting if r.expire_ns is not None and r.expire_ns <= end_ns]:
             self._orders.pop(r.cid, None)
             book.resting.remove(r)
-            self.on_event(
-                OrderExpired(event_id=self._event_id(), ts_ns=ts_ns, client_order_id=r.cid)
-            )
+            self.on_event(self._reports.expired(ts_ns, r.cid))
 
     # ------------------------------------------------------------------ liquidation
     def _bar_with_liquidation(
-        self, book: _Book, ts_ns: int, o: float, h: float, lo: float, c: float, end_ns: int
+        self, book: BarBook, ts_ns: int, o: float, h: float, lo: float, c: float, end_ns: int
     ) -> None:
         """`process_bar` with a liquidation rule: the same walk, and the margin check at
         each path point (after the orders reached on the segment leading to it)."""
@@ -478,26 +292,21 @@ class SimulatedVenue:
         self._expire(book, ts_ns, end_ns)
         book.last = c
 
-    def _check_liquidation(self, book: _Book, price: float) -> None:
+    def _check_liquidation(self, book: BarBook, price: float) -> None:
         rule = self.liquidation
         if rule is None or not any(self._pos.values()):
             return
         iid = book.instrument.id
         marks = {i: to_decimal(b.last) for i, b in self._books.items() if b.last == b.last}
         marks[iid] = to_decimal(price)
-        account = self.account
-        if any(p.instrument_id not in marks for p in account.positions.open_positions()):
-            return  # a position without a mark cannot be valued yet
-        for ccy in rule.breached(account, marks):
-            equity = account.equity_by_currency(marks).get(ccy, _ZERO)
-            margin = rule.margin_by_currency(account, marks)[ccy]
+        for ccy, equity, margin in rule.breaches(self.account, marks):
             for i, qty in list(self._pos.items()):
                 inst = self.instruments[i]
-                if qty != 0 and inst.settlement == ccy and inst.contract_type in _DERIVATIVES:
+                if qty != 0 and inst.settlement == ccy and inst.contract_type in DERIVATIVES:
                     self._liquidate(rule, self._books[i], marks[i], equity, margin)
 
     def _liquidate(
-        self, rule: LiquidationRule, book: _Book, mark: Decimal, equity: Decimal, margin: Decimal
+        self, rule: LiquidationRule, book: BarBook, mark: Decimal, equity: Decimal, margin: Decimal
     ) -> None:
         """Cancel the instrument's working orders, close its position at `mark` (taker
         fee + liquidation fee) and report a `Liquidation`."""
@@ -513,7 +322,7 @@ class SimulatedVenue:
         liquidation = rule.close(
             self.account, inst, self._pos[inst.id], mark, ts,
             venue=self.name, seq=self._liq_seq, equity=equity, margin=margin,
-            canceled=canceled, event_id=self._event_id(),
+            canceled=canceled, event_id=self._reports.event_id(),
         )  # fmt: skip
         self._pos[inst.id] = _ZERO
         self.fees += liquidation.fee + liquidation.liquidation_fee
@@ -541,70 +350,41 @@ class SimulatedVenue:
             self._fill_queued(book, price)
 
     # ------------------------------------------------------------------ matching
-    def _fill_queued(self, book: _Book, price: float) -> None:
+    def _fill_queued(self, book: BarBook, price: float) -> None:
         queued, book.queued = book.queued, []
         for r in queued:
             if r.cid not in self._orders:
                 continue
             self._fill(book, r, self.fill_model.slip(price, r.sign), False)
 
-    def _walk(self, book: _Book, s: float, b: float) -> None:
+    def _walk(self, book: BarBook, s: float, b: float) -> None:
         """Walk the segment s -> b: fill the first order hit, again from its point."""
-        d = 1.0 if b > s else (-1.0 if b < s else 0.0)
-        while True:
-            best: _Resting | None = None
-            best_key = (2, 0.0, 0)
-            best_at = 0.0
-            for r in book.resting:
-                lvl = r.level
-                if lvl != lvl:
-                    continue
-                sg = r.sign
-                if r.kind == _LIMIT:
-                    at_start = sg * (s - lvl) <= 0.0
-                    on_seg = sg * (b - lvl) <= 0.0
-                else:
-                    at_start = sg * (s - lvl) >= 0.0
-                    on_seg = sg * (b - lvl) >= 0.0
-                if at_start:
-                    key = (0, 0.0, r.kind)
-                    at = s
-                elif on_seg and d != 0.0:
-                    key = (1, d * lvl, r.kind)
-                    at = lvl
-                else:
-                    continue
-                if key < best_key:
-                    best, best_key, best_at = r, key, at
-            if best is None:
-                break
-            if best.kind == _STOP and best.limit_px == best.limit_px:
-                # a triggered stop-limit becomes a limit order at its price
-                best.kind = _LIMIT
-                best.level = best.limit_px
-                best.limit_px = math.nan
-                s = best_at
+        while (hit := first_hit(book.resting, s, b)) is not None:
+            best, at, gap = hit
+            if best.kind == STOP and best.limit_px == best.limit_px:
+                best.trigger()  # a triggered stop-limit rests as a limit order
+                s = at
                 continue
-            maker = best.kind == _LIMIT
-            if maker and best.post_only and best_key[0] == 0 and s == b:
+            maker = best.kind == LIMIT
+            if maker and best.post_only and gap and s == b:
                 # a post-only order marketable when the market reaches it would take
                 self._remove(best)
                 self._orders.pop(best.cid, None)
                 self._cancel_venue(best, self._ts, "post-only order would take liquidity")
                 continue
-            px = best_at if maker else self.fill_model.slip(best_at, best.sign)
+            px = at if maker else self.fill_model.slip(at, best.sign)
             self._remove(best)
             self._orders.pop(best.cid, None)
             self._fill(book, best, px, maker)
-            s = best_at
+            s = at
             if not book.resting:
                 return
         # trailing stops follow the price reached at the end of the segment
         for r in book.resting:
-            if r.kind == _TRAIL:
+            if r.kind == TRAIL:
                 r.trail_to(b)
 
-    def _fill(self, book: _Book, r: _Resting, price: float, maker: bool) -> None:
+    def _fill(self, book: BarBook, r: RestingOrder, price: float, maker: bool) -> None:
         self._orders.pop(r.cid, None)
         inst = book.instrument
         iid = inst.id
@@ -635,13 +415,9 @@ class SimulatedVenue:
         order = r.order
         if r.market:
             # a market order is accepted when it can be filled (else rejected)
-            self.on_event(self._accepted(ts, r))
+            self.on_event(self._reports.accepted(ts, r.cid, r.venue_id))
         if qty != order.quantity:
-            self.on_event(
-                OrderUpdated(
-                    event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid, quantity=qty
-                )
-            )
+            self.on_event(self._reports.updated(ts, r.cid, quantity=qty))
         buy = r.sign > 0
         side = _BUY if buy else _SELL
         # what the venue computed itself is checked already: a positive finite price
@@ -649,7 +425,7 @@ class SimulatedVenue:
         # sizer's result checked here), an int time >= 0; then the books and the event
         # skip re-validating it
         checked = (
-            self._fast
+            self._reports.fast
             and 0.0 < price < math.inf
             and type(ts) is int
             and ts >= 0
@@ -664,67 +440,32 @@ class SimulatedVenue:
             self.account.apply_fill(inst, side, qty, px, fee, inst.settlement, ts)
         self._pos[iid] = pos + qty if buy else pos - qty
         self.fees += fee
-        self._trades += 1
-        trade = f"{self.name}-T{self._trades}"
         self.on_event(
-            (_new_filled if checked else OrderFilled)(
-                event_id=self._event_id(),
-                ts_ns=ts,
-                client_order_id=r.cid,
-                trade_id=str.__new__(TradeId, trade) if checked else TradeId(trade),
-                last_qty=qty,
-                last_px=px,
-                liquidity=_MAKER if maker else _TAKER,
-                fee=fee,
-                fee_currency=inst.settlement,
-                venue_order_id=r.venue_id,
+            self._reports.filled(
+                ts, r.cid, qty, px, maker, fee, inst.settlement, r.venue_id, checked=checked
             )
         )
 
-    def _refuse(self, r: _Resting, ts: int, reason: str) -> None:
+    def _refuse(self, r: RestingOrder, ts: int, reason: str) -> None:
         """A working order the venue cannot fill (size or margin): rejected if it was
         never accepted (a market order), else canceled by the venue."""
         if r.order.type is OrderType.MARKET:
             self.reasons[r.cid] = reason
-            self.on_event(
-                OrderRejected(
-                    event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid, reason=reason
-                )
-            )
+            self.on_event(self._reports.rejected(ts, r.cid, reason))
         else:
             self._cancel_venue(r, ts, reason)
 
-    def _cancel_venue(self, r: _Resting, ts: int, reason: str) -> None:
+    def _cancel_venue(self, r: RestingOrder, ts: int, reason: str) -> None:
         self.reasons[r.cid] = reason
         if r.order.type is OrderType.MARKET:
-            self.on_event(self._accepted(ts, r))
-        self.on_event(self._canceled(ts, r.cid))
+            self.on_event(self._reports.accepted(ts, r.cid, r.venue_id))
+        self.on_event(self._reports.canceled(ts, r.cid))
 
     def _reject(self, cid: ClientOrderId, ts: int, reason: str) -> None:
         self.reasons[cid] = reason
-        self.on_event(
-            OrderRejected(event_id=self._event_id(), ts_ns=ts, client_order_id=cid, reason=reason)
-        )
+        self.on_event(self._reports.rejected(ts, cid, reason))
 
-    def _vid(self, text: str) -> VenueOrderId:
-        return str.__new__(VenueOrderId, text) if self._fast else VenueOrderId(text)
-
-    def _accepted(self, ts: int, r: _Resting) -> OrderAccepted:
-        if self._fast and type(ts) is int and ts >= 0:
-            return _new_accepted(
-                event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid,
-                venue_order_id=r.venue_id,
-            )  # fmt: skip
-        return OrderAccepted(
-            event_id=self._event_id(), ts_ns=ts, client_order_id=r.cid, venue_order_id=r.venue_id
-        )
-
-    def _canceled(self, ts: int, cid: ClientOrderId) -> OrderCanceled:
-        if self._fast and type(ts) is int and ts >= 0:
-            return _new_canceled(event_id=self._event_id(), ts_ns=ts, client_order_id=cid)
-        return OrderCanceled(event_id=self._event_id(), ts_ns=ts, client_order_id=cid)
-
-    def _remove(self, r: _Resting) -> None:
+    def _remove(self, r: RestingOrder) -> None:
         book = self._books[r.instrument_id]
         if r in book.resting:
             book.resting.remove(r)

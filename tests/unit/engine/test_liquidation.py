@@ -22,7 +22,8 @@ from sapphire.domain import (
 )
 from sapphire.engine import BarFeed, EventStrategy, TradingNode
 from sapphire.portfolio import Account, Portfolio
-from sapphire.sim.exchange import Liquidation, LiquidationRule, MarketVenue
+from sapphire.sim.exchange import MarketVenue
+from sapphire.sim.liquidation import Liquidation, LiquidationRule
 from sapphire.sim.venue import SimulatedVenue
 
 IID = InstrumentId("BTC/USDT:USDT", "SIM")

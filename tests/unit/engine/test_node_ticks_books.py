@@ -25,7 +25,8 @@ from sapphire.domain import (
 )
 from sapphire.engine import EventStrategy, TradingNode
 from sapphire.sim.book import L2Book
-from sapphire.sim.exchange import Liquidation, LiquidationRule, MarketVenue
+from sapphire.sim.exchange import MarketVenue
+from sapphire.sim.liquidation import Liquidation, LiquidationRule
 from sapphire.sim.matching import vwap
 from sapphire.sim.models import FixedLatency
 from sapphire.sim.replay import read_binance_trades, read_bybit_orderbook

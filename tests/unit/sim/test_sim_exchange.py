@@ -28,7 +28,8 @@ from sapphire.domain import (
     TradeId,
     TradeTick,
 )
-from sapphire.sim.exchange import Liquidation, LiquidationRule, MarketVenue
+from sapphire.sim.exchange import MarketVenue
+from sapphire.sim.liquidation import Liquidation, LiquidationRule
 from sapphire.sim.matching import vwap
 from sapphire.sim.models import FixedLatency, UniformLatency
 from sapphire.sim.replay import read_binance_trades, read_bybit_orderbook

@@ -29,8 +29,9 @@ from sapphire.domain import (
     TimeInForce,
     TrailingOffsetType,
 )
-from sapphire.sim.exchange import Liquidation, LiquidationRule
-from sapphire.sim.venue import LIQUIDATION_CANCEL, FillModel, SimulatedVenue
+from sapphire.sim.bar_path import FillModel
+from sapphire.sim.liquidation import LIQUIDATION_CANCEL, Liquidation, LiquidationRule
+from sapphire.sim.venue import SimulatedVenue
 
 IID = InstrumentId("BTC/USDT:USDT", "SIM")
 S = StrategyId("s")
