@@ -60,7 +60,7 @@ from sapphire.portfolio import Account, Portfolio
 from sapphire.store import Store
 from sapphire.store.records import RunMode
 from sapphire.strategy.base import Bars
-from sapphire.strategy.signals import normalize_signals
+from sapphire.strategy.signals import SignalArrays, normalize_signals
 
 __all__ = ["PaperSession", "SessionView", "paper_dir"]
 
@@ -113,6 +113,7 @@ class PaperSession:
         *,
         resumed: bool,
         bars: Bars | None = None,
+        signals: SignalArrays | None = None,
     ) -> None:
         self.run_id = run_id
         self.config = config
@@ -137,7 +138,7 @@ class PaperSession:
         strategy = get_strategy(config.strategy)(**config.params)
         setup = build_node(
             config, mode="paper", venue=self.venue, instrument_id=self.iid, strategy=strategy,
-            portfolio=self._new_portfolio(), run_id=run_id, bars=self.bars,
+            portfolio=self._new_portfolio(), run_id=run_id, bars=self.bars, signals=signals,
             risk_profile=risk_profile, instrument=self.instrument,
         )  # fmt: skip
         self.node = setup.node
@@ -218,7 +219,7 @@ class PaperSession:
             {**config.to_mapping(), "run_dir": str(run_dir)},
         )  # fmt: skip
         store.save_instrument(config.instrument())
-        session = cls(run_id, config, store, run_dir, resumed=False, bars=bars)
+        session = cls(run_id, config, store, run_dir, resumed=False, bars=bars, signals=sig)
         session.node.start()
         session._save_state(time.time_ns())
         return session
