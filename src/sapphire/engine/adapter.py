@@ -300,7 +300,7 @@ class VectorAdapter(EventStrategy):
             ] or self.children
 
     def on_liquidation(self, liquidation: Any) -> None:
-        """The venue liquidated the position (a `sapphire.sim.exchange.Liquidation`,
+        """The venue liquidated the position (a `sapphire.sim.liquidation.Liquidation`,
         booked on the node's portfolio): flat, its bracket legs already canceled."""
         if liquidation.instrument_id == self.instrument_id:
             self.pos = Decimal(0)

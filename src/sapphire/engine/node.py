@@ -95,7 +95,7 @@ class Venue(Protocol):
 
 
 class VenueLiquidation(Protocol):
-    """What the node reads of a venue's liquidation report (`sapphire.sim.exchange.
+    """What the node reads of a venue's liquidation report (`sapphire.sim.liquidation.
     Liquidation`): the account's position in `instrument_id` was closed at `price`."""
 
     @property
