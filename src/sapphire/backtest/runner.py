@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from sapphire.backtest.event import liquidation_rule
 from sapphire.backtest.metrics import compute_metrics, periods_per_year
 from sapphire.backtest.result import TRADE_COLUMNS, BacktestResult
 from sapphire.engine.config import RUN_OPTIONS, RunConfig
@@ -156,7 +155,11 @@ class Backtest:
         }
         self.config = RunConfig(**{**config.to_mapping(), **fill}) if fill else config
         self.engine = self.config.engine
-        self.liquidation = liquidation_rule(self.config)
+        self.liquidation: Any = None  # the event venue's liquidation rule (None: none)
+        if self.config.maintenance_margin is not None:
+            from sapphire.backtest.event import liquidation_rule
+
+            self.liquidation = liquidation_rule(self.config)
         self.event_run: Any = None  # the last event-driven run (node, monitor, refusals)
         if funding is None:
             funding = self.config.funding

@@ -12,10 +12,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from sapphire.domain import ContractType, Instrument, InstrumentId
-from sapphire.domain.instrument import to_decimal
+if TYPE_CHECKING:  # the CLI reads this module at start-up: the domain loads on use
+    from sapphire.domain import Instrument, InstrumentId
 
 __all__ = ["RUN_OPTIONS", "RunConfig", "field_default", "option", "option_help"]
 
@@ -212,6 +212,9 @@ class RunConfig:
     def instrument(self, instrument_id: InstrumentId) -> Instrument:
         """The one instrument a bar-driven run trades: a quote-settled perpetual with this
         config's tick and lot size (0: no grid) and fees."""
+        from sapphire.domain import ContractType, Instrument
+        from sapphire.domain.instrument import to_decimal
+
         return Instrument(
             instrument_id, "BASE", "QUOTE", "QUOTE", ContractType.PERPETUAL,
             tick_size=to_decimal(self.tick_size or "1e-12", "tick_size"),

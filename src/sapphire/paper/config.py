@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sapphire.domain import Instrument, InstrumentId
 from sapphire.engine.config import RunConfig, option
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the CLI reads this module at start-up: these load on use
+    from sapphire.domain import Instrument, InstrumentId
     from sapphire.strategy.base import Bars
 
 #: the bundled sample's data source name (`sapphire.data.samples.SAMPLE`)
@@ -117,6 +117,8 @@ class PaperConfig(RunConfig):
     @property
     def instrument_id(self) -> InstrumentId:
         name = "BTC-PERP" if self.data == SAMPLE else self.data.rsplit("/", 1)[-1]
+        from sapphire.domain import InstrumentId
+
         return InstrumentId(re.sub(r"[^A-Za-z0-9._-]", "_", name) or "bars", "PAPER")
 
     def instrument(self, instrument_id: InstrumentId | None = None) -> Instrument:
