@@ -188,6 +188,7 @@ def _check_values(
             and (low <= o).all()
             and (low <= c).all()
             and (v >= 0).all()
+            and low.min() > 0
         )
     if clean:
         return
@@ -210,6 +211,7 @@ def _check_values(
         (h < top, "high {h!r} < max(open, close) {top!r}"),
         (low > bottom, "low {low!r} > min(open, close) {bottom!r}"),
         (v < 0, "volume {v!r} is negative"),
+        (low <= 0, "low {low!r} is not a price (prices must be > 0)"),
     )
     for bad, template in checks:
         if bad.any():

@@ -181,6 +181,13 @@ class RunConfig:
                 f"unknown run option {unknown[0]!r}; the options are: {', '.join(sorted(known))}"
             )
         fee = options.pop("fee", None)
+        if fee is not None and not (
+            isinstance(fee, int | float) and math.isfinite(fee) and -0.01 <= fee < 0.1
+        ):
+            raise ValueError(
+                f"fee={fee!r} is invalid: expected a fraction of notional in [-0.01, 0.1), "
+                "e.g. 0.001"
+            )
         for name in ("maker_fee", "taker_fee"):
             if options.get(name) is None:
                 options[name] = 0.0 if fee is None else fee

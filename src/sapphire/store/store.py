@@ -135,7 +135,12 @@ class Store(InstrumentsRepo, OrdersRepo, PositionsRepo, AccountsRepo, RiskRepo):
         """Every run, oldest first (only those in `status` if given)."""
         query = sa.select(StrategyRunRow).order_by(StrategyRunRow.ts_started, StrategyRunRow.run_id)
         if status is not None:
-            query = query.where(StrategyRunRow.status == RunStatus(str(status).upper()).value)
+            try:
+                wanted = RunStatus(str(status).upper())
+            except ValueError:
+                known = ", ".join(s.value for s in RunStatus)
+                raise ValueError(f"run status {status!r} is unknown: expected {known}") from None
+            query = query.where(StrategyRunRow.status == wanted.value)
         with self._read() as conn:
             return [_run_info(row) for row in conn.execute(query)]
 

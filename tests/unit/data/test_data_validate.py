@@ -70,6 +70,17 @@ CORRUPTIONS: dict[str, Corruption] = {
         f.assign(volume=np.where(f.index == 30_000, -5.0, f["volume"])),
         ["row 30000 (2022-01-21 19:01:00+00:00)", "volume -5.0 is negative"],
     ),
+    # a bar of -5 (all four prices) is consistent OHLC, and not a price
+    "negative-prices": lambda f: (
+        f.assign(
+            **{c: np.where(f.index == 200, -5.0, f[c]) for c in ("open", "high", "low", "close")}
+        ),
+        ["row 200", "low -5.0 is not a price (prices must be > 0)"],
+    ),
+    "zero-low": lambda f: (
+        f.assign(low=np.where(f.index == 201, 0.0, f["low"])),
+        ["row 201", "low 0.0 is not a price (prices must be > 0)"],
+    ),
 }
 
 

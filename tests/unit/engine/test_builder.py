@@ -108,3 +108,10 @@ def test_run_config_is_one_declaration_for_api_cli_and_storage() -> None:
         assert f"--{f.name.replace('_', '-')}" in help_text, f.name
     paper_help = CliRunner().invoke(app, ["paper", "--help"], env={"COLUMNS": "200"}).output
     assert "--stop-loss" in paper_help and "--slippage-ticks" in paper_help
+
+
+def test_a_bad_fee_is_named_as_given() -> None:
+    with pytest.raises(ValueError, match=r"^fee=-0.1 is invalid"):
+        RunConfig.from_options(fee=-0.1)
+    with pytest.raises(ValueError, match=r"^maker_fee=0.5 is invalid"):
+        RunConfig.from_options(fee=0.001, maker_fee=0.5)

@@ -200,6 +200,8 @@ def test_runs_lifecycle_and_bad_input(store: Store) -> None:
     with pytest.raises(ValueError, match="no run 'nope'"):
         store.finish_run("nope", 1)
     assert [r.run_id for r in store.runs("RUNNING")] == ["r2"]
+    with pytest.raises(ValueError, match="run status 'NOSUCH' is unknown: expected RUNNING"):
+        store.runs("NOSUCH")
     with pytest.raises(ValueError, match="no instrument 'X@Y'"):
         store.instrument("X@Y")
     with pytest.raises(ValueError, match="no order 'missing'"):
