@@ -71,14 +71,42 @@ def test_stop_and_resume_to_the_end() -> None:
      (["--risk-profile", "yolo"], "yolo"), (["--strategy", "nope"], "nope"),
      (["--data", "missing.csv"], "missing.csv"),
      (["--size-mode", "risk"], "gives no stop-loss"),
-     (["--funding", "no-funding.csv"], "no-funding.csv")],
+     (["--funding", "no-funding.csv"], "no-funding.csv"),
+     (["--fee", "2"], "fee=2.0 is invalid"), (["--fee", "0.5"], "fee=0.5 is invalid")],
 )  # fmt: skip
-def test_bad_options_exit_2_naming_the_value(extra: list[str], message: str) -> None:
-    result = runner.invoke(app, [*ARGS, *extra])
+def test_bad_options_exit_2_naming_the_value(
+    extra: list[str], message: str, tmp_path: Path
+) -> None:
+    result = runner.invoke(app, [*ARGS, "--run-id", "bad", *extra])
     assert result.exit_code == 2
     assert message in result.stderr
-    # nothing was started or stored
+    # nothing was started or stored: no run, no run folder
     assert json.loads(runner.invoke(app, ["runs", "list", "--json"]).stdout) == []
+    assert not (tmp_path / "home" / "paper" / "bad").exists()
+
+
+def test_ctrl_c_exits_130_with_the_resume_hint(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "SAPPHIRE_HOME": str(tmp_path / "home2")}
+    args = [a if a != "max" else "20x" for a in ARGS]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sapphire", *args, "--run-id", "c1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "home2" / "paper" / "c1" / "venue.db").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1.5)  # trading by now
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "resume with: sapphire paper resume c1" in err
 
 
 def test_unknown_run() -> None:

@@ -57,13 +57,21 @@ def _summary(view: Any) -> dict[str, Any]:
 
 
 def _drive(session: Any, live: bool, as_json: bool, seconds: float | None) -> None:
-    if live and not as_json:
-        from rich.live import Live
+    try:
+        if live and not as_json:
+            from rich.live import Live
 
-        with Live(_view_table(session.view()), console=console, refresh_per_second=4) as lv:
-            view = session.run(lambda v: lv.update(_view_table(v)), max_seconds=seconds)
-    else:
-        view = session.run(max_seconds=seconds)
+            with Live(_view_table(session.view()), console=console, refresh_per_second=4) as lv:
+                view = session.run(lambda v: lv.update(_view_table(v)), max_seconds=seconds)
+        else:
+            view = session.run(max_seconds=seconds)
+    except KeyboardInterrupt:
+        # everything is committed as it happens: the run resumes where it stopped
+        err_console.print(
+            f"\ninterrupted: resume with: sapphire paper resume {session.run_id}",
+            highlight=False,
+        )
+        raise typer.Exit(code=130) from None
     if as_json:
         print(json.dumps(_summary(view)))
     elif not live:

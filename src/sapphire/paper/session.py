@@ -27,6 +27,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -191,7 +192,27 @@ class PaperSession:
         run_dir = paper_dir(run_id, home)
         if any(r.run_id == run_id for r in store.runs()) or run_dir.exists():
             raise ValueError(f"run {run_id!r} already exists: resume it or pick another id")
-        # what can fail on bad input fails before anything is started or stored
+        # what can fail on bad input fails before anything is started or stored; the run
+        # folder the checks began to fill (the bars' cache) goes again with the error
+        try:
+            bars, sig = cls._checked_inputs(config, run_dir)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        store.start_run(
+            run_id, RunMode.PAPER, time.time_ns(), [STRATEGY_ID],
+            {**config.to_mapping(), "run_dir": str(run_dir)},
+        )  # fmt: skip
+        store.save_instrument(config.instrument())
+        session = cls(run_id, config, store, run_dir, resumed=False, bars=bars, signals=sig)
+        session.node.start()
+        session._save_state(time.time_ns())
+        return session
+
+    @staticmethod
+    def _checked_inputs(config: PaperConfig, run_dir: Path) -> tuple[Bars, SignalArrays]:
+        """The run's bars (cached in `run_dir`) and the strategy's checked signals; a
+        ValueError names what is wrong (strategy, data, funding file, signals)."""
         from sapphire.strategy.registry import get_strategy
 
         strategy = get_strategy(config.strategy)(**config.params)
@@ -214,15 +235,7 @@ class PaperSession:
                     f"{config.strategy!r} gives no stop-loss: use a strategy with one, or "
                     "size_mode fixed, notional or equity"
                 )
-        store.start_run(
-            run_id, RunMode.PAPER, time.time_ns(), [STRATEGY_ID],
-            {**config.to_mapping(), "run_dir": str(run_dir)},
-        )  # fmt: skip
-        store.save_instrument(config.instrument())
-        session = cls(run_id, config, store, run_dir, resumed=False, bars=bars, signals=sig)
-        session.node.start()
-        session._save_state(time.time_ns())
-        return session
+        return bars, sig
 
     @classmethod
     def resume(
