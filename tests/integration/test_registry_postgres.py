@@ -9,45 +9,22 @@ PostgreSQL is unreachable, except in CI (CI=true), where that fails.
 
 from __future__ import annotations
 
-import os
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "ml"))
+from postgres_schema import fresh_schema
 from test_registry import SHARED_CHECKS, _fit
-
-URL = os.environ.get(
-    "SAPPHIRE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    try:
-        engine = sa.create_engine(URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {URL} is unreachable in CI: {exc}")
-        pytest.skip(f"PostgreSQL at {URL} is unreachable: {exc}")
-    schema = f"sapphire_test_{uuid.uuid4().hex[:12]}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in URL else "?"
-    try:
-        yield f"{URL}{separator}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    with fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,8 @@ import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -26,49 +24,23 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "store"))
+from postgres_schema import fresh_schema
 from pre_0003 import assert_pre_0003_database_upgrades, make_pre_0003_database
 from store_helpers import D28, assert_round_trip
 
 from sapphire.store import Store, current_revision, downgrade, head_revision, migrate
 from sapphire.store.models import VERSION_TABLE, metadata
 
-URL = os.environ.get(
-    "SAPPHIRE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-@contextmanager
-def _fresh_schema() -> Iterator[str]:
-    """The URL of a new, empty schema (search_path), dropped afterwards."""
-    try:
-        engine = sa.create_engine(URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {URL} is unreachable in CI: {exc}")
-        pytest.skip(f"PostgreSQL at {URL} is unreachable: {exc}")
-    schema = f"sapphire_test_{uuid.uuid4().hex[:12]}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in URL else "?"
-    try:
-        yield f"{URL}{separator}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
-
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    with _fresh_schema() as url:
+    with fresh_schema() as url:
         yield url
 
 
 @pytest.fixture
 def empty_pg_url() -> Iterator[str]:
-    with _fresh_schema() as url:
+    with fresh_schema() as url:
         yield url
 
 
