@@ -76,6 +76,8 @@ def write_report(
     figure, display_note = _figure(result)
     trades_html, trades_note = _trades_table(result.trades)
     page = Page(_CSS)
+    for index, warning in enumerate(result.warnings):
+        page.note(f"Warning: {warning}", f"warning-{index}")
     page.h2("Metrics")
     page.html(metrics_table(result.metrics))
     page.h2("Chart")

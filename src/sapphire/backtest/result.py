@@ -38,6 +38,9 @@ class BacktestResult:
     marked equity at each bar's close (UTC index), `metrics` the performance figures
     (see docs/backtest.md); `trades`, `orders` and `fills` are built on first access
     (an optimiser that reads only the metrics never pays for the tables).
+    `warnings` are the caveats a reader must see beside the figures (results scored
+    in-sample, a run stopped at zero equity...): the CLI prints them, `summary()` and the
+    HTML report carry them.
     """
 
     strategy: str
@@ -50,6 +53,7 @@ class BacktestResult:
     _trades: Callable[[], pd.DataFrame] = field(repr=False)
     _orders: Callable[[], pd.DataFrame] = field(repr=False)
     _fills: Callable[[], pd.DataFrame] = field(repr=False)
+    warnings: list[str] = field(default_factory=list)
 
     @cached_property
     def trades(self) -> pd.DataFrame:
@@ -90,6 +94,7 @@ class BacktestResult:
             "end": self.equity.index[-1] if len(self.equity) else None,
             "bars": len(self.equity),
             "metrics": self.metrics,
+            "warnings": self.warnings,
         }
         return cast(dict[str, Any], jsonable(summary, "summary", str_keys=True))
 

@@ -60,6 +60,8 @@ def backtest_command(
             "raise --cash or --leverage, or lower --size",
             highlight=False,
         )
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     outputs: dict[str, str] = {}
     if trades_out is not None:
         trades_out.parent.mkdir(parents=True, exist_ok=True)

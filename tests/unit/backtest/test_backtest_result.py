@@ -46,6 +46,7 @@ def test_summary_is_strict_json() -> None:
         "end": "2022-01-01T00:02:00+00:00",
         "bars": 3,
         "metrics": {"total_return": 0.0, "sharpe": None, "profit_factor": None},
+        "warnings": [],
     }
     assert type(summary["params"]["fast"]) is int
 
@@ -53,3 +54,9 @@ def test_summary_is_strict_json() -> None:
 def test_summary_of_an_empty_run() -> None:
     summary = _result(0, {}, {}).summary()
     assert (summary["start"], summary["end"], summary["bars"]) == (None, None, 0)
+
+
+def test_summary_carries_the_warnings() -> None:
+    result = _result(2, {}, {})
+    result.warnings.append("scored in-sample")
+    assert result.summary()["warnings"] == ["scored in-sample"]

@@ -131,6 +131,16 @@ def test_self_contained_with_stable_ids(small: BacktestResult) -> None:
     assert 'id="display-note"' not in html  # 3,000 bars are drawn as they are
 
 
+def test_warnings_are_shown_first(btc_df: pd.DataFrame) -> None:
+    result = make_result(btc_df.iloc[:300].reset_index(drop=True), every=50, hold=10)
+    assert 'id="warning-0"' not in write_report(result).read_text(encoding="utf-8")
+    result.warnings.append("bars <2022> were in the model's training window")
+    html = write_report(result).read_text(encoding="utf-8")
+    warning = html.index('id="warning-0"')
+    assert warning < html.index('id="metrics"')
+    assert "Warning: bars &lt;2022&gt; were in the model&#x27;s training window" in html
+
+
 def test_metrics_are_formatted(small: BacktestResult) -> None:
     m = small.metrics
     cells = metric_cells(write_report(small).read_text(encoding="utf-8"))
