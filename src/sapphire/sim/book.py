@@ -4,7 +4,8 @@
 sorted price levels, fed by `BookUpdate`s (a batch of domain `OrderBookDelta`s with the
 venue's update ids) and read back as a domain `OrderBook` snapshot. Sequence checks
 refuse a gap with `BookSequenceError`, so a replay never trades against a book that
-silently missed updates.
+silently missed updates. One side of a book is a `PriceLevels` (sorted prices, float or
+Decimal), shared with the live Bybit book (`sapphire.venues.bybit_book`).
 
 Update ids (the fields of `BookUpdate`): `update_id` is the last id the batch covers,
 `first_update_id` the first (Binance `U`; Bybit sends one id, so both are `u`), and
@@ -30,11 +31,13 @@ import bisect
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Generic, TypeVar
 
 from sapphire.domain import InstrumentId, OrderBook, OrderBookDelta, OrderSide
 from sapphire.domain.events import check_ts
 
-__all__ = ["BookSequenceError", "BookUpdate", "L2Book", "Level"]
+__all__ = ["BookSequenceError", "BookUpdate", "L2Book", "Level", "PriceLevels"]
 
 Level = tuple[float, float]
 
@@ -96,16 +99,21 @@ class BookUpdate:
         return cls(book.instrument_id, book.ts_ns, True, tuple(deltas), update_id)
 
 
-class _Side:
-    """One side of the book: price -> size, with the prices kept sorted ascending."""
+#: a price or size type of a book: float (the simulated venue) or Decimal (live books)
+N = TypeVar("N", float, Decimal)
+
+
+class PriceLevels(Generic[N]):
+    """One side of a book: price -> size, with the prices kept sorted ascending."""
 
     __slots__ = ("prices", "sizes")
 
     def __init__(self) -> None:
-        self.sizes: dict[float, float] = {}
-        self.prices: list[float] = []
+        self.sizes: dict[N, N] = {}
+        self.prices: list[N] = []
 
-    def set(self, price: float, size: float) -> None:
+    def set(self, price: N, size: N) -> None:
+        """Set the size at `price`; size 0 removes the level."""
         if size == 0:
             if self.sizes.pop(price, None) is not None:
                 del self.prices[bisect.bisect_left(self.prices, price)]
@@ -114,7 +122,20 @@ class _Side:
                 bisect.insort(self.prices, price)
             self.sizes[price] = size
 
+    def update(self, levels: Iterable[tuple[N, N]]) -> None:
+        """`set` each (price, size) in order (the batch form, for whole messages)."""
+        sizes, prices = self.sizes, self.prices
+        for price, size in levels:
+            if size == 0:
+                if sizes.pop(price, None) is not None:
+                    del prices[bisect.bisect_left(prices, price)]
+            else:
+                if price not in sizes:
+                    bisect.insort(prices, price)
+                sizes[price] = size
+
     def clear(self) -> None:
+        """Remove every level."""
         self.sizes.clear()
         self.prices.clear()
 
@@ -128,15 +149,15 @@ class L2Book:
         self.instrument_id = instrument_id
         self.ts_ns = 0
         self.update_id: int | None = None
-        self._bids = _Side()
-        self._asks = _Side()
+        self._bids: PriceLevels[float] = PriceLevels()
+        self._asks: PriceLevels[float] = PriceLevels()
         self._has_snapshot = False
         self._synced = False
         self.removed_crossed_levels = 0
 
     # -- reading ----------------------------------------------------------------------
 
-    def _side(self, side: OrderSide) -> _Side:
+    def _side(self, side: OrderSide) -> PriceLevels[float]:
         return self._bids if side is OrderSide.BUY else self._asks
 
     @property
