@@ -26,6 +26,8 @@ ALLOWED = {
     "store": {"domain"},
     "report": set(),
     "engine": {"domain", "data", "strategy", "risk", "portfolio", "store"},
+    # the local exchange replays recorded bars (the sample, the catalog) through `data`
+    "venues": {"domain", "data", "engine", "sim"},
 }
 HELPERS = {"encoding", "config", "gc_tuning", "__init__"}
 

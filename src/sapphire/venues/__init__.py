@@ -1,0 +1,1 @@
+"""Exchange adapters and the local Bybit-compatible exchange (`sapphire.venues.exchange`)."""
