@@ -84,6 +84,7 @@ def test_the_rate_limit_is_a_token_bucket_per_key_and_group() -> None:
     assert err.value.code == RATE_LIMIT and err.value.headers["X-Bapi-Limit-Status"] == "0"
     limiter.take("b", "query")  # another key has its own bucket
     limiter.take("a", "order")  # and another group
+    limiter.take("a", "query", "/v5/position/list")  # and another endpoint
     now[0] += 0.5  # half a second refills one of two requests per second
     limiter.take("a", "query")
     with pytest.raises(RateLimited):

@@ -229,6 +229,18 @@ def test_stops_trigger_with_their_side_and_take_profits_fill_at_the_trigger(
     assert (makers[profit["orderId"]], makers[stop["orderId"]]) == (True, False)
 
 
+def test_a_limit_buy_triggered_on_a_fall_rests_at_the_lower_of_price_and_trigger(
+    state: ExchangeState,
+) -> None:
+    base = L | {"side": "Buy", "orderType": "Limit", "qty": "0.1", "triggerDirection": 2}
+    below = create(state, base | {"price": "49950", "triggerPrice": "49980"})
+    above = create(state, base | {"price": "49990", "triggerPrice": "49960"})
+    assert order_of(state, below)["orderStatus"] == "Untriggered"
+    amend(state, L | {"orderId": above["orderId"], "triggerPrice": "49970"})
+    state.advance()  # bar 2 dips to 49900: both fill at their level, as makers
+    assert [order_of(state, a)["avgPrice"] for a in (below, above)] == ["49950", "49970"]
+
+
 def test_a_trigger_already_passed_is_refused(state: ExchangeState) -> None:
     base = L | {"side": "Buy", "orderType": "Market", "qty": "0.1"}
     message = refused(

@@ -73,7 +73,7 @@ def create_app(state: ExchangeState, *, limits: Mapping[str, int] | None = None)
             credentials = verify(request.headers, raw, state.credentials, state.clock())
             params = _query(request) if method == "GET" else _json(raw)
             name = group if isinstance(group, str) else group(params)
-            headers = limiter.take(credentials.key, name)
+            headers = limiter.take(credentials.key, name, path)
             with state.lock:
                 result = handler(state, params)
             return _envelope(state, result, headers)

@@ -8,7 +8,8 @@ constant time. A timestamp is accepted when ``now - recvWindow <= timestamp < no
 (Bybit's rule), else the request fails with 10002.
 
 Rate limits are Bybit's per-user, per-second limits: one token bucket per API key and
-endpoint group, refilled continuously; an empty bucket answers 10006. Every private
+endpoint (and category group: spot orders have their own), its rate set by the
+endpoint's group, refilled continuously; an empty bucket answers 10006. Every private
 answer carries `X-Bapi-Limit`, `X-Bapi-Limit-Status` (requests left) and
 `X-Bapi-Limit-Reset-Timestamp` (ms, when the bucket is full again).
 """
@@ -113,7 +114,8 @@ def verify(
 
 
 class RateLimiter:
-    """Token buckets per (API key, endpoint group); `limits` are requests per second."""
+    """Token buckets per (API key, endpoint, group); `limits` are requests per second
+    by group."""
 
     def __init__(
         self, limits: Mapping[str, int] | None = None, clock: Callable[[], float] | None = None
@@ -123,12 +125,12 @@ class RateLimiter:
             if not isinstance(rate, int) or rate < 1:
                 raise ValueError(f"rate limit of {group!r} must be an int >= 1, got {rate!r}")
         self._clock = clock or time.monotonic
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # tokens, at
+        self._buckets: dict[tuple[str, str, str], tuple[float, float]] = {}  # tokens, at
         self._lock = threading.Lock()
 
-    def take(self, key: str, group: str) -> dict[str, str]:
-        """Spend one request of `key` in `group`: the X-Bapi-Limit headers, or BybitError
-        10006 when the bucket is empty."""
+    def take(self, key: str, group: str, endpoint: str = "") -> dict[str, str]:
+        """Spend one request of `key` at `endpoint` (rate: its `group`'s): the
+        X-Bapi-Limit headers, or RateLimited (10006) when the bucket is empty."""
         rate = self.limits.get(group)
         if rate is None:
             raise ValueError(
@@ -136,12 +138,13 @@ class RateLimiter:
             )
         with self._lock:
             now = self._clock()
-            tokens, at = self._buckets.get((key, group), (float(rate), now))
+            bucket = (key, endpoint, group)
+            tokens, at = self._buckets.get(bucket, (float(rate), now))
             tokens = min(float(rate), tokens + (now - at) * rate)
             allowed = tokens >= 1.0
             if allowed:
                 tokens -= 1.0
-            self._buckets[(key, group)] = (tokens, now)
+            self._buckets[bucket] = (tokens, now)
         # the bucket is full again after (rate - tokens) / rate seconds
         reset = int(time.time() * 1000 + (rate - tokens) / rate * 1000)
         headers = {

@@ -15,9 +15,10 @@ What fills when (the bar venue's rules, docs/backtest.md):
 - a conditional (`triggerPrice`) order whose direction agrees with its side (a buy
   triggered on a rise, a sell on a fall) is a stop: a market one fills at the trigger
   (or the open when the bar gaps past it, taker fee), a limit one then rests at its
-  price. A market conditional against its side (a sell triggered on a rise: a take
-  profit) fills like a limit order at the trigger price (maker fee); a limit
-  conditional against its side is refused;
+  price. A conditional against its side (a sell triggered on a rise: a take profit)
+  is a limit order (maker fee): a market one at the trigger price, a limit buy at the
+  lower of its price and the trigger, a limit sell at the higher (the market passes the
+  trigger first);
 - IOC and FOK limit orders meet the next bar's open: they fill there completely when
   the open is at or better than their price (there is no depth to fill partially
   against), else they are canceled;
@@ -31,7 +32,13 @@ clock (`clock`, ms); market data carries the recorded times of the replayed bars
 
 Every change is published to `subscribe`rs as ``(topic, data)``: topics `order`,
 `execution`, `position`, `wallet` (data in the REST shape of `sapphire.venues.exchange.
-views`) and `bar` (a bar was replayed); the WebSocket streams hang off this.
+views`) and `bar` (a bar was replayed); the WebSocket streams hang off this. Listeners
+run under `lock` and must only queue what they get.
+
+Simplifications, all visible in the answers: the mark and index prices are the last
+price; no funding is paid and nothing is liquidated (`liqPrice` is empty); spot fees are
+charged in the quote coin (Bybit takes a spot buy's fee in the base coin); positions are
+one-way (`positionIdx` 0) at one leverage for every linear market.
 """
 
 from __future__ import annotations

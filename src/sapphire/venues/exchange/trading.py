@@ -230,25 +230,25 @@ def _sim_kind(
 ) -> tuple[OrderType, Decimal | None, Decimal | None]:
     """The simulated venue's order type, price and trigger of a Bybit order."""
     if trigger is None:
-        return (
-            (OrderType.LIMIT, price, None)
-            if order_type == "Limit"
-            else (OrderType.MARKET, None, None)
-        )
-    with_side = (direction == 1) == buy  # a buy on a rise or a sell on a fall: a stop
-    if order_type == "Market":
-        return (
-            (OrderType.STOP_MARKET, None, trigger)
-            if with_side
-            else (OrderType.LIMIT, trigger, None)
-        )
-    if not with_side:
-        raise BybitError(
-            BAD_PARAM,
-            f"params error: a Limit conditional order with triggerDirection {direction} "
-            f"against its side is not supported by this exchange",
-        )
-    return OrderType.STOP_LIMIT, price, trigger
+        if order_type == "Limit":
+            return OrderType.LIMIT, price, None
+        return OrderType.MARKET, None, None
+    if (direction == 1) == buy:  # a buy on a rise or a sell on a fall: a stop
+        if order_type == "Market":
+            return OrderType.STOP_MARKET, None, trigger
+        return OrderType.STOP_LIMIT, price, trigger
+    return OrderType.LIMIT, _against_side_level(buy, price, trigger), None
+
+
+def _against_side_level(buy: bool, price: Decimal | None, trigger: Decimal) -> Decimal:
+    """A conditional triggered against its side (a buy on a fall, a sell on a rise) is a
+    limit order: at the trigger for a market one; for a limit buy at the lower of its
+    price and the trigger (a sell: the higher), since the market passes the trigger
+    first: a buy limit below it waits for its price, one above it is marketable once
+    triggered and takes the trigger (or better)."""
+    if price is None:
+        return trigger
+    return min(price, trigger) if buy else max(price, trigger)
 
 
 def _check_funds(
@@ -338,10 +338,12 @@ def amend(state: ExchangeState, params: Mapping[str, Any]) -> dict[str, str]:
                 BAD_PARAM, "params error: triggerPrice can only be amended on a conditional order"
             )
         _on_grid(trigger, inst.tick_size, "triggerPrice")
-    sim = rec.order.type
     sim_price, sim_trigger = price, trigger
-    if rec.is_conditional and sim is OrderType.LIMIT:  # a market conditional against its side
-        sim_price, sim_trigger = trigger, None
+    if rec.trigger_price is not None and rec.order.type is OrderType.LIMIT:  # against its side
+        level = _against_side_level(
+            rec.side == "Buy", price or rec.price, trigger or rec.trigger_price
+        )
+        sim_price, sim_trigger = (None if level == rec.order.price else level), None
     if sim_price is None and sim_trigger is None and qty is None:
         return {"orderId": rec.order_id, "orderLinkId": rec.link_id}
     state.venue.amend_order(
