@@ -380,6 +380,27 @@ def test_errors_reach_ccxt_as_its_exceptions(exchange: Exchange) -> None:
         run(exchange, balance, options=stale)
 
 
+def test_leverage_and_position_mode(exchange: Exchange) -> None:
+    async def body(c: Any) -> None:
+        await c.load_markets()
+        await c.set_leverage(20, LINEAR)
+        assert exchange.state.leverage == 20
+        with pytest.raises(ccxt.BadRequest):  # 110043: not modified
+            await c.set_leverage(20, LINEAR)
+        with pytest.raises(ccxt.NoChange):  # already one-way
+            await c.set_position_mode(False, LINEAR)
+        with pytest.raises(ccxt.BadRequest, match="one-way"):
+            await c.set_position_mode(True, LINEAR)
+        await c.create_order(LINEAR, "market", "buy", 0.1)
+        exchange.state.advance()
+        (position,) = await c.fetch_positions([LINEAR])
+        assert position["leverage"] == 20
+        # the initial margin of the position valued at the mark
+        assert position["initialMargin"] == pytest.approx(0.1 * position["markPrice"] / 20)
+
+    run(exchange, body)
+
+
 def test_the_rate_limit_answers_10006(frame: pd.DataFrame) -> None:
     ex = Exchange(frame, limits={"order": 10, "spot-order": 20, "query": 2, "position": 10})
     try:

@@ -15,6 +15,8 @@ from sapphire.venues.exchange.errors import (
     DUPLICATE_LINK_ID,
     INSUFFICIENT_CONTRACT,
     INSUFFICIENT_SPOT,
+    LEVERAGE_MARGIN,
+    LEVERAGE_UNCHANGED,
     ORDER_NOT_FOUND,
     REDUCE_ONLY,
     BybitError,
@@ -370,6 +372,20 @@ def test_a_market_order_cannot_be_canceled_before_its_fill(state: ExchangeState)
     assert "fills at the next price" in refused(
         ORDER_NOT_FOUND, cancel, state, L | {"orderId": answer["orderId"]}
     )
+
+
+def test_the_leverage_sets_the_initial_margin(state: ExchangeState) -> None:
+    create(state, L | {"side": "Buy", "orderType": "Market", "qty": "1"})
+    state.advance()  # long 1 at 50100, marked at 50050
+    linear = state.market("linear", "BTCUSDT")
+    assert views.position(state, linear)["positionIM"] == "5005"
+    state.set_leverage(Decimal(20))
+    assert views.position(state, linear)["positionIM"] == "2502.5"
+    refused(LEVERAGE_UNCHANGED, state.set_leverage, Decimal(20))
+    create(state, L | {"side": "Buy", "orderType": "Limit", "qty": "30", "price": "40000"})
+    message = refused(LEVERAGE_MARGIN, state.set_leverage, Decimal(10))
+    assert "leverage 10" in message
+    assert state.leverage == 20  # unchanged after the refusal
 
 
 def test_a_paced_clock_replays_bars_on_its_own(state: ExchangeState) -> None:

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -24,7 +25,7 @@ from fastapi.responses import JSONResponse
 
 from sapphire.venues.exchange import trading, views
 from sapphire.venues.exchange.auth import RateLimited, RateLimiter, verify
-from sapphire.venues.exchange.errors import BAD_PARAM, BybitError
+from sapphire.venues.exchange.errors import BAD_PARAM, MODE_UNCHANGED, BybitError
 from sapphire.venues.exchange.state import LINEAR, SPOT, ExchangeState
 
 __all__ = ["BackgroundServer", "create_app"]
@@ -98,6 +99,8 @@ def create_app(state: ExchangeState, *, limits: Mapping[str, int] | None = None)
     private("/v5/order/history", "GET", "query", trading.history)
     private("/v5/execution/list", "GET", "query", trading.executions)
     private("/v5/position/list", "GET", "query", _positions)
+    private("/v5/position/set-leverage", "POST", "position", _set_leverage)
+    private("/v5/position/switch-mode", "POST", "position", _switch_mode)
     private("/v5/account/wallet-balance", "GET", "query", _wallet)
     private("/v5/account/info", "GET", "query", _account_info)
     private("/v5/user/query-api", "GET", "query", _api_key_info)
@@ -215,6 +218,34 @@ def _positions(state: ExchangeState, params: Params) -> dict[str, object]:
         "list": [views.position(state, m) for m in chosen],
         "nextPageCursor": "",
     }
+
+
+def _set_leverage(state: ExchangeState, params: Params) -> dict[str, object]:
+    """One leverage for both sides (one-way mode), 1 to 100."""
+    # every linear market shares the account's leverage: the symbol is only checked
+    state.market(trading.category_of(params, ("linear",)), str(params.get("symbol", "")))
+    buy, sell = str(params.get("buyLeverage", "")), str(params.get("sellLeverage", ""))
+    if buy != sell:
+        raise BybitError(
+            BAD_PARAM, f"params error: buyLeverage {buy!r} and sellLeverage {sell!r} must be equal"
+        )
+    try:
+        leverage = Decimal(buy)
+    except ArithmeticError:
+        leverage = Decimal(0)
+    if not leverage.is_finite() or not 1 <= leverage <= 100 or leverage % Decimal("0.01"):
+        raise BybitError(BAD_PARAM, f"params error: buyLeverage {buy!r} must be in 1..100")
+    state.set_leverage(leverage.normalize())
+    return {}
+
+
+def _switch_mode(state: ExchangeState, params: Params) -> dict[str, object]:
+    """Only one-way mode (mode 0) is offered."""
+    trading.category_of(params, ("linear",))
+    mode = str(params.get("mode", ""))
+    if mode == "0":
+        raise BybitError(MODE_UNCHANGED, "Position mode is not modified")
+    raise BybitError(BAD_PARAM, f"params error: mode {mode!r}: only one-way mode (0) is offered")
 
 
 def _wallet(state: ExchangeState, params: Params) -> dict[str, object]:

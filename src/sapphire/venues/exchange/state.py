@@ -69,7 +69,12 @@ from sapphire.domain import (
 from sapphire.sim.venue import SimulatedVenue
 from sapphire.venues.exchange import views
 from sapphire.venues.exchange.auth import Credentials
-from sapphire.venues.exchange.errors import BAD_PARAM, BybitError
+from sapphire.venues.exchange.errors import (
+    BAD_PARAM,
+    LEVERAGE_MARGIN,
+    LEVERAGE_UNCHANGED,
+    BybitError,
+)
 from sapphire.venues.exchange.market import BarReplay, ReplayClock
 
 __all__ = ["LINEAR", "SPOT", "ExchangeState", "Market", "OrderRecord", "default_markets"]
@@ -361,6 +366,30 @@ class ExchangeState:
         self.publish("wallet", views.wallet(self))
 
     # ------------------------------------------------------------------ account
+    def set_leverage(self, leverage: Decimal) -> None:
+        """Change the leverage of the linear positions (and of the venue's margin check);
+        BybitError 110043 when unchanged, 110044 when the margin would not be covered."""
+        if leverage == self.leverage:
+            raise BybitError(LEVERAGE_UNCHANGED, "leverage not modified")
+        before = self.leverage
+        self._apply_leverage(leverage)
+        if self.available(self.settle) < 0:
+            self._apply_leverage(before)
+            raise BybitError(
+                LEVERAGE_MARGIN,
+                f"Insufficient available margin: leverage {leverage} needs more initial "
+                f"margin than the account's {views.num(self.available(self.settle))} available",
+            )
+        for m in self.markets.values():
+            if not m.is_spot and self.position_qty(m) != 0:
+                self.publish("position", views.position(self, m))
+        self.publish("wallet", views.wallet(self))
+
+    def _apply_leverage(self, leverage: Decimal) -> None:
+        self.leverage = leverage
+        self.venue.leverage = leverage
+        self.venue.account.leverage = leverage
+
     def mark(self, market: Market) -> Decimal:
         return self.last(market)
 
