@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -133,3 +134,87 @@ def test_ambiguous_show_asks_for_venue_or_timeframe() -> None:
     assert code == 2 and "--venue/--timeframe" in out
     code, out = _run("show", "ETH/BTC", "--venue", "kraken", "--rows", "0")
     assert code == 0 and "ETH/BTC (kraken 5m)" in out and "First" not in out
+
+
+# ---------------------------------------------------------------- reading unusual files
+# (every run command takes the same reading options: they are RunConfig fields)
+
+
+def _main(*args: str) -> tuple[int, str]:
+    from sapphire.cli.main import app as main_app
+
+    result = runner.invoke(main_app, list(args), env={"COLUMNS": "220"})
+    assert "Traceback" not in result.output
+    return result.exit_code, " ".join(result.output.split())
+
+
+@pytest.fixture(scope="module")
+def day_first(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Four days of the bundled month (1 to 4 January: day and month both <= 12) with
+    day-first times, and the same bars with ISO times."""
+    folder = tmp_path_factory.mktemp("day-first")
+    bars = pd.read_csv(SAMPLE_PATH)
+    bars = bars[(bars["timestamp"] >= "2022-01-01") & (bars["timestamp"] < "2022-01-05")]
+    iso = folder / "iso.csv"
+    bars.to_csv(iso, index=False)
+    times = pd.to_datetime(bars["timestamp"]).dt.strftime("%d/%m/%Y %H:%M")
+    eu = folder / "eu.csv"
+    bars.assign(timestamp=times).to_csv(eu, index=False)
+    return eu, iso
+
+
+def test_backtest_refuses_a_price_file_as_funding() -> None:
+    code, out = _main("backtest", "--data", "sample", "--funding", str(SAMPLE_PATH))
+    assert code == 2, out
+    assert "error: this is a price file, not a funding file: its high column" in out
+
+
+def test_backtest_refuses_ambiguous_dates_then_reads_them_with_date_format(
+    day_first: tuple[Path, Path],
+) -> None:
+    eu, iso = day_first
+    code, out = _main("backtest", "--data", str(eu))
+    assert code == 2
+    assert "could be day-first or month-first" in out and "--date-format" in out
+    code, given = _main("backtest", "--data", str(eu), "--date-format", "%d/%m/%Y %H:%M", "--json")
+    assert code == 0, given
+    code, reference = _main("backtest", "--data", str(iso), "--json")
+    assert code == 0, reference
+    metrics = json.loads(given)["metrics"]
+    assert metrics["n_trades"] > 0 and metrics == json.loads(reference)["metrics"]
+
+
+def test_walkforward_and_check_take_the_reading_options(day_first: tuple[Path, Path]) -> None:
+    eu, _iso = day_first
+    fmt = ("--date-format", "%d/%m/%Y %H:%M")
+    code, out = _main("check", "lookahead", "sma_cross", "--data", str(eu), *fmt)
+    assert code == 0 and "no look-ahead found" in out, out
+    code, out = _main(
+        "walkforward", "--strategy", "sma_cross", "--data", str(eu), "--train", "2d", "--test",
+        "1d", "--trials", "2", "--jobs", "1", "--sampler", "random", *fmt, "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    assert '"n_folds": 2' in out  # progress lines go to stderr, mixed in here
+
+
+def test_bad_reading_options_exit_2_naming_them() -> None:
+    code, out = _main("backtest", "--data", "sample", "--delimiter", ";;")
+    assert code == 2 and "bad delimiter ';;'" in out
+    code, out = _main("backtest", "--data", "sample", "--time-column", "opened")
+    assert code == 2 and "no time column 'opened' (time_column)" in out
+
+
+def test_import_a_headerless_semicolon_kline_export(tmp_path: Path) -> None:
+    bars = pd.read_csv(SAMPLE_PATH, nrows=100)
+    ms = pd.to_datetime(bars["timestamp"]).astype("int64") // 10**6
+    export = bars.drop(columns="timestamp").assign(close_time=ms + 59_999)
+    export.insert(0, "open_time", ms)
+    path = tmp_path / "BTCUSDT-1m.csv"
+    export.to_csv(path, index=False, header=False, sep=";")
+    code, out = _import(path, "BTC/USDT", "binance")
+    assert code == 2 and "the first row looks like data, not a header" in " ".join(out.split())
+    code, out = _import(
+        path, "BTC/USDT", "binance", "--columns", "open_time,open,high,low,close,volume"
+    )
+    assert code == 0, out
+    assert "100 bars read, 100 added" in out and "ignored column(s): column_7" in out

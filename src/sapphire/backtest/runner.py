@@ -213,8 +213,9 @@ class Backtest:
             entry = Catalog().entry(str(data), venue=venue, timeframe=timeframe)
             meta = {"tick_size": entry.tick_size, "lot_size": entry.lot_size}
         frame, _report = load_ohlcv(
-            data, gaps=gaps, start=start, end=end, venue=venue, timeframe=timeframe
-        )
+            data, gaps=gaps, start=start, end=end, venue=venue, timeframe=timeframe,
+            read=config.read_options(),
+        )  # fmt: skip
         if resample:
             frame = resample_ohlcv(frame, resample)
         if len(frame) < 2:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from sapphire.cli.common import console, fail, parse_params, print_json, wide_console
 from sapphire.cli.options import DataOpt, JsonOpt, ParamOpt, run_options
-from sapphire.engine.config import RunConfig
+from sapphire.engine.config import READ_FIELDS, RunConfig
 
 check_app = typer.Typer(
     help="Check a strategy for mistakes such as look-ahead.",
@@ -21,7 +21,7 @@ SHOWN = 20
 
 
 @check_app.command("lookahead")
-@run_options(keep=("start", "end", "venue", "timeframe", "resample"))
+@run_options(keep=("start", "end", "venue", "timeframe", "resample", *READ_FIELDS))
 def lookahead_command(
     config: RunConfig,
     strategy: Annotated[str, typer.Argument(help="Built-in name, module:Class or file.py:Class.")],
@@ -54,6 +54,7 @@ def lookahead_command(
             venue=config.venue,
             timeframe=config.timeframe,
             resample=config.resample,
+            **{name: getattr(config, name) for name in READ_FIELDS},
         )
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sapphire.engine.config import RunConfig, option_help
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -19,6 +21,11 @@ data_app = typer.Typer(
     help="Import, list and inspect market data in the local catalog.",
     no_args_is_help=True,
 )
+
+
+def _help(name: str) -> str:
+    """The help text of a data-reading option: the run option's (`RunConfig`), word for word."""
+    return option_help(RunConfig, name)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -38,13 +45,20 @@ def import_command(
     gaps: Annotated[str, typer.Option(help="Gaps in the data: keep, ffill or fail.")] = "keep",
     tick_size: Annotated[float | None, typer.Option(help="Price increment.")] = None,
     lot_size: Annotated[float | None, typer.Option(help="Quantity increment.")] = None,
+    time_column: Annotated[str | None, typer.Option(help=_help("time_column"))] = None,
+    columns: Annotated[str | None, typer.Option(help=_help("columns"))] = None,
+    date_format: Annotated[str | None, typer.Option(help=_help("date_format"))] = None,
+    delimiter: Annotated[str | None, typer.Option(help=_help("delimiter"))] = None,
 ) -> None:
     """Validate a bar file and add it to the catalog (merging with bars already there)."""
-    from sapphire.data import Catalog, DataError
+    from sapphire.data import Catalog, DataError, ReadOptions
 
     console = Console()  # per call: it reads the terminal width when the command runs
 
     try:
+        read = ReadOptions(
+            time_column=time_column, columns=columns, date_format=date_format, delimiter=delimiter
+        )
         with console.status(f"Importing {file.name}"):
             entry = Catalog().import_file(
                 file,
@@ -54,6 +68,7 @@ def import_command(
                 gaps=gaps,
                 tick_size=tick_size,
                 lot_size=lot_size,
+                read=read,
             )
     except (DataError, OSError) as exc:
         raise _fail(str(exc)) from None

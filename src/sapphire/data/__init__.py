@@ -12,7 +12,7 @@ from sapphire.data.errors import DataError
 from sapphire.data.funding import normalize_funding, read_funding
 from sapphire.data.load import is_file_source, load_ohlcv, resolve_source
 from sapphire.data.normalize import OHLCV_COLUMNS, normalize_ohlcv
-from sapphire.data.readers import read_ohlcv
+from sapphire.data.readers import ReadOptions, read_ohlcv
 from sapphire.data.resample import resample_ohlcv
 from sapphire.data.timeframes import format_timeframe, infer_timeframe, parse_timeframe
 from sapphire.data.validate import ValidationReport, validate_ohlcv
@@ -23,6 +23,7 @@ __all__ = [
     "CatalogEntry",
     "DataError",
     "ImportStats",
+    "ReadOptions",
     "ValidationReport",
     "format_timeframe",
     "infer_timeframe",

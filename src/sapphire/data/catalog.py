@@ -30,7 +30,7 @@ import pandas as pd
 from sapphire.config import home_subdir
 from sapphire.data.errors import DataError
 from sapphire.data.normalize import VALUE_COLUMNS, normalize_ohlcv
-from sapphire.data.readers import read_ohlcv_with_report
+from sapphire.data.readers import ReadOptions, read_ohlcv_with_report
 from sapphire.data.timeframes import format_timeframe, parse_timeframe, timestamps_ns
 from sapphire.data.timerange import TimeLike, filter_range, parse_range
 from sapphire.data.validate import (
@@ -104,15 +104,17 @@ class Catalog:
         gaps: GapPolicy | str = "keep",
         tick_size: float | None = None,
         lot_size: float | None = None,
+        read: ReadOptions | None = None,
     ) -> CatalogEntry:
-        """Validate a bar file and store it, merging with the entry's existing bars."""
+        """Validate a bar file and store it, merging with the entry's existing bars
+        (`read`: how to read an unusual file, see `ReadOptions`)."""
         check_gap_policy(gaps)
         if timeframe is not None:
             parse_timeframe(timeframe)  # bad text is the caller's mistake, not the file's
         symbol, venue = _clean_name(symbol, "symbol"), _clean_name(venue, "venue").lower()
         tick_size = _positive_or_none(tick_size, "tick size")
         lot_size = _positive_or_none(lot_size, "lot size")
-        frame, file_report = read_ohlcv_with_report(path, gaps=gaps, timeframe=timeframe)
+        frame, file_report = read_ohlcv_with_report(path, gaps=gaps, timeframe=timeframe, read=read)
         tf_text = format_timeframe(file_report.timeframe)
         folder = self.root / _safe(venue) / _safe(symbol) / tf_text
         meta = _read_meta(folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -23,11 +24,24 @@ EpochUnit = Literal["s", "ms", "us", "ns"]
 _EPOCH_UNIT_LIMITS: tuple[tuple[float, EpochUnit], ...] = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))
 
 NOTE_NO_VOLUME = "no volume column: volume set to 0.0"
+#: `frame.attrs` key where a CSV reader records the delimiter it read the file with
+DELIMITER_ATTR = "delimiter"
+
+# A date written with numbers only, day and month first in either order: 05/03/2024,
+# 5.3.24, 05-03-2024 10:00. Which is the day is decided for the whole column.
+_NUMERIC_DATE = re.compile(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-](\d{2}|\d{4})(?!\d)")
+_HEADERLESS_HINT = (
+    "; the first row looks like data, not a header: for a file without a header line "
+    "(such as a Binance kline export) name its columns with columns (--columns "
+    "open_time,open,high,low,close,volume,...)"
+)
 
 
-def normalize_ohlcv(df: pd.DataFrame) -> pd.DataFrame:
+def normalize_ohlcv(
+    df: pd.DataFrame, *, time_column: str | None = None, date_format: str | None = None
+) -> pd.DataFrame:
     """Return the canonical OHLCV frame for any user DataFrame of bars (no validation)."""
-    return normalize_with_notes(df)[0]
+    return normalize_with_notes(df, time_column=time_column, date_format=date_format)[0]
 
 
 def is_canonical(df: pd.DataFrame) -> bool:
@@ -49,8 +63,14 @@ def _has_canonical_columns(df: pd.DataFrame) -> bool:
     )
 
 
-def normalize_with_notes(df: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """Canonical frame plus notes on what normalisation did (missing volume, ignored columns)."""
+def normalize_with_notes(
+    df: pd.DataFrame, *, time_column: str | None = None, date_format: str | None = None
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Canonical frame plus notes on what normalisation did (missing volume, ignored columns).
+
+    `time_column` names the time column when it is none of `TIME_COLUMNS`; `date_format`
+    (strftime) is how text times are written (see `to_utc_timestamps`).
+    """
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame of bars, got {type(df).__name__}")
     if is_canonical(df):
@@ -60,49 +80,103 @@ def normalize_with_notes(df: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...
         # A slice of a canonical frame: only the index needs renumbering, not the data.
         return df.reset_index(drop=True), ()
     notes: list[str] = []
-    time_name, time_values = find_time(df)
+    time_name, time_values = find_time(df, time_column=time_column)
     by_lower = _columns_by_lower_name(df)
     missing = [name for name in PRICE_COLUMNS if name not in by_lower]
     if missing:
         raise DataError(
             f"missing column(s) {', '.join(missing)}; found columns: "
-            f"{', '.join(map(str, df.columns)) or '(none)'}"
+            f"{', '.join(map(str, df.columns)) or '(none)'}{reading_hint(df)}"
         )
-    columns: dict[str, object] = {"timestamp": to_utc_timestamps(time_values, time_name)}
+    columns: dict[str, object] = {
+        "timestamp": to_utc_timestamps(time_values, time_name, date_format=date_format)
+    }
     for name in VALUE_COLUMNS:
-        if name in by_lower:
-            columns[name] = to_float(df[by_lower[name]], name)
-        else:
-            columns[name] = np.zeros(len(df), dtype=FLOAT)
+        if name not in by_lower:
+            columns[name] = pd.Series(np.zeros(len(df), dtype=FLOAT))
             notes.append(NOTE_NO_VOLUME)
+        elif (values := df[by_lower[name]]).dtype == FLOAT:
+            # A lazy copy (copy-on-write): no data is copied, and neither frame can
+            # change the other.
+            columns[name] = values.reset_index(drop=True)
+        else:
+            columns[name] = pd.Series(to_float(values, name))
     used = {by_lower[name] for name in VALUE_COLUMNS if name in by_lower}
     if time_name is not None:
         used.add(time_name)
     ignored = [str(column) for column in df.columns if column not in used]
     if ignored:
         notes.append(f"ignored column(s): {', '.join(ignored)}")
-    return pd.DataFrame(columns), tuple(notes)
+    # No stacking into one 2-D block: each column stays its own array (no copy).
+    return pd.DataFrame(columns, copy=False), tuple(notes)
 
 
 def find_time(
-    df: pd.DataFrame, candidates: Sequence[str] = TIME_COLUMNS
+    df: pd.DataFrame,
+    candidates: Sequence[str] = TIME_COLUMNS,
+    *,
+    time_column: str | None = None,
+    can_name: bool = True,
 ) -> tuple[str | None, pd.Series]:
-    """The time column (first of `candidates`, case-insensitive) or a DatetimeIndex."""
+    """The time column (`time_column` if given, else the first of `candidates`, any
+    case) or a DatetimeIndex; `can_name`: the error tells of `time_column`."""
     by_lower = _columns_by_lower_name(df)
+    found = ", ".join(map(str, df.columns)) or "(none)"
+    if time_column is not None:
+        name = time_column if time_column in df.columns else by_lower.get(time_column.lower())
+        if name is None:
+            raise DataError(f"no time column {time_column!r} (time_column); found columns: {found}")
+        return name, df[name]
     for candidate in candidates:
         if candidate in by_lower:
             name = by_lower[candidate]
             return name, df[name]
     if isinstance(df.index, pd.DatetimeIndex):
         return None, pd.Series(df.index, copy=False)
+    named = ", or the column named with time_column (--time-column NAME)" if can_name else ""
     raise DataError(
         f"no time column: expected one of {', '.join(candidates)} (any case) or a "
-        f"DatetimeIndex; found columns: {', '.join(map(str, df.columns)) or '(none)'}"
+        f"DatetimeIndex{named}; found columns: {found}{reading_hint(df)}"
     )
 
 
-def to_utc_timestamps(values: pd.Series, name: str | None = "timestamp") -> pd.Series:
-    """Convert times (ISO text, datetimes, epoch s/ms/us/ns numbers) to datetime64[ns, UTC]."""
+def reading_hint(df: pd.DataFrame) -> str:
+    """What may have gone wrong reading a file whose columns are not found: a data row
+    taken for the header, or a delimiter that is not the file's ('' if nothing)."""
+    names = [str(column) for column in df.columns]
+    if names and all(_looks_numeric(name) for name in names):
+        return _HEADERLESS_HINT
+    delimiter = df.attrs.get(DELIMITER_ATTR)
+    if delimiter is not None:
+        return (
+            f"; the file was read with delimiter {delimiter!r}: pass delimiter "
+            "(--delimiter) if it uses another one"
+        )
+    return ""
+
+
+def _looks_numeric(name: str) -> bool:
+    # pandas renames a repeated header name x to x.1, x.2...: 42000.5.1 is 42000.5 again
+    for text in (name, name.rpartition(".")[0]):
+        try:
+            float(text)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
+def to_utc_timestamps(
+    values: pd.Series, name: str | None = "timestamp", *, date_format: str | None = None
+) -> pd.Series:
+    """Convert times (ISO text, datetimes, epoch s/ms/us/ns numbers) to datetime64[ns, UTC].
+
+    Text times are read with `date_format` (strftime) when given. Otherwise ISO 8601 text
+    is read as such; dates written day and month first in numbers (05/03/2024) are read
+    day-first when some first field is above 12 anywhere in the column, month-first when
+    some second field is, and refused when nothing in the column tells (pass
+    `date_format`): never guessed row by row.
+    """
     label = name if name is not None else "index"
     values = values.reset_index(drop=True)
     dtype = values.dtype
@@ -113,6 +187,8 @@ def to_utc_timestamps(values: pd.Series, name: str | None = "timestamp") -> pd.S
             result = values.dt.tz_localize("UTC")
         elif pd.api.types.is_bool_dtype(dtype):
             raise DataError(f"time column {label!r} holds booleans, not times")
+        elif date_format is not None:
+            result = _from_format(values, label, date_format)
         elif pd.api.types.is_numeric_dtype(dtype):
             result = _from_epoch(values)
         else:
@@ -149,18 +225,80 @@ def _from_epoch(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, unit=unit, utc=True)
 
 
+def _from_format(values: pd.Series, label: str, date_format: str) -> pd.Series:
+    text = values.astype("string")
+    parsed = pd.to_datetime(text, utc=True, format=date_format, errors="coerce")
+    bad = (parsed.isna() & values.notna()).to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(
+            f"row {row}: {label} {values.iloc[row]!r} does not match date_format "
+            f"{date_format!r} ({int(bad.sum()):,} such rows)"
+        )
+    return pd.Series(parsed)
+
+
 def _from_text(values: pd.Series, label: str) -> pd.Series:
-    for fmt in ("ISO8601", "mixed"):
-        try:
-            return pd.Series(pd.to_datetime(values, utc=True, format=fmt))
-        except (ValueError, TypeError):
-            continue
+    try:
+        return pd.Series(pd.to_datetime(values, utc=True, format="ISO8601"))
+    except (ValueError, TypeError):
+        pass
+    day_first = _day_first(values, label)
+    if day_first is not None:
+        first = str(values.dropna().iloc[0])
+        guessed = pd.tseries.api.guess_datetime_format(first, dayfirst=day_first)
+        if guessed is not None:
+            try:
+                return pd.Series(pd.to_datetime(values, utc=True, format=guessed))
+            except (ValueError, TypeError):
+                pass
+    try:
+        return pd.Series(pd.to_datetime(values, utc=True, format="mixed", dayfirst=bool(day_first)))
+    except (ValueError, TypeError):
+        pass
     parsed = pd.to_datetime(values, utc=True, format="mixed", errors="coerce")
     bad = (parsed.isna() & values.notna()).to_numpy()
     row = int(np.argmax(bad)) if bad.any() else 0
     raise DataError(
         f"row {row}: cannot read {label} {values.iloc[row]!r} as a time (expected ISO 8601 "
         "text such as 2022-01-03T10:05:00Z, a datetime, or epoch seconds/ms/us/ns)"
+    )
+
+
+def _day_first(values: pd.Series, label: str) -> bool | None:
+    """Whether numeric day/month dates in `values` are day-first, decided for the whole
+    column; None when the column is not written that way. DataError when it cannot tell."""
+    text = values.astype("string")
+    parts = text.str.extract(_NUMERIC_DATE)
+    matched = parts[0].notna().to_numpy()
+    if not matched.any():
+        return None
+    present = values.notna().to_numpy()
+    odd = present & ~matched
+    if odd.any():
+        row = int(np.argmax(odd))
+        raise DataError(
+            f"row {row}: {label} {values.iloc[row]!r} is not written like row "
+            f"{int(np.argmax(matched))} ({values.iloc[int(np.argmax(matched))]!r}); pass "
+            "date_format (--date-format, e.g. '%d/%m/%Y %H:%M') for one format throughout"
+        )
+    first = parts[0].astype("Int64").to_numpy(dtype=np.int64, na_value=0)
+    second = parts[1].astype("Int64").to_numpy(dtype=np.int64, na_value=0)
+    day_first, month_first = first > 12, second > 12
+    if day_first.any() and month_first.any():
+        a, b = int(np.argmax(day_first)), int(np.argmax(month_first))
+        raise DataError(
+            f"{label}: row {a} ({values.iloc[a]!r}) is day-first but row {b} "
+            f"({values.iloc[b]!r}) is month-first; pass date_format (--date-format)"
+        )
+    if day_first.any():
+        return True
+    if month_first.any():
+        return False
+    raise DataError(
+        f"{label}: dates such as {values.iloc[int(np.argmax(matched))]!r} could be day-first "
+        "or month-first and no value in the column tells which; pass date_format "
+        "(--date-format '%d/%m/%Y %H:%M' or '%m/%d/%Y %H:%M')"
     )
 
 

@@ -15,11 +15,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:  # the CLI reads this module at start-up: the domain loads on use
+    from sapphire.data import ReadOptions
     from sapphire.domain import Instrument, InstrumentId
 
-__all__ = ["RUN_OPTIONS", "RunConfig", "field_default", "option", "option_help"]
+__all__ = ["READ_FIELDS", "RUN_OPTIONS", "RunConfig", "field_default", "option", "option_help"]
 
 _SIZE_MODES = ("fixed", "notional", "equity", "risk")
+#: the settings that say how to read the data file (`RunConfig.read_options`)
+READ_FIELDS = ("time_column", "columns", "date_format", "delimiter")
 
 
 def option(default: Any, help: str) -> Any:
@@ -76,6 +79,22 @@ class RunConfig:
     timeframe: str | None = option(None, "Catalog timeframe (for a symbol).")
     resample: str | None = option(None, "Resample bars first, e.g. 1h.")
     gaps: str = option("keep", "Gaps in the data: keep, ffill or fail.")
+    time_column: str | None = option(
+        None, "Time column of the data, when not timestamp, date, time, open_time or datetime."
+    )
+    columns: str | None = option(
+        None,
+        "Column names of a CSV without a header line, comma-separated, e.g. "
+        "open_time,open,high,low,close,volume (a Binance kline export).",
+    )
+    date_format: str | None = option(
+        None,
+        "strftime format of text times, e.g. '%d/%m/%Y %H:%M' (needed when day and month "
+        "cannot be told apart).",
+    )
+    delimiter: str | None = option(
+        None, "CSV field delimiter, e.g. ';' or '\\t' (default: detected from the first lines)."
+    )
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, expected: str) -> ValueError:
@@ -124,6 +143,8 @@ class RunConfig:
             raise bad("engine", self.engine, "'vector' or 'event'")
         if self.gaps not in ("keep", "ffill", "fail"):
             raise bad("gaps", self.gaps, "keep, ffill or fail")
+        if any(getattr(self, name) is not None for name in READ_FIELDS):
+            self.read_options()  # DataError (a ValueError) naming a bad one
         self._check_engine_options()
 
     def _check_engine_options(self) -> None:
@@ -229,6 +250,13 @@ class RunConfig:
             maker_fee=to_decimal(self.maker_fee, "maker_fee"),
             taker_fee=to_decimal(self.taker_fee, "taker_fee"),
         )  # fmt: skip
+
+    def read_options(self) -> ReadOptions:
+        """How to read the data (`sapphire.data.ReadOptions`): time column, names of a
+        headerless CSV's columns, date format, delimiter."""
+        from sapphire.data import ReadOptions
+
+        return ReadOptions(**{name: getattr(self, name) for name in READ_FIELDS})
 
     def run_settings(self) -> RunConfig:
         """Just the `RunConfig` fields of this config (a subclass's extra ones dropped)."""

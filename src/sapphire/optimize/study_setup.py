@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from sapphire.encoding import jsonable
+from sapphire.engine.config import READ_FIELDS
 from sapphire.optimize.objectives import (
     Constraint,
     Objective,
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 # keys of `optimize(**kwargs)` that select/load the data rather than configure a backtest
-DATA_KEYS = ("symbol", "venue", "timeframe", "resample", "gaps")
+DATA_KEYS = ("symbol", "venue", "timeframe", "resample", "gaps", *READ_FIELDS)
 BACKTEST_KEYS = (
     "cash", "size", "size_mode", "leverage", "fee", "maker_fee", "taker_fee",
     "slippage_bps", "slippage_ticks", "tick_size", "lot_size", "fill_at", "intrabar",
@@ -114,6 +115,7 @@ def load_data(
         timeframe=data_opts.get("timeframe"),
         resample=data_opts.get("resample"),
         gaps=data_opts.get("gaps", "keep"),
+        **{name: data_opts.get(name) for name in READ_FIELDS},
     )
     bars, _name, meta = Backtest._load(data, data_opts.get("symbol"), where)
     if len(bars) < 2:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from sapphire.backtest.result import TRADE_COLUMNS, BacktestResult
 from sapphire.backtest.runner import Backtest, bars_from_frame
+from sapphire.engine.config import READ_FIELDS
 from sapphire.optimize.folds import Fold, WindowSpec, make_folds, window_spec
 from sapphire.optimize.out_of_sample import (
     OutOfSample,
@@ -67,12 +68,12 @@ __all__ = [
 
 # Keyword arguments of `Backtest` that choose the bars rather than simulate them: the
 # walk-forward loads the data once with them and cuts the folds from that frame.
-DATA_OPTIONS = ("symbol", "start", "end", "venue", "timeframe", "resample", "gaps")
+DATA_OPTIONS = ("symbol", "start", "end", "venue", "timeframe", "resample", "gaps", *READ_FIELDS)
 
 
 def _load_frame(data: Any, options: dict[str, Any]) -> tuple[pd.DataFrame, str, dict[str, Any]]:
     """Load the bars once (as `Backtest` would) and return frame, symbol, instrument meta."""
-    from sapphire.data import Catalog, load_ohlcv, resample_ohlcv
+    from sapphire.data import Catalog, ReadOptions, load_ohlcv, resample_ohlcv
     from sapphire.data.load import is_file_source
 
     symbol = options.get("symbol")
@@ -117,6 +118,7 @@ def _load_frame(data: Any, options: dict[str, Any]) -> tuple[pd.DataFrame, str, 
         end=options.get("end"),
         venue=options.get("venue"),
         timeframe=options.get("timeframe"),
+        read=ReadOptions(**{name: options.get(name) for name in READ_FIELDS}),
     )
     if options.get("resample"):
         frame = resample_ohlcv(frame, options["resample"])

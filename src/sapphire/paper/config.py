@@ -145,7 +145,7 @@ class PaperConfig(RunConfig):
 
         frame, _report = load_ohlcv(
             self.data, start=self.start, end=self.end, venue=self.venue,
-            timeframe=self.timeframe, gaps=self.gaps,
+            timeframe=self.timeframe, gaps=self.gaps, read=self.read_options(),
         )  # fmt: skip
         if self.resample:
             from sapphire.data import resample_ohlcv

@@ -10,6 +10,8 @@ import pytest
 from data_helpers import DATA_DIR
 
 from sapphire.data import DataError, read_funding
+from sapphire.data.funding import MAX_FUNDING_RATE
+from sapphire.data.samples import SAMPLE_PATH
 
 FUNDING = DATA_DIR / "binance-XRP_USDT_USDT-8h-funding_rate.feather"
 
@@ -69,3 +71,45 @@ def test_duplicate_times_and_nan_rates_name_the_row(raw: pd.DataFrame, tmp_path:
     holed.to_feather(tmp_path / "nan.feather")
     with pytest.raises(DataError, match=r"row 9 \(.*\): funding rate is nan"):
         read_funding(tmp_path / "nan.feather")
+
+
+def test_a_price_file_is_refused_as_a_funding_file() -> None:
+    """The bundled BTC bars have an `open` column: it is a price, not a funding rate."""
+    with pytest.raises(DataError, match=r"this is a price file, not a funding file: its high "):
+        read_funding(SAMPLE_PATH)
+
+
+def test_freqtrade_candles_with_prices_beside_the_rate_are_a_price_file(
+    raw: pd.DataFrame, tmp_path: Path
+) -> None:
+    raw.assign(volume=np.where(np.arange(len(raw)) == 7, 3.5, 0.0)).to_feather(
+        tmp_path / "f.feather"
+    )
+    with pytest.raises(DataError, match=r"its volume column holds 3\.5 at row 7"):
+        read_funding(tmp_path / "f.feather")
+
+
+@pytest.mark.parametrize("rate", [0.08, -0.3, 46_000.0])
+def test_a_rate_beyond_the_bound_names_row_time_and_value(
+    raw: pd.DataFrame, tmp_path: Path, rate: float
+) -> None:
+    frame = pd.DataFrame({"timestamp": raw["date"], "funding_rate": raw["open"]})
+    frame.loc[12, "funding_rate"] = rate
+    frame.to_parquet(tmp_path / "f.parquet")
+    with pytest.raises(
+        DataError,
+        match=rf"row 12 \(2021-11-22 00:00:00\.004000\+00:00\): funding rate {rate!r} is "
+        rf"not a funding rate: .* within \+-0\.05 .*1 of 91 rates",
+    ):
+        read_funding(tmp_path / "f.parquet")
+
+
+def test_the_largest_real_rates_and_the_bound_itself_load(
+    raw: pd.DataFrame, tmp_path: Path
+) -> None:
+    frame = pd.DataFrame({"timestamp": raw["date"], "rate": raw["open"]})
+    frame.loc[3, "rate"] = -MAX_FUNDING_RATE
+    frame.loc[4, "rate"] = 0.03  # a capped squeeze rate
+    frame.to_csv(tmp_path / "f.csv", index=False)
+    rates = read_funding(tmp_path / "f.csv")
+    assert rates.iloc[3] == -MAX_FUNDING_RATE and rates.iloc[4] == 0.03
