@@ -24,6 +24,9 @@ EpochUnit = Literal["s", "ms", "us", "ns"]
 _EPOCH_UNIT_LIMITS: tuple[tuple[float, EpochUnit], ...] = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))
 
 NOTE_NO_VOLUME = "no volume column: volume set to 0.0"
+# Copy-on-write (always on from pandas 3) lets our frame share columns with the
+# caller's safely; without it (pandas 2), the columns are copied.
+_COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3
 #: `frame.attrs` key where a CSV reader records the delimiter it read the file with
 DELIMITER_ATTR = "delimiter"
 
@@ -74,8 +77,8 @@ def normalize_with_notes(
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame of bars, got {type(df).__name__}")
     if is_canonical(df):
-        # Shallow: under copy-on-write the caller's frame is never changed through ours.
-        return df.copy(deep=False), ()
+        # Shallow under copy-on-write: the caller's frame is never changed through ours.
+        return df.copy(deep=not _COPY_ON_WRITE), ()
     if _has_canonical_columns(df):
         # A slice of a canonical frame: only the index needs renumbering, not the data.
         return df.reset_index(drop=True), ()
@@ -96,9 +99,7 @@ def normalize_with_notes(
             columns[name] = pd.Series(np.zeros(len(df), dtype=FLOAT))
             notes.append(NOTE_NO_VOLUME)
         elif (values := df[by_lower[name]]).dtype == FLOAT:
-            # A lazy copy (copy-on-write): no data is copied, and neither frame can
-            # change the other.
-            columns[name] = values.reset_index(drop=True)
+            columns[name] = values.reset_index(drop=True)  # lazy: no data copied yet
         else:
             columns[name] = pd.Series(to_float(values, name))
     used = {by_lower[name] for name in VALUE_COLUMNS if name in by_lower}
@@ -107,8 +108,9 @@ def normalize_with_notes(
     ignored = [str(column) for column in df.columns if column not in used]
     if ignored:
         notes.append(f"ignored column(s): {', '.join(ignored)}")
-    # No stacking into one 2-D block: each column stays its own array (no copy).
-    return pd.DataFrame(columns, copy=False), tuple(notes)
+    # Under copy-on-write each column stays its own array, shared until either side
+    # writes to it: no copy, no stacking into one 2-D block.
+    return pd.DataFrame(columns, copy=not _COPY_ON_WRITE), tuple(notes)
 
 
 def find_time(
@@ -157,13 +159,15 @@ def reading_hint(df: pd.DataFrame) -> str:
 
 def _looks_numeric(name: str) -> bool:
     # pandas renames a repeated header name x to x.1, x.2...: 42000.5.1 is 42000.5 again
-    for text in (name, name.rpartition(".")[0]):
-        try:
-            float(text)
-        except ValueError:
-            continue
-        return True
-    return False
+    return _is_number(name) or _is_number(name.rpartition(".")[0])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def to_utc_timestamps(
@@ -213,7 +217,10 @@ def to_float(values: pd.Series, name: str) -> np.ndarray:
     bad = np.isnan(numbers) & values.notna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataError(f"row {row}: {name} {values.iloc[row]!r} is not a number")
+        value = values.iloc[row]
+        comma = isinstance(value, str) and _is_number(value.replace(",", ".", 1))
+        hint = " (a decimal comma: numbers must use a decimal point)" if comma else ""
+        raise DataError(f"row {row}: {name} {value!r} is not a number{hint}")
     return numbers
 
 

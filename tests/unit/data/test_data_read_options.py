@@ -100,6 +100,12 @@ def test_a_wrong_delimiter_is_named_in_the_error(bars: pd.DataFrame, tmp_path: P
     assert len(read_ohlcv(path, read=ReadOptions(delimiter=";"))) == 48
 
 
+def test_decimal_commas_are_named_not_misread(bars: pd.DataFrame, tmp_path: Path) -> None:
+    path = _write(bars, tmp_path / "eu.csv", sep=";", decimal=",")
+    with pytest.raises(DataError, match=r"row 0: open '46319,0' is not a number \(a decimal comma"):
+        read_ohlcv(path)
+
+
 def test_another_time_column_is_named_with_time_column(bars: pd.DataFrame, tmp_path: Path) -> None:
     path = _write(bars.rename(columns={"timestamp": "timestamp_utc"}), tmp_path / "b.csv")
     with pytest.raises(DataError, match=r"no time column: .*--time-column NAME.*timestamp_utc"):
