@@ -43,6 +43,9 @@ def test_train_list_promote_evaluate_backtest_rollback(tmp_path: Path) -> None:
     assert [(m["model"], m["version"]) for m in listed] == [("btc", 1), ("btc", 2)]
     assert listed[0]["label"] == "triple_barrier" and listed[0]["estimator"] == "lightgbm"
 
+    bare = runner.invoke(app, ["ml", "models", "promote", "btc"])  # which version? say it
+    said = " ".join(bare.stderr.split())
+    assert bare.exit_code == 2 and "btc@2 or btc@candidate; btc has v1, v2 (candidate)" in said
     assert (
         runner.invoke(app, ["ml", "models", "promote", "btc@1", "--alias", "champion"]).exit_code
         == 0
@@ -66,10 +69,41 @@ def test_train_list_promote_evaluate_backtest_rollback(tmp_path: Path) -> None:
     bt = _json(["backtest", "--strategy", "ml", "--model", "btc@champion", *LATER, "--fee",
                 "0.0005", "--json"])  # fmt: skip
     assert bt["metrics"]["n_trades"] == ev["backtest"]["n_trades"]
+    assert bt["in_sample"] is None and bt["warnings"] == []
+
+    # on the training bars: every command that scores the model says it is in-sample
+    TRAINED = ["--start", "2022-01-03", "--end", "2022-01-06"]
+    ev_in = _json(["ml", "evaluate", "btc@champion", *TRAINED, "--json"])
+    bt_in = _json(["backtest", "--strategy", "ml", "--model", "btc@champion", *TRAINED,
+                   "--fee", "0.0005", "--json"])  # fmt: skip
+    assert bt_in["in_sample"] == ev_in["in_sample"]
+    assert bt_in["in_sample"]["bars"] == ev_in["in_sample_rows"] > 0
+    assert bt_in["in_sample"]["model"] == "btc@2"
+    assert [w for w in bt_in["warnings"] if "in-sample" in w]
+    text = runner.invoke(app, ["backtest", "--strategy", "ml", "--model", "btc@champion",
+                               *TRAINED])  # fmt: skip
+    assert text.exit_code == 0
+    said = " ".join(text.stderr.split())
+    assert f"warning: {bt_in['in_sample']['bars']} of " in said and "btc@2" in said
+    assert "in-sample" in said
 
     rolled = runner.invoke(app, ["ml", "models", "rollback", "btc"])
     assert rolled.exit_code == 0 and "version 1" in rolled.stdout
     assert _json(["ml", "models", "show", "btc@champion", "--json"])["version"] == 1
+
+
+def test_training_on_too_short_a_file_says_what_is_missing(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from sapphire.data.samples import SAMPLE_PATH
+
+    short = tmp_path / "short.csv"
+    pd.read_csv(SAMPLE_PATH).iloc[:300].to_csv(short, index=False)
+    out = runner.invoke(app, [*TRAIN[:-1], "--data", str(short), "--no-progress"])
+    said = " ".join(out.stderr.split())
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert "too little data to train: 300 bars gave" in said and "label classes" in said
+    assert "a shorter --horizon" in said
 
 
 def test_bad_input_is_named() -> None:

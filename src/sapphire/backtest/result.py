@@ -54,6 +54,8 @@ class BacktestResult:
     _orders: Callable[[], pd.DataFrame] = field(repr=False)
     _fills: Callable[[], pd.DataFrame] = field(repr=False)
     warnings: list[str] = field(default_factory=list)
+    #: the bars scored by a model inside its training window (None: none; see the ml strategy)
+    in_sample: dict[str, Any] | None = None
 
     @cached_property
     def trades(self) -> pd.DataFrame:
@@ -95,6 +97,7 @@ class BacktestResult:
             "bars": len(self.equity),
             "metrics": self.metrics,
             "warnings": self.warnings,
+            "in_sample": self.in_sample,
         }
         return cast(dict[str, Any], jsonable(summary, "summary", str_keys=True))
 

@@ -281,6 +281,9 @@ class Backtest:
             _trades=lambda: self._trades_frame(trades),
             _orders=lambda: self._orders_frame(orders),
             _fills=lambda: self._fills_frame(orders),
+            # a strategy scoring a fitted model says which bars the model was trained on
+            warnings=list(getattr(self.strategy, "caveats", ())),
+            in_sample=getattr(self.strategy, "in_sample", None),
         )
 
     def _run_kernel(

@@ -5,20 +5,24 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from sapphire.cli.common import ML_STAGES, format_number, parse_params, print_json
+from sapphire.cli.common import (
+    ML_STAGES,
+    console,
+    err_console,
+    fail,
+    format_number,
+    metrics_table,
+    parse_params,
+    print_json,
+)
 from sapphire.cli.options import DataOpt, EndOpt, JsonOpt, StartOpt
 from sapphire.encoding import to_json
-
-console = Console()
-err_console = Console(stderr=True)
 
 ml_app = typer.Typer(
     help="Machine learning: train models, evaluate them, manage the registry, check drift.",
@@ -36,11 +40,6 @@ ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar (on stderr)
 RegistryOpt = Annotated[
     str | None, typer.Option("--db", help="Registry database URL (default $SAPPHIRE_HOME).")
 ]
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=2)
 
 
 def _registry(db: str | None) -> Any:
@@ -92,7 +91,8 @@ def _progress(enabled: bool) -> Iterator[Any]:
         yield update
 
 
-def _metrics_table(title: str, values: dict[str, Any]) -> Table:
+def _scores_table(title: str, values: dict[str, Any]) -> Table:
+    """Any named scores (CV, prediction, IC), unlike `metrics_table`'s fixed backtest keys."""
     table = Table(title=title, title_justify="left")
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
@@ -146,7 +146,8 @@ def train_command(
         str | None,
         typer.Option(
             help="Add a fractionally differentiated log close: an order d, or auto "
-            "(the least d that passes ADF on the training bars)."
+            "(the least d that passes ADF, chosen on each CV split's training bars and, for "
+            "the final model, on all the training bars)."
         ),
     ] = None,
     label: Annotated[
@@ -192,11 +193,9 @@ def train_command(
         config = TrainConfig(
             features=spec, label=LabelSpec.from_mapping(label_kw), model=ModelSpec.parse(model),
             cv=cv, n_groups=groups, n_test_groups=test_groups, seed=seed,  # type: ignore[arg-type]
-            importance=importance,
+            importance=importance, frac_diff_auto=auto,
         )  # fmt: skip
         bars = _bars(data, start, end)
-        if auto:
-            config = replace(config, features=spec.with_frac_diff(bars))
         others, sources = _others(other)
         registry = _registry(db)
         primary_spec = None
@@ -211,7 +210,7 @@ def train_command(
                            primary=primary_spec)  # fmt: skip
         version = result.register(name, registry, alias=alias)
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     elapsed = time.perf_counter() - started
     out = {
         "model": version.name,
@@ -231,7 +230,7 @@ def train_command(
     if as_json:
         print_json(out)
         return
-    console.print(_metrics_table(
+    console.print(_scores_table(
         f"{version.name} v{version.version}: out-of-sample CV ({config.cv})", result.metrics["cv"]
     ))  # fmt: skip
     if result.importance is not None:
@@ -281,7 +280,7 @@ def evaluate_command(
         )  # fmt: skip
         report = ev.report(html) if html is not None else None
     except (DataError, ValueError, TypeError, FileNotFoundError, KeyError) as exc:
-        raise _fail(str(exc).strip("'\"")) from None
+        raise fail(str(exc).strip("'\"")) from None
     out = ev.summary()
     out["elapsed"] = round(time.perf_counter() - started, 3)
     if report is not None:
@@ -289,14 +288,10 @@ def evaluate_command(
     if as_json:
         print_json(out)
         return
-    console.print(_metrics_table(f"{ref}: predictions", {**out["prediction"], **out["ic"]}))
-    console.print(_metrics_table(f"{ref}: ml strategy, net of fees", out["backtest"]))
-    if ev.in_sample_rows:
-        err_console.print(
-            f"[yellow]warning:[/] {ev.in_sample_rows} scored bars are inside the training range "
-            "(in-sample); use later data or --retrain sliding",
-            highlight=False,
-        )
+    console.print(_scores_table(f"{ref}: predictions", {**out["prediction"], **out["ic"]}))
+    console.print(metrics_table({"ml": ev.backtest.metrics}, f"{ref}: ml strategy, net of fees"))
+    for warning in ev.backtest.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if report is not None:
         console.print(f"report: {report}", highlight=False)
 
@@ -337,7 +332,7 @@ def models_list(
         names = [name] if name else reg.models()
         rows = [_version_row(v) for n in names for v in reg.versions(n)]
     except (ValueError, KeyError) as exc:
-        raise _fail(str(exc).strip("'\"")) from None
+        raise fail(str(exc).strip("'\"")) from None
     if as_json:
         print_json({"models": rows})
         return
@@ -364,7 +359,7 @@ def models_show(
     try:
         v = _registry(db).get(ref)
     except (ValueError, KeyError) as exc:
-        raise _fail(str(exc).strip("'\"")) from None
+        raise fail(str(exc).strip("'\"")) from None
     out = {
         **_version_row(v),
         "lineage": v.lineage,
@@ -380,7 +375,9 @@ def models_show(
 
 @models_app.command("promote")
 def models_promote(
-    ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME@ALIAS) to promote.")],
+    ref: Annotated[
+        str, typer.Argument(help="NAME@VERSION (or NAME@ALIAS) to promote; a bare NAME is refused.")
+    ],
     alias: Annotated[str, typer.Option(help="candidate, challenger or champion.")] = "champion",
     db: RegistryOpt = None,
 ) -> None:
@@ -388,7 +385,7 @@ def models_promote(
     try:
         v = _registry(db).promote(ref, alias)
     except (ValueError, KeyError) as exc:
-        raise _fail(str(exc).strip("'\"")) from None
+        raise fail(str(exc).strip("'\"")) from None
     console.print(f"{v.name}@{alias} -> version {v.version}", highlight=False)
 
 
@@ -404,7 +401,7 @@ def models_export_mlflow(
     try:
         run_id = _registry(db).export_mlflow(ref, tracking_uri)
     except (ValueError, KeyError, ImportError) as exc:
-        raise _fail(str(exc).strip("'\"")) from None
+        raise fail(str(exc).strip("'\"")) from None
     console.print(f"{ref} exported to MLflow run {run_id}", highlight=False)
 
 
@@ -418,7 +415,7 @@ def models_rollback(
     try:
         v = _registry(db).rollback(name, alias)
     except (ValueError, KeyError) as exc:
-        raise _fail(str(exc).strip("'\"")) from None
+        raise fail(str(exc).strip("'\"")) from None
     console.print(f"{v.name}@{alias} rolled back to version {v.version}", highlight=False)
 
 
@@ -437,33 +434,54 @@ def drift_command(
             raise ValueError(f"no paper run {run_id!r} (see `sapphire runs list`)")
         drift = read_drift(run_dir)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         print_json({"run_id": run_id, **drift})
         return
     report = drift["report"]
+    events = drift["events"]
     if report:
+        z_alert = report.get("z_alert", 6.0)
         table = Table(
             title=f"{run_id}: feature drift at bar {report['bar']} ({report['model']}, last "
             f"{report['window']} bars vs training)",
             title_justify="left",
         )
-        for col in ("feature", "PSI", "band", "KS p", "drifted"):
+        for col in ("feature", "z mean", "z std", "alert", "PSI", "band", "KS p"):
             table.add_column(col)
-        rows = sorted(report["features"].items(), key=lambda kv: -(kv[1].get("psi") or 0.0))
+        rows = sorted(
+            report["features"].items(),
+            key=lambda kv: -max(abs(kv[1].get("z_mean") or 0.0), abs(kv[1].get("z_std") or 0.0)),
+        )
         for feature, r in rows:
             table.add_row(
-                feature, format_number(r.get("psi")), str(r.get("band")),
-                format_number(r.get("ks_p")), "yes" if r.get("drifted") else "",
+                feature, format_number(r.get("z_mean")), format_number(r.get("z_std")),
+                "yes" if r.get("alert") else "", format_number(r.get("psi")), str(r.get("band")),
+                format_number(r.get("ks_p")),
             )  # fmt: skip
         console.print(table)
+        alerts = sum(1 for r in report["features"].values() if r.get("alert"))
+        console.print(
+            f"alert: the window's mean or standard deviation is at least {z_alert:g} standard "
+            "errors (z) from training, errors calibrated on windows of the training rows; "
+            f"this is the rule that records a drift event ({alerts} feature(s) now). "
+            "PSI (< 0.1 stable, < 0.2 moderate) and the KS p-value treat the rows as "
+            "independent: on persistent features they run high without any drift, so they "
+            "are shown for reference and raise nothing.",
+            highlight=False,
+        )
         adwin = report.get("adwin", {})
         console.print(
             f"performance (ADWIN on prediction error): window {adwin.get('width')}, mean "
             f"{format_number(adwin.get('mean'))}, {adwin.get('detections')} change(s) detected",
             highlight=False,
         )
-    events = drift["events"]
-    console.print(f"{len(events)} drift event(s) recorded", highlight=False)
+    kinds = ("feature", "performance")
+    recorded = [e for e in events if e.get("kind") in kinds]
+    console.print(
+        f"{len(recorded)} drift event(s) recorded over the run (feature alerts and ADWIN "
+        "changes, at every check)",
+        highlight=False,
+    )
     for event in events[-10:]:
         console.print(f"  {event.get('kind')}: {event.get('message', event)}", highlight=False)

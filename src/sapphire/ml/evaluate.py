@@ -41,9 +41,14 @@ class EvaluationResult:
     ic_daily: pd.Series  # rank IC per day
     shap: pd.Series  # mean |SHAP| per feature on the evaluated rows
     backtest: Any  # BacktestResult of the ml strategy, net of fees
-    in_sample_rows: int  # scored bars inside the model's training range (fixed model only)
+    in_sample: dict[str, Any] | None  # `in_sample_window` of the fixed model (None: none)
     retrain: list[dict[str, int]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_sample_rows(self) -> int:
+        """Scored bars inside the fixed model's training window (0 with retraining)."""
+        return 0 if self.in_sample is None else int(self.in_sample["bars"])
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON-able summary (model, version, prediction, IC and backtest metrics)."""
@@ -55,6 +60,7 @@ class EvaluationResult:
             "params": dict(self.params),
             "rows_scored": int(self.scores.notna().sum()),
             "in_sample_rows": self.in_sample_rows,
+            "in_sample": self.in_sample,
             "prediction": dict(self.prediction),
             "ic": dict(self.ic),
             "backtest": {k: self.backtest.metrics[k] for k in _BACKTEST_KEYS},
@@ -112,8 +118,9 @@ def evaluate(
     if retrain != "none":
         params.update(train_bars=train_bars, retrain_every=retrain_every)
     cost = recipe.fee if fee is None else fee
+    # all of equity on each signal, no margin limit: what the CV path metrics measure too
     bt = Backtest(
-        bars, MLStrategy, fee=cost, size=1.0, size_mode="equity",
+        bars, MLStrategy, fee=cost, size=1.0, size_mode="equity", leverage=None,
         model=f"{resolved.version.name}@{resolved.version.version}", registry=str(reg.url),
         **params,
     )  # fmt: skip
@@ -147,16 +154,10 @@ def evaluate(
     from sapphire.ml.explain import shap_importance
 
     shap = shap_importance(resolved.model, X.iloc[rows]) if len(rows) else pd.Series(dtype=float)
-    in_sample = 0
-    if retrain == "none":
-        data = resolved.version.lineage.get("data", {})
-        lo, hi = pd.Timestamp(data.get("start")), pd.Timestamp(data.get("end"))
-        scored = index[np.isfinite(score)]
-        in_sample = int(((scored >= lo) & (scored <= hi)).sum())
     ev = EvaluationResult(
         ref=ref, resolved=resolved, scores=pd.Series(score, index=index, name="score"),
         prediction=prediction, ic=ic, ic_daily=daily, shap=shap, backtest=result,
-        in_sample_rows=in_sample, retrain=list(strategy.info.get("retrain", [])), params=params,
+        in_sample=strategy.in_sample, retrain=list(strategy.info.get("retrain", [])), params=params,
     )  # fmt: skip
     if record:
         reg.set_metrics(

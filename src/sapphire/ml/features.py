@@ -228,17 +228,42 @@ class FeatureSpec:
         return ffd_weights(self.frac_diff, FFD_THRESHOLD)
 
     def with_frac_diff(
-        self, bars: Bars, *, p_value: float = 0.05, step: float = 0.05
+        self,
+        bars: Bars,
+        *,
+        p_value: float = 0.05,
+        step: float = 0.05,
+        segments: Sequence[tuple[int, int]] | None = None,
     ) -> FeatureSpec:
         """This spec with `frac_diff` = the least order whose FFD of the bars' log close
         passes ADF at `p_value` (`fracdiff.min_frac_order`); None when d = 0 (the log
-        close is already stationary), 1 when no order passes. Pass training bars only: the
-        choice sees all of them."""
+        close is already stationary), 1 when no order passes. The choice sees every bar, or
+        only the bar ranges `segments` ((first, last) positions, inclusive): pass training
+        bars only."""
         _check_bars("self", bars, "FeatureSpec.with_frac_diff")
         with np.errstate(divide="ignore", invalid="ignore"):
             log_close = np.log(bars.close)
-        result = min_frac_order(log_close, p_value=p_value, step=step, threshold=FFD_THRESHOLD)
+        pieces = [log_close] if segments is None else [log_close[a : b + 1] for a, b in segments]
+        result = min_frac_order(pieces, p_value=p_value, step=step, threshold=FFD_THRESHOLD)
         return replace(self, frac_diff=result.d if result.d > 0 else None)
+
+    def refit_frac_diff(
+        self,
+        X: pd.DataFrame,
+        bars: Bars,
+        at: NDArray[np.int64],
+        segments: Sequence[tuple[int, int]],
+    ) -> tuple[pd.DataFrame, float | None]:
+        """`X` (feature rows of the bars at positions `at`) with its fractional-difference
+        column remade with the order chosen on the bar ranges `segments` only (a training
+        window: a CV split's training bars, a walk-forward block's), and that order."""
+        fold = self.with_frac_diff(bars, segments=segments)
+        out = X.drop(columns=[c for c in X.columns if c.startswith("ffd_")])
+        if fold.frac_diff is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                column = frac_diff(np.log(bars.close), fold.frac_diff, FFD_THRESHOLD)
+            out[fold.frac_diff_column()] = column[np.asarray(at, dtype=np.int64)]
+        return out, fold.frac_diff
 
     def warmup(
         self, base_timeframe_ns: int, other_timeframes_ns: Mapping[str, int] | None = None

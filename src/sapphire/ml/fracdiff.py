@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,10 +77,17 @@ def frac_diff(x: ArrayLike, d: float, threshold: float = 1e-4) -> FloatArray:
 
 
 def min_frac_order(
-    x: ArrayLike, *, p_value: float = 0.05, step: float = 0.05, threshold: float = 1e-4
+    x: ArrayLike | Sequence[ArrayLike],
+    *,
+    p_value: float = 0.05,
+    step: float = 0.05,
+    threshold: float = 1e-4,
 ) -> FracDiffResult:
     """Smallest d in [0, 1] on a grid of `step` whose FFD series passes the ADF test.
 
+    `x` is one series or a list of 1-D pieces of it (the training stretches of a CV split
+    around its test groups): each piece is differenced on its own, so no window reaches
+    across a gap, and the test runs on their values joined.
     ADF: statsmodels `adfuller` with a constant, one lag (maxlag=1, no autolag), as in
     AFML 5.6; it passes when its p-value < `p_value`. Orders whose series keep fewer than
     20 values are skipped. If none passes, the d = 1 result is returned with passed=False.
@@ -91,26 +99,43 @@ def min_frac_order(
     step = _check(func, "step", step, 0.0, 1.0)
     if step == 0.0:
         raise ValueError(f"{func}: step must be > 0, got {step!r}")
-    arr = np.asarray(x, dtype=np.float64)
+    pieces = _pieces(x)
     grid = np.round(np.arange(0.0, 1.0 + step / 2, step), 10)
     if grid[-1] < 1.0:
         grid = np.append(grid, 1.0)
     result: FracDiffResult | None = None
     for d in grid:
-        y = frac_diff(arr, float(d), threshold)
-        valid = np.isfinite(y) & np.isfinite(arr)
-        if valid.sum() < MIN_ADF_OBSERVATIONS:
+        ys, xs = [], []
+        for arr in pieces:
+            y = frac_diff(arr, float(d), threshold)
+            valid = np.isfinite(y) & np.isfinite(arr)
+            ys.append(y[valid])
+            xs.append(arr[valid])
+        y_all, x_all = np.concatenate(ys), np.concatenate(xs)
+        if y_all.size < MIN_ADF_OBSERVATIONS:
             continue
         with warnings.catch_warnings():  # statsmodels 0.15 announces a new return type
             warnings.simplefilter("ignore", FutureWarning)
-            stat, p = adfuller(y[valid], maxlag=1, regression="c", autolag=None)[:2]
-        corr = float(np.corrcoef(y[valid], arr[valid])[0, 1]) if d > 0 else 1.0
+            stat, p = adfuller(y_all, maxlag=1, regression="c", autolag=None)[:2]
+        corr = float(np.corrcoef(y_all, x_all)[0, 1]) if d > 0 else 1.0
         result = FracDiffResult(float(d), float(stat), float(p), corr, bool(p < p_value))
         if result.passed:
             return result
     if result is None:
         raise ValueError(
             f"{func}: the series is too short: no order keeps {MIN_ADF_OBSERVATIONS} values "
-            f"(got {arr.shape[0]} values, threshold {threshold})"
+            f"(got {sum(a.shape[0] for a in pieces)} values, threshold {threshold})"
         )
     return result
+
+
+def _pieces(x: ArrayLike | Sequence[ArrayLike]) -> list[FloatArray]:
+    """One series, or a list of 1-D pieces, as a list of float arrays."""
+    if isinstance(x, list | tuple) and x and np.ndim(x[0]) == 1:
+        pieces = [np.asarray(piece, dtype=np.float64) for piece in x]
+    else:
+        pieces = [np.asarray(x, dtype=np.float64)]
+    for piece in pieces:
+        if piece.ndim != 1:
+            raise ValueError(f"min_frac_order: x must be one-dimensional, got shape {piece.shape}")
+    return pieces

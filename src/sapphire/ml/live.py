@@ -171,11 +171,14 @@ class DriftWatch:
         report = drift_report(self.reference, current, ks_alpha=self.ks_alpha)
         z_mean, z_std = window_z(self.null, current)
         report["z_mean"], report["z_std"] = z_mean, z_std
+        # the breach rule, the one that raises events; `drift_report`'s own `drifted` (PSI or
+        # KS as if rows were independent) fires on persistent features that did not change
+        report["alert"] = np.maximum(np.abs(z_mean), np.abs(z_std)) >= self.z_alert
+        report = report.drop(columns="drifted")
         self._write_report(i, ts, report)
         out = []
         for feature, row in report.iterrows():
-            z = max(abs(row["z_mean"]), abs(row["z_std"]))
-            if z >= self.z_alert:
+            if row["alert"]:
                 out.append(DriftEvent(
                     ts_ns=ts, kind="feature", feature=str(feature), psi=float(row["psi"]),
                     ks_p=float(row["ks_p"]), band=str(row["band"]),

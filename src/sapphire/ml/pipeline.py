@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +67,9 @@ class TrainConfig:
     embargo: float = 0.01
     seed: int = 0
     importance: bool = True
+    #: choose `features.frac_diff` by ADF on each training window: every CV split's training
+    #: bars, the final fit's, every walk-forward block's (never on bars a split tests)
+    frac_diff_auto: bool = False
     #: the signal rule and costs used for the CV trading metrics (see MLStrategy)
     threshold: float = 0.1
     exit_threshold: float = 0.0
@@ -130,6 +133,7 @@ class Dataset:
     X: pd.DataFrame
     labels: Labels
     n_bars: int
+    warmup: int = 0  # feature warm-up bars before the first row
 
     def __len__(self) -> int:
         return len(self.X)
@@ -223,18 +227,20 @@ def make_dataset(
     """Features and labels on the same rows: label events after the feature warm-up."""
     X_all = build_features(features, bars, others)
     labels = label.make(bars, side=side)
-    keep = (labels.t0 >= features.warmup(bars.timeframe_ns)) & np.isfinite(labels.y)
+    warmup = features.warmup(bars.timeframe_ns)
+    keep = (labels.t0 >= warmup) & np.isfinite(labels.y)
     if not keep.any():
         raise ValueError(
-            f"no labelled rows after the feature warm-up of {features.warmup(bars.timeframe_ns)} "
-            f"bars: the data has {len(bars)} bars"
+            f"too little data to train: no labelled rows after the feature warm-up of {warmup} "
+            f"bars and the label horizon of {label.horizon}: the data has {len(bars)} bars; "
+            "use more data or a shorter --horizon"
         )
     kept = Labels(
         t0=labels.t0[keep], t1=labels.t1[keep], y=labels.y[keep],
         weight=labels.weight[keep], ret=labels.ret[keep], task=labels.task,
     )  # fmt: skip
     X = X_all.iloc[kept.t0]
-    return Dataset(X=X, labels=kept, n_bars=len(bars))
+    return Dataset(X=X, labels=kept, n_bars=len(bars), warmup=warmup)
 
 
 def fit_model(
@@ -275,14 +281,82 @@ def _fold_scores(
     return out
 
 
+#: the fewest training rows a CV split (or a walk-forward block) fits a model on
+MIN_TRAIN_ROWS = 50
+
+
+def _class_counts(y: NDArray[np.float64]) -> str:
+    values, counts = np.unique(y, return_counts=True)
+    return ", ".join(f"{v:g} ({c} rows)" for v, c in zip(values, counts, strict=True)) or "none"
+
+
+def check_trainable(dataset: Dataset, config: TrainConfig, splits: list[Any]) -> None:
+    """Refuse, with the counts and what to change, data too short for the recipe: too few
+    labelled rows, a single label class, or a CV split whose training rows have either."""
+    lab = dataset.labels
+    label = config.label
+    context = (
+        f"{dataset.n_bars} bars gave {len(dataset)} labelled rows (label {label.kind}, "
+        f"horizon {label.horizon}, after a feature warm-up of {dataset.warmup} bars)"
+    )
+    classification = lab.task == "classification"
+    advice = "Use more data (an earlier --start or a longer file), a shorter --horizon"
+    if classification:
+        advice += " or, for barrier labels, narrower --pt/--sl barriers (more touches)"
+    if len(dataset) < MIN_TRAIN_ROWS * 2:
+        raise ValueError(
+            f"too little data to train: {context}; at least {MIN_TRAIN_ROWS * 2} are needed. "
+            f"{advice}"
+        )
+    if classification and np.unique(lab.y).size < 2:
+        raise ValueError(
+            f"too little data to train: {context}, all of one label class: "
+            f"{_class_counts(lab.y)}; a classifier needs at least 2 classes. "
+            f"{advice}"
+        )
+    every_class = np.unique(lab.y) if classification else np.empty(0)
+    for k, (train_pos, _test_pos) in enumerate(splits):
+        y = lab.y[train_pos]
+        missing = np.setdiff1d(every_class, y)
+        if len(train_pos) < MIN_TRAIN_ROWS or missing.size:
+            raise ValueError(
+                f"too little data to train: {context}, label classes {_class_counts(lab.y)}; "
+                f"CV split {k} of {len(splits)} keeps {len(train_pos)} training rows after "
+                f"purging (label classes: {_class_counts(y)}), and each needs at least "
+                f"{MIN_TRAIN_ROWS} rows"
+                + (" holding every label class" if classification else "")
+                + f". {advice}"
+            )
+
+
+def training_segments(t0: NDArray[np.int64], train_pos: NDArray[np.int64]) -> list[tuple[int, int]]:
+    """The bar ranges (first, last) of a split's training rows: one per run of consecutive
+    rows, so that no range holds a bar of a test or purged row."""
+    pos = np.sort(np.asarray(train_pos, dtype=np.int64))
+    if pos.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(pos) != 1) + 1
+    return [(int(t0[run[0]]), int(t0[run[-1]])) for run in np.split(pos, breaks)]
+
+
 def cross_validate(
-    dataset: Dataset, config: TrainConfig, progress: Progress | None = None
+    dataset: Dataset,
+    config: TrainConfig,
+    progress: Progress | None = None,
+    *,
+    bars: Bars | None = None,
 ) -> CvResult:
-    """Purged (CPCV or k-fold) cross-validation: out-of-sample scores, per fold and per path."""
+    """Purged (CPCV or k-fold) cross-validation: out-of-sample scores, per fold and per path.
+
+    With `config.frac_diff_auto` each split chooses its fractional-differentiation order on
+    its own training bars (`bars`, the dataset's bars, are then required)."""
     lab = dataset.labels
     n = len(dataset)
     splitter = _splitter(config)
     splits = list(splitter.split(lab.t0, lab.t1))
+    check_trainable(dataset, config, splits)
+    if config.frac_diff_auto and bars is None:
+        raise ValueError("cross_validate: frac_diff_auto needs the bars (bars=...)")
     predictions: list[Any] = []
     total = np.zeros(n)
     count = np.zeros(n)
@@ -290,8 +364,12 @@ def cross_validate(
     for k, (train_pos, test_pos) in enumerate(splits):
         if progress is not None:
             progress("cv", k, len(splits))
-        model = _fit(config, dataset.X.iloc[train_pos], lab, train_pos)
-        X_test = dataset.X.iloc[test_pos]
+        X, chosen = dataset.X, None
+        if config.frac_diff_auto and bars is not None:
+            segments = training_segments(lab.t0, train_pos)
+            X, chosen = config.features.refit_frac_diff(X, bars, lab.t0, segments)
+        model = _fit(config, X.iloc[train_pos], lab, train_pos)
+        X_test = X.iloc[test_pos]
         score = model.predict(X_test)
         predictions.append(score)
         total[test_pos] += score
@@ -305,6 +383,8 @@ def cross_validate(
         }
         if isinstance(splitter, CombinatorialPurgedCV):
             row["test_groups"] = ",".join(map(str, splitter.combinations[k]))
+        if config.frac_diff_auto:
+            row["frac_diff"] = "off" if chosen is None else f"{chosen:g}"
         row.update(_fold_scores(model, X_test, lab.y[test_pos], score, lab.ret[test_pos]))
         rows.append(row)
     if progress is not None:
@@ -348,7 +428,9 @@ def path_metrics(
             cls = scores_strategy(full)
             rule = {"threshold": config.threshold, "exit_threshold": config.exit_threshold,
                     "short": config.short}  # fmt: skip
-        result = Backtest(bars, cls, fee=config.fee, size=1.0, size_mode="equity", **rule).run()
+        result = Backtest(
+            bars, cls, fee=config.fee, size=1.0, size_mode="equity", leverage=None, **rule
+        ).run()  # all of equity on each signal, no margin limit, whatever the run defaults
         m = result.metrics
         out.append({
             "path": k,
@@ -393,6 +475,8 @@ def train(
     whose entries the model learns to filter: `{"strategy": NAME, "params": {...}}`.
     """
     config = config or TrainConfig()
+    if config.frac_diff_auto:  # the final model's order, chosen on all its training bars
+        config = replace(config, features=config.features.with_frac_diff(bars))
     side = None
     primary_sig = None
     if config.label.kind == "meta":
@@ -407,7 +491,7 @@ def train(
     if missing:
         raise ValueError(f"the feature set names instrument {missing[0]!r} but no data was given")
     dataset = make_dataset(bars, config.features, config.label, others, side=side)
-    cv = cross_validate(dataset, config, progress)
+    cv = cross_validate(dataset, config, progress, bars=bars)
     lab = dataset.labels
     paths = path_metrics(bars, lab.t0, cv.paths, config, primary=primary_sig)
     metrics: dict[str, Any] = {"cv": dict(cv.metrics)}

@@ -4,7 +4,7 @@ atomically with a history that makes `rollback` exact.
 ```python
 registry = ModelRegistry()  # $SAPPHIRE_HOME/sapphire.db and $SAPPHIRE_HOME/models
 mv = registry.register("btc-dir", model, lineage={...}, metrics={"cv": {...}})  # v1, candidate
-registry.promote("btc-dir@candidate")  # champion -> v1
+registry.promote("btc-dir@candidate")  # champion -> v1 (a version or alias is required)
 model = registry.load("btc-dir@champion")  # the artefact's sha256 is checked first
 registry.rollback("btc-dir")  # champion -> where it pointed before its last promotion
 ```
@@ -355,10 +355,22 @@ class ModelRegistry:
 
         The version that held the alias loses it (and keeps any other alias it has); the
         history remembers it, so `rollback(name, alias)` brings it back. Promoting the version
-        the alias already points at changes nothing.
+        the alias already points at changes nothing. `ref` must name the version (NAME@3) or
+        an alias (NAME@candidate): a bare NAME is refused, as "the newest" may not be the
+        version that was reviewed.
         """
         check_alias(alias)
-        name = parse_ref(ref)[0]
+        name, number, tag = parse_ref(ref)
+        if number is None and tag is None:
+            versions = self.versions(name)
+            listed = ", ".join(
+                f"v{v.version}" + (f" ({', '.join(v.aliases)})" if v.aliases else "")
+                for v in versions
+            )
+            raise ValueError(
+                f"promote {ref!r}: name the version to point {alias!r} at, e.g. "
+                f"{name}@{versions[-1].version} or {name}@candidate; {name} has {listed}"
+            )
         with self._write(name) as conn:
             version = self._resolve(conn, ref).version
             self._move(conn, name, alias, version, "promote")

@@ -118,13 +118,10 @@ def evaluation_report(ev: EvaluationResult, path: str | Path | None = None) -> P
         "code version": lineage.get("code_version", ""),
         "evaluation": ev.params,
     }))  # fmt: skip
-    if ev.in_sample_rows:
-        page.note(
-            f"Warning: {ev.in_sample_rows} scored bars fall inside the model's training range: "
-            "those predictions are in-sample. Evaluate on later data, or with walk-forward "
-            "retraining (--retrain sliding).",
-            "in-sample-warning",
-        )
+    if ev.in_sample is not None:
+        from sapphire.ml.strategy import in_sample_warning
+
+        page.note(f"Warning: {in_sample_warning(ev.in_sample)}.", "in-sample-warning")
     page.h2("Predictions")
     scores = {**ev.prediction, **ev.ic}
     page.html(kv_table(IDS["scores"], {k: format_number(x) for k, x in scores.items()}))

@@ -43,6 +43,8 @@ __all__ = [
     "LivePredictor",
     "MLStrategy",
     "ResolvedModel",
+    "in_sample_warning",
+    "in_sample_window",
     "resolve_model",
     "scores_strategy",
     "signals_from_scores",
@@ -176,6 +178,42 @@ def resolve_model(ref: str, registry: Any = None) -> ResolvedModel:
     return resolved
 
 
+def in_sample_window(
+    version: Any, times: NDArray[np.int64], scored: NDArray[np.bool_]
+) -> dict[str, Any] | None:
+    """Which scored bars (open times `times`, `scored` mask) lie inside the training window
+    of a registry `version`: {model, bars, of, first, last, train_start, train_end}, or
+    None when none does. A fixed model scoring these bars is scored in-sample."""
+    data = version.lineage.get("data", {})
+    if not data.get("start") or not data.get("end"):
+        return None
+    lo, hi = pd.Timestamp(data["start"]), pd.Timestamp(data["end"])
+    t = pd.DatetimeIndex(pd.to_datetime(np.asarray(times, dtype=np.int64), utc=True))
+    scored = np.asarray(scored, dtype=bool)
+    inside = scored & np.asarray((t >= lo) & (t <= hi))
+    if not inside.any():
+        return None
+    return {
+        "model": f"{version.name}@{version.version}",
+        "bars": int(inside.sum()),
+        "of": int(scored.sum()),
+        "first": t[inside][0].isoformat(),
+        "last": t[inside][-1].isoformat(),
+        "train_start": lo.isoformat(),
+        "train_end": hi.isoformat(),
+    }
+
+
+def in_sample_warning(window: Mapping[str, Any]) -> str:
+    """The caveat for an `in_sample_window` result, as commands print it."""
+    return (
+        f"{window['bars']} of {window['of']} scored bars (from {window['first']} to "
+        f"{window['last']}) are inside the training window of model {window['model']} "
+        f"({window['train_start']} → {window['train_end']}): these results are in-sample; "
+        "score later data or use retrain=sliding"
+    )
+
+
 def model_scores(
     resolved: ResolvedModel, bars: Bars, *, gate: bool = True
 ) -> tuple[NDArray[np.float64], int]:
@@ -211,17 +249,13 @@ class MLStrategy(Strategy):
     retrain = Param("none", choices=("none", "sliding", "expanding"), doc="walk-forward retraining")
     train_bars = Param(20_000, low=100, doc="training window of walk-forward retraining (bars)")
     retrain_every = Param(5_000, low=10, doc="bars between walk-forward retrains")
+    constraints = (("exit_threshold", "<=", "threshold"),)
 
     def check(self) -> None:
         """A model reference is required."""
         if not self.model:
             raise ValueError(
                 "the ml strategy needs model=NAME[@VERSION|@ALIAS] (see `sapphire ml models list`)"
-            )
-        if self.exit_threshold > self.threshold:
-            raise ValueError(
-                f"ml: exit_threshold ({self.exit_threshold}) must be <= threshold "
-                f"({self.threshold})"
             )
 
     def __init__(self, **params: Any) -> None:
@@ -230,6 +264,10 @@ class MLStrategy(Strategy):
         self.info: dict[str, Any] = {}
         #: the score per bar of the last signals() call (NaN: no score)
         self.last_scores: NDArray[np.float64] = np.empty(0)
+        #: the scored bars inside the fixed model's training window (`in_sample_window`)
+        self.in_sample: dict[str, Any] | None = None
+        #: caveats of the last signals() call, for the backtest result's warnings
+        self.caveats: list[str] = []
 
     def signals(self, bars: Bars) -> Signals:
         """Score every bar with the model (or walk-forward retrained models) and apply the rule."""
@@ -247,6 +285,11 @@ class MLStrategy(Strategy):
             score, flagged = model_scores(resolved, bars, gate=self.ood_gate)
         self.info["ood_rows"] = flagged
         self.last_scores = score
+        # walk-forward retraining never scores a bar with a model that saw it
+        self.in_sample = None
+        if self.retrain == "none":
+            self.in_sample = in_sample_window(resolved.version, bars.time, np.isfinite(score))
+        self.caveats = [] if self.in_sample is None else [in_sample_warning(self.in_sample)]
         if resolved.is_meta:
             return self._meta_filtered(resolved, bars, score)
         allow = None
@@ -296,7 +339,7 @@ def walkforward_scores(
     train_bars: int,
     every: int,
     gate: bool = True,
-) -> tuple[NDArray[np.float64], list[dict[str, int]]]:
+) -> tuple[NDArray[np.float64], list[dict[str, Any]]]:
     """Scores from models retrained walk-forward on the recipe; each block's model saw only
     labels that end before the block (a purge of at least the label horizon)."""
     from sapphire.ml.features import build_features
@@ -312,8 +355,9 @@ def walkforward_scores(
     horizon = int(recipe.label.horizon)
     n = len(bars)
     score = np.full(n, np.nan)
-    schedule: list[dict[str, int]] = []
+    schedule: list[dict[str, Any]] = []
     ok = np.isfinite(labels.y) & (labels.t0 >= warm)
+    everything = np.arange(n)
     start = warm + train_bars + horizon + 1
     for block in range(start, n, every):
         last_t0 = block - 1 - horizon
@@ -322,10 +366,14 @@ def walkforward_scores(
         if rows.sum() < 50 or np.unique(labels.y[rows]).size < 2:
             continue
         pos = np.flatnonzero(rows)
-        model = fit_model(recipe.model, X.iloc[labels.t0[pos]], labels, pos, recipe.seed)
+        Xb, chosen = X, recipe.features.frac_diff
+        if recipe.frac_diff_auto:  # the order is chosen on this block's training bars only
+            window = [(int(labels.t0[pos[0]]), int(labels.t0[pos[-1]]))]
+            Xb, chosen = recipe.features.refit_frac_diff(X, bars, everything, window)
+        model = fit_model(recipe.model, Xb.iloc[labels.t0[pos]], labels, pos, recipe.seed)
         end = min(block + every, n)
-        block_score = np.asarray(model.predict(X.iloc[block:end]), dtype=np.float64)
-        flagged = np.asarray(model.ood(X.iloc[block:end]), dtype=bool) if gate else None
+        block_score = np.asarray(model.predict(Xb.iloc[block:end]), dtype=np.float64)
+        flagged = np.asarray(model.ood(Xb.iloc[block:end]), dtype=bool) if gate else None
         if flagged is not None:
             block_score[flagged] = np.nan
         score[block:end] = block_score
@@ -335,6 +383,7 @@ def walkforward_scores(
             "test_first_bar": block,
             "test_last_bar": end - 1,
             "ood_rows": 0 if flagged is None else int(flagged.sum()),
+            **({"frac_diff": chosen} if recipe.frac_diff_auto else {}),
         })  # fmt: skip
     return score, schedule
 

@@ -100,3 +100,14 @@ def test_bad_arguments_are_named() -> None:
         min_frac_order([1.0] * 100, step=0.0)
     with pytest.raises(ValueError, match="too short"):
         min_frac_order([1.0, 2.0, 3.0])
+
+
+def test_pieces_are_differenced_apart_and_tested_together() -> None:
+    rng = np.random.default_rng(3)
+    a = np.cumsum(rng.normal(size=1_500)) + 100.0
+    b = np.cumsum(rng.normal(size=1_200)) + 500.0  # a level jump from a's end
+    result = min_frac_order([a, b])
+    joined = np.concatenate([frac_diff(a, result.d), frac_diff(b, result.d)])
+    assert result.passed and result.p_value == pytest.approx(_adf_p(joined))
+    # one series is one piece
+    assert min_frac_order(a) == min_frac_order([a])

@@ -138,3 +138,62 @@ def test_missing_other_instrument_is_named(bars: Bars) -> None:
     config = small_config(features=replace(small_config().features, instruments=("self", "eth")))
     with pytest.raises(ValueError, match="'eth'"):
         train(bars, config)
+
+
+def test_frac_diff_auto_is_chosen_on_each_split_s_training_bars_only(
+    bars: Bars, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sapphire.ml.features import FeatureSpec
+
+    seen: list[Any] = []
+    choose = FeatureSpec.with_frac_diff
+
+    def spy(self: FeatureSpec, b: Bars, **kw: Any) -> FeatureSpec:
+        seen.append(kw.get("segments"))
+        return choose(self, b, **kw)
+
+    monkeypatch.setattr(FeatureSpec, "with_frac_diff", spy)
+    config = small_config(frac_diff_auto=True)
+    result = train(bars, config)
+    # the final model: the order chosen on every training bar
+    whole = choose(config.features, bars).frac_diff
+    assert seen[0] is None and result.config.features.frac_diff == whole
+    assert result.lineage["recipe"]["frac_diff_auto"] is True
+    # each CV split: only on its training rows' bars, never a bar of a tested row
+    lab = result.dataset.labels
+    splits = list(CombinatorialPurgedCV(4, 2, config.embargo).split(lab.t0, lab.t1))
+    assert len(seen) == 1 + len(splits)
+    chosen = result.cv.folds["frac_diff"].tolist()
+    for (train_pos, test_pos), segments, d in zip(splits, seen[1:], chosen, strict=True):
+        used = np.zeros(len(bars), dtype=bool)
+        for first, last in segments:
+            used[first : last + 1] = True
+        assert used[lab.t0[train_pos]].all()
+        tested = np.zeros(len(bars), dtype=bool)
+        for t0, t1 in zip(lab.t0[test_pos], lab.t1[test_pos], strict=True):
+            tested[t0 : t1 + 1] = True
+        assert not (used & tested).any()
+        expected = choose(config.features, bars, segments=segments).frac_diff
+        assert d == ("off" if expected is None else f"{expected:g}")
+    assert "frac_diff" not in result.metrics["cv"]  # a choice, not a score to average
+    # on these bars the splits' choices differ from the whole-data one the old code used
+    assert set(chosen) - {f"{whole:g}"}
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (60, r"no labelled rows after the feature warm-up of 50 bars .* 60 bars; use more"),
+        (170, r"170 bars gave \d+ labelled rows .*; at least 100 are needed\. Use more data"),
+        (400, r"400 bars gave \d+ labelled rows .*, label classes -1 \(\d+ rows\), 0 .*; CV split "
+              r"\d+ of 6 keeps \d+ training rows after purging \(label classes: .*\), and each "
+              r"needs at least 50 rows holding every label class\. Use more data .* a shorter "
+              r"--horizon"),
+    ],
+)  # fmt: skip
+def test_too_short_data_is_refused_with_the_counts_and_what_to_do(
+    btc_df: pd.DataFrame, n: int, expected: str
+) -> None:
+    short = bars_from_frame(btc_df.iloc[:n].reset_index(drop=True))
+    with pytest.raises(ValueError, match=expected):
+        train(short, small_config())

@@ -133,6 +133,12 @@ def check_rollback_restores_the_previous_champion(url: str, root: Path, models: 
     X = models[0][1]
     with pytest.raises(ValueError, match="rb has no champion"):
         registry.load("rb@champion")
+    # a bare name would silently mean "the newest": the version must be named
+    bare = r"promote 'rb': name the version .* rb@3 or rb@candidate; rb has v1, v2, v3 \(cand"
+    with pytest.raises(ValueError, match=bare):
+        registry.promote("rb")
+    with pytest.raises(ValueError, match="rb has no champion"):
+        registry.load("rb@champion")
     registry.promote("rb@v1")
     with pytest.raises(ValueError, match="rb@champion has no earlier version to roll back to"):
         registry.rollback("rb")

@@ -184,3 +184,61 @@ def test_rollback_restores_the_previous_champion_bit_for_bit(
     reg.rollback("tb")
     after, _ = model_scores(resolve_model("tb@champion"), bars)
     np.testing.assert_array_equal(after, before)
+
+
+def test_a_backtest_on_the_training_bars_says_they_are_in_sample(frames: Any, model: str) -> None:
+    df = pd.concat(frames, ignore_index=True)  # the training bars, then the held-out ones
+    lineage = ModelRegistry().get(model).lineage["data"]
+    for engine in ("vector", "event"):
+        bt = Backtest(df, "ml", model=model, engine=engine)
+        result = bt.run()
+        assert isinstance(bt.strategy, MLStrategy)
+        scored = np.isfinite(bt.strategy.last_scores)
+        window = result.in_sample
+        assert window is not None, engine
+        assert window["bars"] == scored[:TRAIN].sum() > 0
+        assert window["of"] == scored.sum() > window["bars"]
+        assert (window["train_start"], window["train_end"]) == (lineage["start"], lineage["end"])
+        assert window["last"] == pd.Timestamp(frames[0]["timestamp"].iloc[-1]).isoformat()
+        assert result.summary()["in_sample"] == window
+        [warning] = result.warnings
+        assert f"{window['bars']} of {window['of']} scored bars" in warning
+        assert "tb@1" in warning and "in-sample" in warning
+    held_out = Backtest(frames[1], "ml", model=model).run()
+    assert held_out.in_sample is None and held_out.warnings == []
+    assert held_out.summary()["in_sample"] is None
+
+
+def test_walkforward_retraining_is_never_in_sample(frames: Any, model: str) -> None:
+    df = pd.concat(frames, ignore_index=True)
+    result = Backtest(
+        df, "ml", model=model, retrain="sliding", train_bars=3000, retrain_every=3000
+    ).run()
+    assert result.in_sample is None and result.warnings == []
+
+
+def test_walkforward_retraining_chooses_frac_diff_on_each_training_window(
+    frames: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sapphire.ml.features import FeatureSpec
+
+    config = replace(CONFIG, frac_diff_auto=True, features=FeatureSpec(periods=(14,)))
+    v = train(bars_from_frame(frames[0].iloc[:4000]), config).register("fd")
+    seen: list[Any] = []
+    choose = FeatureSpec.with_frac_diff
+
+    def spy(self: FeatureSpec, b: Any, **kw: Any) -> FeatureSpec:
+        seen.append(kw.get("segments"))
+        return choose(self, b, **kw)
+
+    monkeypatch.setattr(FeatureSpec, "with_frac_diff", spy)
+    bt = Backtest(frames[1], "ml", model=f"fd@{v.version}", retrain="sliding", train_bars=1500,
+                  retrain_every=1000)  # fmt: skip
+    bt.run()
+    assert isinstance(bt.strategy, MLStrategy)
+    schedule = bt.strategy.info["retrain"]
+    assert len(schedule) >= 2 and len(seen) == len(schedule)
+    for block, [(first, last)] in zip(schedule, seen, strict=True):
+        assert first == block["train_first_bar"] and last < block["test_first_bar"]
+        expected = choose(config.features, bars_from_frame(frames[1]), segments=[(first, last)])
+        assert block["frac_diff"] == expected.frac_diff
