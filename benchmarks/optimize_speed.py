@@ -12,12 +12,17 @@ Prints one JSON object:
   included; `steady_trials_per_s` is the marginal rate between a short and a long
   study (start-up and the end-of-study statistics cancel out). Each figure is the
   best of `--repeat` runs (all runs are listed), as other load only ever slows a run.
+- `default_jobs`: `sapphire optimize --strategy sma_cross --trials 200` (the CLI's
+  defaults: TPE on the sample) in a fresh process, with the default `--jobs` and with
+  `--jobs 1`, in alternating pairs; wall seconds of the whole command and the study's
+  own `elapsed_s`. `--only-default-jobs` runs this part alone.
 - `memory_1m_bars`: the peak memory of a study on 1,000,000 synthetic bars with 1 and
   2 workers, sampled every 50 ms over the whole process tree (coordinator, fork
   server, workers): the peak of the summed PSS (shared pages split between the
   processes that map them) and the per-process peak RSS (VmHWM).
 
     python benchmarks/optimize_speed.py [--trials 1000] [--tpe-trials 300] [--no-ray]
+    python benchmarks/optimize_speed.py --only-default-jobs [--pairs 5]
 
 Figures depend on the machine and on what else runs on it; `load_avg` is recorded.
 """
@@ -176,6 +181,36 @@ def bench_optimize(
     return out
 
 
+# -------------------------------------------------------------------- default jobs
+
+
+def bench_default_jobs(pairs: int, trials: int = 200) -> dict[str, Any]:
+    """A default CLI study with the default --jobs and with --jobs 1, in alternating
+    pairs (other load then slows both sides of a pair alike)."""
+    runs: dict[str, list[dict[str, float]]] = {"default": [], "jobs_1": []}
+    for i in range(pairs):
+        order = ["default", "jobs_1"] if i % 2 == 0 else ["jobs_1", "default"]
+        for label in order:
+            home = tempfile.mkdtemp(prefix="sapphire-bench-jobs-")
+            cmd = [sys.executable, "-m", "sapphire", "optimize", "--strategy", STRATEGY,
+                   "--trials", str(trials), "--seed", str(i + 1), "--json",
+                   "--no-progress"]  # fmt: skip
+            if label == "jobs_1":
+                cmd += ["--jobs", "1"]
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                  env={**os.environ, "SAPPHIRE_HOME": home})  # fmt: skip
+            wall = time.perf_counter() - t0
+            shutil.rmtree(home, ignore_errors=True)
+            study = json.loads(done.stdout)
+            runs[label].append({"wall_s": round(wall, 3), "study_s": study["elapsed_s"]})
+    out: dict[str, Any] = {"trials": trials, "pairs": pairs, **runs}
+    ratios = [d["wall_s"] / o["wall_s"] for d, o in zip(runs["default"], runs["jobs_1"],
+                                                        strict=True)]  # fmt: skip
+    out["median_wall_ratio_default_to_jobs_1"] = round(float(np.median(ratios)), 3)
+    return out
+
+
 # -------------------------------------------------------------------------- memory
 
 
@@ -319,7 +354,13 @@ def main() -> None:
     parser.add_argument("--memory-trials", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray measurement")
+    parser.add_argument("--pairs", type=int, default=3, help="pairs of default-jobs studies")
+    parser.add_argument("--only-default-jobs", action="store_true",
+                        help="measure the default --jobs against --jobs 1 only")  # fmt: skip
     args = parser.parse_args()
+    if args.only_default_jobs:
+        print(json.dumps(bench_default_jobs(args.pairs), indent=2))
+        return
 
     home = tempfile.mkdtemp(prefix="sapphire-bench-")
     os.environ["SAPPHIRE_HOME"] = home  # the studies' database goes here, not ~/.sapphire
@@ -350,6 +391,7 @@ def main() -> None:
     out["memory_1m_bars"] = {
         f"jobs_{jobs}": bench_memory(args.memory_bars, args.memory_trials, jobs) for jobs in (1, 2)
     }
+    out["default_jobs"] = bench_default_jobs(args.pairs)
     out["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     shutil.rmtree(home, ignore_errors=True)
     random = out["optimize"]["random"]

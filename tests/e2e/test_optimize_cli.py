@@ -17,7 +17,7 @@ BASE = ["optimize", "--strategy", "sma_cross", "--data", "sample", "--start", "2
 
 
 def test_optimize_json_resume_and_list() -> None:
-    # the default --jobs 0 runs a local process pool on all cores
+    # the default --jobs 0 runs these few quick trials in this process
     result = runner.invoke(app, [*BASE, "--trials", "12", "--study", "cli", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
@@ -53,6 +53,25 @@ def test_optimize_rich_summary_and_fixed_params() -> None:
     out = result.stdout
     assert "Best trial" in out and "DSR" in out and "PBO" in out and "Pareto front" in out
     assert "'short': True" in out
+
+
+def test_summary_counts_trials_by_state_and_lists_each_parameter_set_once() -> None:
+    # 6 valid sets of 9 grid points (fast < slow), 20 TPE trials: sets repeat
+    space = ["--space", "fast=2:12:5", "--space", "slow=5:15:5", "--param", "short=false"]
+    args = [*BASE[:9], *space, "--seed", "3", "--trials", "20", "--no-progress"]
+    result = runner.invoke(app, [*args, "--study", "dups", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["space_size"] == 6
+    assert payload["states"]["infeasible"] == 0 and sum(payload["states"].values()) == 20
+    assert {"ruined", "failed", "pruned", "complete"} <= set(payload["states"])
+    sets = [(t["params"]["fast"], t["params"]["slow"]) for t in payload["top_trials"]]
+    assert len(sets) == len(set(sets)) and all(f < s for f, s in sets)
+    assert payload["top_trials"][0]["params"] == payload["best_params"]
+    text = runner.invoke(app, [*args, "--study", "dups"])  # the same study, shown again
+    assert text.exit_code == 0, text.output
+    assert "20 trials of 6 valid parameter sets" in text.stdout
+    assert f"Top {len(sets)} parameter sets" in text.stdout
 
 
 def test_optimize_errors_exit_2_with_a_message() -> None:

@@ -8,6 +8,7 @@ equity curve is scanned by one compiled kernel so a million bars cost a few ms.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -159,6 +160,14 @@ def _trade_stats(pnl: NDArray[np.float64], ret: NDArray[np.float64]) -> dict[str
         "best_trade": float(ret.max()),
         "worst_trade": float(ret.min()),
     }
+
+
+def is_ruined(metrics: Mapping[str, float]) -> bool:
+    """True when a run's equity reached zero or below at some bar (max drawdown -100% or
+    worse, or final equity <= 0): the account is ruined and its return metrics undefined."""
+    drawdown = float(metrics.get("max_drawdown", NAN))
+    final = float(metrics.get("final_equity", NAN))
+    return drawdown <= -1.0 or final <= 0.0
 
 
 def compute_metrics(

@@ -64,14 +64,14 @@ def _fmt(value: Any) -> str:
 
 
 def print_summary(result: StudyResult) -> None:
-    """Best trial metrics, DSR/PBO with a one-line reading, and the top 10 trials."""
-    states: dict[str, int] = {}
-    for t in result.trials:
-        states[t.state] = states.get(t.state, 0) + 1
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(states.items()))
+    """Trial counts (infeasible and ruined apart), best trial metrics, DSR/PBO with a
+    one-line reading, and the top 10 distinct parameter sets (or the Pareto front)."""
+    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v or k == "complete")
+    size = result.config.get("space_size")
+    space = f" of {size:,} valid parameter sets" if size else ""
     console.print(
-        f"Study [bold]{result.name}[/]: {result.strategy}, {result.n_trials} trials ({counts}), "
-        f"{result.elapsed_s:.1f} s",
+        f"Study [bold]{result.name}[/]: {result.strategy}, {result.n_trials} trials{space} "
+        f"({counts}), {result.elapsed_s:.1f} s",
         soft_wrap=True,
     )
     best = result.best_trial
@@ -83,15 +83,11 @@ def print_summary(result: StudyResult) -> None:
     )
     console.print(_interpret_dsr(result.dsr))
     console.print(_interpret_pbo(result.pbo))
-    done = [t for t in result.trials if t.state == "complete" and t.values]
-    multi = len(result.objectives) > 1
-    if multi:
-        top = result.best_trials[:10]
-        title = f"Pareto front ({len(result.best_trials)} trials), first 10"
+    top = result.top_trials()
+    if len(result.objectives) > 1:
+        title = f"Pareto front ({len(result.best_trials)} parameter sets), first {len(top)}"
     else:
-        sign = -1.0 if result.directions[0] == "maximize" else 1.0
-        top = sorted(done, key=lambda t: sign * t.values[0])[:10]  # type: ignore[index]
-        title = "Top 10 trials"
+        title = f"Top {len(top)} parameter sets (the best trial of each)"
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")
     for name in result.objectives:

@@ -52,7 +52,11 @@ StartOpt = Annotated[str | None, typer.Option(help=option_help(RunConfig, "start
 EndOpt = Annotated[str | None, typer.Option(help=option_help(RunConfig, "end"))]
 
 JobsOpt = Annotated[
-    int, typer.Option(help="Local worker processes (0 = all cores; 1 = in this process).")
+    int,
+    typer.Option(
+        help="Local worker processes: 1 = in this process; 0 = chosen: this process, unless "
+        "the first batch's trial times say one worker per core saves at least 2 s."
+    ),
 ]
 RayOpt = Annotated[
     str | None, typer.Option(help="Run on a Ray cluster: auto, host:6379 or ray://host:10001.")

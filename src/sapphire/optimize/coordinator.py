@@ -3,7 +3,9 @@ executor's workers, tell Optuna the results, store the batch, repeat.
 
 Without pruning the batches are pipelined (the next batch is on the workers while the
 coordinator tells and stores the current one); with pruning each batch runs stage by
-stage (`samplers.PRUNE_STAGES`, then all of the bars).
+stage (`samplers.PRUNE_STAGES`, then all of the bars). With the default `jobs` (0 or
+None) the first batch runs in this process and the rest goes to a pool of one worker
+per core only when the first batch's trial times say the pool pays (`_pool_pays`).
 """
 
 from __future__ import annotations
@@ -117,14 +119,107 @@ def run_study(
     elapsed_before = float(config.get("elapsed_s") or 0.0)
     bar = _Progress(progress, plan.stored.name, target, len(records))
     best = _Best(records, directions)
-    shared: Any = None
     try:
         if len(records) < target:
-            from sapphire.optimize.executor import make_executor
+            from sapphire.optimize.executor import resolve_jobs
 
-            with make_executor(jobs, ray_address) as executor, rare_gc_passes():
+            loop = _Loop(plan, ostudy, records, bar, best, sampler_name, prune, ray_address)
+            workers = 1 if ray_address else resolve_jobs(jobs)
+            if auto_jobs(jobs) and not ray_address and workers > 1:
+                # the default: trials run in this process unless the first batch's
+                # durations say that worker processes would save more than they cost;
+                # the batches are those of `workers`, so a seeded study asks the same
+                # trials whichever way they run
+                batch = batch_size(sampler_name, workers, prune)
+                loop.run(1, target, batch, stop_at=min(target, len(records) + batch))
+                remaining = target - len(records)
+                if remaining:
+                    pays = _pool_pays(loop.durations, remaining, workers)
+                    loop.run(jobs if pays else 1, target, batch)
+            else:
+                loop.run(jobs, target)
+    except KeyboardInterrupt:
+        bar.close()
+        _save_elapsed(plan, elapsed_before + time.perf_counter() - started)
+        print(
+            f"\ninterrupted: {len(records)} trials of study {plan.stored.name!r} are saved; "
+            f"continue with: sapphire optimize resume {plan.stored.name}",
+            file=sys.stderr,
+        )
+        raise
+    finally:
+        bar.close()
+    elapsed = elapsed_before + time.perf_counter() - started
+    _save_elapsed(plan, elapsed)
+    return build_result(plan.stored, records, elapsed)
+
+
+# the local pool's start-up, about 0.7-1 s on the 2-core reference machine; the default
+# starts it only when the workers should save at least twice that
+POOL_START_S = 1.0
+
+
+def auto_jobs(jobs: int | None) -> bool:
+    """True for the default `jobs` (None or 0): the number of workers is chosen."""
+    return jobs is None or (jobs == 0 and not isinstance(jobs, bool))
+
+
+def _pool_pays(durations: Sequence[float], remaining: int, workers: int) -> bool:
+    """True when `remaining` trials, each as long as the median of `durations`, would
+    finish on `workers` processes at least 2 x POOL_START_S sooner than in this one."""
+    if not durations:
+        return False
+    per_trial = sorted(durations)[len(durations) // 2]  # the first trial loads the kernels
+    saved = remaining * per_trial * (1.0 - 1.0 / workers)
+    return saved >= 2.0 * POOL_START_S
+
+
+class _Loop:
+    """The batch loop of a study, run on one executor after another (the default tries
+    this process first); keeps the records, the progress bar and the trial durations."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        ostudy: Any,
+        records: list[TrialRecord],
+        bar: _Progress,
+        best: _Best,
+        sampler: str,
+        prune: bool,
+        ray_address: str | None,
+    ) -> None:
+        self.plan, self.ostudy, self.records = plan, ostudy, records
+        self.bar, self.best, self.sampler, self.prune = bar, best, sampler, prune
+        self.ray_address = ray_address
+        self.durations: list[float] = []
+        self.asked = len(records)  # trials asked so far (stored or pending)
+        self.pending: _Batch | None = None  # asked, not yet told (left by a stop_at)
+
+    def _add(self, record: TrialRecord) -> None:
+        self.records.append(record)
+        self.best.add(record)
+        if record.duration_s > 0:  # backtested (a set the strategy refused was not)
+            self.durations.append(record.duration_s)
+
+    def run(
+        self, jobs: int | None, target: int, batch: int | None = None, stop_at: int | None = None
+    ) -> None:
+        """Run batches on `make_executor(jobs, ...)` towards `target` trials, `batch`
+        trials each (default: `batch_size` of the executor's workers), until the study
+        holds `stop_at` (default `target`) trials. The batch asked ahead stays pending
+        for the next run, so the sampler is asked and told in the same order as in one
+        run (a seeded study gives the same trials)."""
+        stop_at = target if stop_at is None else stop_at
+        from sapphire.optimize.executor import make_executor
+
+        plan, ostudy, records = self.plan, self.ostudy, self.records
+        config = plan.stored.config
+        shared: Any = None
+        try:
+            with make_executor(jobs, self.ray_address) as executor, rare_gc_passes():
                 data: Any = plan.bars
-                if getattr(executor, "workers", 1) > 1 or ray_address:
+                if getattr(executor, "workers", 1) > 1 or self.ray_address:
                     from sapphire.optimize.shared import SharedBars
 
                     shared = SharedBars.create(plan.bars)
@@ -138,51 +233,38 @@ def run_study(
                     constraints=plan.constraints,
                     min_trades=int(config.get("min_trades", 1)),
                 )
-                batch = batch_size(sampler_name, int(getattr(executor, "workers", 1)), prune)
-                if prune:
-                    while len(records) < target:
-                        n = min(batch, target - len(records))
-                        for record in _run_batch(ostudy, plan, executor, context, n, prune):
-                            records.append(record)
-                            best.add(record)
-                        bar.update(len(records), best.refresh(records))
-                else:
-                    # pipelined: the next batch is asked and sent to the workers before
-                    # the current one is told and stored, so the workers never wait for
-                    # the coordinator's bookkeeping
-                    asked_total = len(records)
-                    pending: _Batch | None = None
-                    while len(records) < target:
-                        if pending is None:
-                            n = min(batch, target - asked_total)
-                            pending = _submit(ostudy, plan, executor, context, n)
-                            asked_total += n
-                        following = None
-                        if asked_total < target:
-                            n = min(batch, target - asked_total)
-                            following = _submit(ostudy, plan, executor, context, n)
-                            asked_total += n
-                        for record in _finish(ostudy, plan, pending):
-                            records.append(record)
-                            best.add(record)
-                        bar.update(len(records), best.refresh(records))
-                        pending = following
-    except KeyboardInterrupt:
-        bar.close()
-        _save_elapsed(plan, elapsed_before + time.perf_counter() - started)
-        print(
-            f"\ninterrupted: {len(records)} trials of study {plan.stored.name!r} are saved; "
-            f"continue with: sapphire optimize resume {plan.stored.name}",
-            file=sys.stderr,
-        )
-        raise
-    finally:
-        bar.close()
-        if shared is not None:
-            shared.cleanup()
-    elapsed = elapsed_before + time.perf_counter() - started
-    _save_elapsed(plan, elapsed)
-    return build_result(plan.stored, records, elapsed)
+                if batch is None:
+                    workers = int(getattr(executor, "workers", 1))
+                    batch = batch_size(self.sampler, workers, self.prune)
+                if self.prune:  # stage by stage: nothing is asked ahead
+                    while len(records) < stop_at:
+                        n = min(batch, stop_at - len(records))
+                        for record in _run_batch(ostudy, plan, executor, context, n, True):
+                            self._add(record)
+                        self.bar.update(len(records), self.best.refresh(records))
+                    return
+                # pipelined: the next batch is asked and sent to the workers before the
+                # current one is told and stored, so the workers never wait for the
+                # coordinator's bookkeeping
+                pending, self.pending = self.pending, None
+                while len(records) < stop_at:
+                    if pending is None:
+                        n = min(batch, target - self.asked)
+                        pending = _submit(ostudy, plan, executor, context, n)
+                        self.asked += n
+                    following = None
+                    if self.asked < target:
+                        n = min(batch, target - self.asked)
+                        following = _submit(ostudy, plan, executor, context, n)
+                        self.asked += n
+                    for record in _finish(ostudy, plan, pending):
+                        self._add(record)
+                    self.bar.update(len(records), self.best.refresh(records))
+                    pending = following
+                self.pending = pending
+        finally:
+            if shared is not None:
+                shared.cleanup()
 
 
 def _save_elapsed(plan: Plan, elapsed: float) -> None:

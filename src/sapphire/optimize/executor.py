@@ -227,7 +227,7 @@ def prestart(jobs: int | None, fn: Callable[..., Any]) -> None:
     """Start the fork server now when `jobs` means worker processes: it imports Sapphire and
     loads the kernels (over half a second) in its own process while the caller loads the
     data and prepares the study, and the pool then forks its workers at once."""
-    if _check_jobs(jobs) < 2:
+    if resolve_jobs(jobs) < 2:
         return
     ctx = _mp_context(fn)
     if ctx.get_start_method() == "forkserver":
@@ -243,7 +243,8 @@ def default_jobs() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _check_jobs(jobs: int | None) -> int:
+def resolve_jobs(jobs: int | None) -> int:
+    """The number of worker processes `jobs` asks for (None or 0: every CPU)."""
     if jobs is None:
         return default_jobs()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
@@ -268,7 +269,7 @@ class LocalExecutor:
     """
 
     def __init__(self, jobs: int | None = None, *, chunksize: int | None = None) -> None:
-        self.workers = _check_jobs(jobs)
+        self.workers = resolve_jobs(jobs)
         self.chunksize = _check_chunksize(chunksize)
         self._pool: ProcessPoolExecutor | None = None
         self._dir: Path | None = None
@@ -562,4 +563,5 @@ __all__ = [
     "import_ray",
     "make_executor",
     "prestart",
+    "resolve_jobs",
 ]

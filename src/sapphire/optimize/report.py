@@ -32,10 +32,12 @@ from sapphire.report import (
     columns,
     epoch_ms,
     equity_trace,
+    format_number,
     format_time,
     grid_table,
     heading,
     kv_table,
+    plain_text,
     report_path,
     style_figure,
 )
@@ -60,6 +62,7 @@ IDS = {
     "monte_carlo": "monte-carlo",
     "wf_equity": "wf-equity",
     "wf_folds": "wf-folds",
+    "top": "top-trials",
 }
 
 _CSS = ".verdict { font-weight: 500; }\n"
@@ -190,6 +193,23 @@ def _complete(study: StudyResult) -> list[Any]:
         for t in study.trials
         if t.state == "complete" and t.values and all(_finite(v) is not None for v in t.values)
     ]
+
+
+def _top_table(study: StudyResult) -> str:
+    """The best distinct parameter sets (the best trial of each), or the Pareto front."""
+    top = study.top_trials()
+    names = list(top[0].params) if top else []
+    head = ["trial", *study.objectives, *names, "trades"]
+    rows = [
+        "<tr>"
+        + cell(str(t.number))
+        + "".join(cell(format_number(v), numeric=True) for v in t.values or [])
+        + "".join(cell(plain_text(t.params.get(k)), numeric=True) for k in names)
+        + cell(str(int(t.metrics.get("n_trades", 0))), numeric=True)
+        + "</tr>"
+        for t in top
+    ]
+    return grid_table(IDS["top"], head, rows)
 
 
 def _history_figure(study: StudyResult) -> go.Figure:
@@ -517,7 +537,10 @@ def study_report(
         "strategy": study.strategy,
         "objectives": ", ".join(f"{o} ({d})" for o, d in zip(study.objectives, study.directions,
                                                             strict=True)),
-        "trials": f"{study.n_trials:,} ({len(done):,} complete)",
+        "trials": f"{study.n_trials:,}",
+        **{f"{state} trials": f"{n:,}" for state, n in study.counts.items()},
+        "space size": (f"{study.config['space_size']:,} valid parameter sets"
+                       if study.config.get("space_size") else "not counted"),
         "best value": best_value,
         "elapsed": f"{study.elapsed_s:.1f} s",
     }  # fmt: skip
@@ -527,6 +550,13 @@ def study_report(
             heading("Best parameters") + kv_table("best-params", study.best_params),
         )
     )
+
+    page.h2("Top parameter sets" if len(study.objectives) == 1 else "Pareto front trials")
+    if done:
+        page.html(_top_table(study))
+        page.note("Each parameter set once, with its best trial.")
+    else:
+        page.note("No complete trial yet.", IDS["top"])
 
     page.h2("Overfitting statistics")
     page.html(_overfitting_table(study))

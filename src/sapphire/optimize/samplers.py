@@ -51,7 +51,7 @@ def make_sampler(
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "grid":
-            return _grid_sampler(space.grid(), seed=seed)
+            return _grid_sampler(space, seed=seed)
         if name == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=seed)
         return optuna.samplers.NSGAIIISampler(seed=seed)
@@ -61,8 +61,21 @@ def _grid_sampler_class() -> type:
     import optuna
 
     class GridSampler(optuna.samplers.GridSampler):
-        """Optuna's grid sampler without its `study.stop()` (the coordinator caps the
-        number of trials at the grid size itself; `stop` only works inside `optimize`)."""
+        """Optuna's grid sampler over the points that satisfy the strategy's declared
+        constraints (in the same seeded shuffled order), without its `study.stop()` (the
+        coordinator caps the number of trials at the grid size itself; `stop` only works
+        inside `optimize`)."""
+
+        def __init__(self, space: SearchSpace, seed: int | None) -> None:
+            super().__init__(space.grid(), seed=seed)
+            if space.relations:
+                base = {**space.defaults, **space.fixed}
+                names = self._param_names
+                self._all_grids = [
+                    point for point in self._all_grids
+                    if space.valid({**base, **dict(zip(names, point, strict=True))})
+                ]  # fmt: skip
+                self._n_min_trials = len(self._all_grids)
 
         def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
             return None
@@ -70,15 +83,15 @@ def _grid_sampler_class() -> type:
     return GridSampler
 
 
-def _grid_sampler(grid: dict[str, list[Any]], seed: int | None) -> Any:
-    return _grid_sampler_class()(grid, seed=seed)
+def _grid_sampler(space: SearchSpace, seed: int | None) -> Any:
+    return _grid_sampler_class()(space, seed=seed)
 
 
 def grid_size(space: SearchSpace) -> int:
-    """The number of points of the space's grid."""
-    size = 1
-    for values in space.grid().values():
-        size *= len(values)
+    """The number of points of the space's grid that satisfy the declared constraints."""
+    space.grid()  # a ValueError names a dimension without a step or choices
+    size = space.size()
+    assert size is not None
     return size
 
 

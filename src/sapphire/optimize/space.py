@@ -13,13 +13,19 @@ Overrides (`space=`) are validated by name:
 A conditional parameter (`Param(..., when={"short": True})`) is only sampled in trials
 where every named parameter has the given value; otherwise it keeps its default.
 Parameters are suggested in declaration order so conditions see their values.
+
+The strategy's declared `constraints` (e.g. `fast < slow`) shape the space: each range
+is first narrowed to the values that some value of its partner allows (fast <= 999 for
+slow <= 1000), and a parameter suggested after its partner is sampled from the range
+the partner's value leaves (slow in [fast + 1, 1000]); the grid keeps only the points
+that satisfy every constraint. So every sampled set passes the strategy's check.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -28,7 +34,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
 
-    from sapphire.strategy.base import Param, Strategy
+    from sapphire.strategy.base import Param, Relation, Strategy
 
 Kind = Literal["int", "float", "categorical"]
 
@@ -98,6 +104,67 @@ class Dimension:
         if self.kind == "int":
             return [int(v) for v in values]
         return [round(float(v), 12) for v in values]
+
+    def narrowed(self, op: str, bound: float) -> Dimension | None:
+        """This dimension keeping only the values `v op bound` (on its step grid, anchored
+        at its low); None when no value is left."""
+        from sapphire.strategy.base import Relation
+
+        if self.kind == "categorical":
+            kept = tuple(c for c in self.choices or () if Relation.compare(c, op, bound))
+            if not kept:
+                return None
+            return self if kept == self.choices else replace(self, choices=kept)
+        assert self.low is not None and self.high is not None
+        low, high = self.low, self.high
+        lower = op in (">", ">=")
+        strict = op in ("<", ">")
+        if self.step is not None or self.kind == "int":
+            step = float(self.step or 1)
+            k = (bound - self.low) / step
+            if lower:
+                n = math.floor(k + 1e-9) + 1 if strict else math.ceil(k - 1e-9)
+                low = max(low, self.low + max(n, 0) * step)
+            else:
+                n = math.ceil(k - 1e-9) - 1 if strict else math.floor(k + 1e-9)
+                high = min(high, self.low + n * step)
+        elif lower:
+            low = max(low, math.nextafter(bound, math.inf) if strict else bound)
+        else:
+            high = min(high, math.nextafter(bound, -math.inf) if strict else bound)
+        if self.kind == "int":
+            low, high = round(low), round(high)
+        elif self.step is not None:
+            low, high = round(low, 12), round(high, 12)
+        if low > high:
+            return None
+        if (low, high) == (self.low, self.high):
+            return self
+        return replace(self, low=low, high=high)
+
+    def contains(self, value: Any) -> bool:
+        """True when `value` lies in this dimension (its range or its choices)."""
+        if self.kind == "categorical":
+            return value in (self.choices or ())
+        assert self.low is not None and self.high is not None
+        return bool(self.low <= value <= self.high)
+
+    def span(self) -> tuple[float, float]:
+        """The smallest and largest value (of a number range or numeric choices)."""
+        if self.kind == "categorical":
+            numbers = [float(c) for c in self.choices or ()]
+            return min(numbers), max(numbers)
+        assert self.low is not None and self.high is not None
+        return float(self.low), float(self.high)
+
+    def size(self) -> int | None:
+        """The number of values (None for a continuous range)."""
+        if self.kind == "categorical":
+            return len(self.choices or ())
+        if self.kind == "float" and (self.step is None or self.log):
+            return None
+        assert self.low is not None and self.high is not None
+        return math.floor((self.high - self.low) / float(self.step or 1) + 1e-9) + 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description."""
@@ -241,6 +308,108 @@ class SearchSpace:
                 f"strategy {strategy.name!r} has nothing to search: every parameter is fixed "
                 "or has no range; give space={name: (low, high)} or a list of values"
             )
+        self.relations: tuple[Relation, ...] = strategy.relations()
+        self._narrow_to_constraints()
+
+    def _narrow_to_constraints(self) -> None:
+        """Narrow each searched range to the values that some value of each constraint
+        partner allows (repeated until nothing changes, so chains propagate); a
+        ValueError names a constraint that no value can satisfy."""
+        where = f"strategy {self.strategy.name!r}"
+        for relation in self.relations:
+            if not (self._searched(relation.left) or self._searched(relation.right)):
+                values = {**self.defaults, **self.fixed}
+                if not relation.holds(values):
+                    raise ValueError(
+                        f"{relation.message(self.strategy.name, values)}; neither is "
+                        "searched, so no trial could run"
+                    )
+        for _ in range(len(self.dimensions) + len(self.relations) + 1):
+            changed = False
+            for relation in self.relations:
+                for name, other in ((relation.left, relation.right),
+                                    (relation.right, relation.left)):  # fmt: skip
+                    if not self._searched(name):
+                        continue
+                    index = self.names.index(name)
+                    dim = self.dimensions[index]
+                    low, high = self._span(other)
+                    ops_bounds = [relation.bound(name, {other: v}) for v in (low, high)]
+                    op = ops_bounds[0][0]
+                    loosest = (min if op in (">", ">=") else max)(b for _, b in ops_bounds)
+                    narrowed = dim.narrowed(op, loosest)
+                    if narrowed is None:
+                        raise ValueError(
+                            f"the search space of {where} has no value of {name!r} that "
+                            f"satisfies its constraint {relation.describe()} ({other} in "
+                            f"[{low:g}, {high:g}]); widen or move the ranges"
+                        )
+                    if narrowed is not dim:
+                        self.dimensions[index] = narrowed
+                        changed = True
+            if not changed:
+                return
+
+    def _searched(self, name: str) -> bool:
+        return any(d.name == name for d in self.dimensions)
+
+    def _span(self, name: str) -> tuple[float, float]:
+        """The values parameter `name` can take in a trial: its range (with its default
+        when it is conditional), or its fixed or default value."""
+        for dim in self.dimensions:
+            if dim.name == name:
+                low, high = dim.span()
+                if dim.when:
+                    default = float(self.defaults[name])
+                    low, high = min(low, default), max(high, default)
+                return low, high
+        value = float(self.fixed.get(name, self.defaults[name]))
+        return value, value
+
+    def _given(self, dim: Dimension, values: Mapping[str, Any]) -> Dimension:
+        """`dim` narrowed by the constraints whose other parameter is already in `values`
+        (unchanged where that leaves nothing: the strategy's check then refuses the set)."""
+        out: Dimension | None = dim
+        for relation in self.relations:
+            if dim.name not in (relation.left, relation.right):
+                continue
+            other = relation.right if relation.left == dim.name else relation.left
+            if other in values and out is not None:
+                out = out.narrowed(*relation.bound(dim.name, dict(values)))
+        return dim if out is None else out
+
+    def valid(self, params: Mapping[str, Any]) -> bool:
+        """True when a full parameter set satisfies every declared constraint."""
+        return all(r.holds(dict(params)) for r in self.relations)
+
+    def size(self, limit: int | None = None) -> int | None:
+        """The number of valid points of the space (those that satisfy every declared
+        constraint); None when a dimension is continuous, or when the constrained
+        dimensions have more than `limit` points together (too many to count)."""
+        maybe = [d.size() for d in self.dimensions]
+        sizes = [n for n in maybe if n is not None]
+        if len(sizes) < len(maybe):
+            return None
+        linked = [r for r in self.relations if self._searched(r.left) and self._searched(r.right)]
+        names = [n for n in self.names if any(n in (r.left, r.right) for r in linked)]
+        free = math.prod(n for d, n in zip(self.dimensions, sizes, strict=True)
+                         if d.name not in names)  # fmt: skip
+        if not names:
+            return int(free)
+        dims = {d.name: d for d in self.dimensions if d.name in names}
+        together = math.prod(len(dims[n].grid_values()) for n in names)
+        if limit is not None and together > limit:
+            return None
+        axes = {}
+        for i, name in enumerate(names):
+            shape = [1] * len(names)
+            shape[i] = -1
+            axes[name] = np.asarray(dims[name].grid_values(), dtype=np.float64).reshape(shape)
+        mask = np.ones([1] * len(names), dtype=bool)
+        for r in linked:
+            mask = mask & r.compare(axes[r.left], r.op, r.sign * axes[r.right])
+        shape = [len(dims[n].grid_values()) for n in names]
+        return int(np.broadcast_to(mask, shape).sum()) * int(free)
 
     @property
     def names(self) -> list[str]:
@@ -251,21 +420,33 @@ class SearchSpace:
         return all(values.get(k) == v for k, v in (dim.when or {}).items())
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Sample one full parameter set (searched, fixed and inactive-default values)."""
+        """Sample one full parameter set (searched, fixed and inactive-default values);
+        each parameter's range is narrowed by the constraints with the values before it."""
         values: dict[str, Any] = {}
         active = {d.name: d for d in self.dimensions}
         for name, default in self.defaults.items():
             if name in self.fixed:
                 values[name] = self.fixed[name]
             elif name in active and self._active(active[name], values):
-                values[name] = active[name].suggest(trial)
+                values[name] = self._given(active[name], values).suggest(trial)
             else:
                 values[name] = default
         return values
 
     def active_distributions(self, params: Mapping[str, Any]) -> dict[str, BaseDistribution]:
-        """The distributions a trial with these full parameters was sampled from."""
-        return {d.name: d.distribution() for d in self.dimensions if self._active(d, params)}
+        """The distributions a trial with these full parameters was sampled from (the
+        unnarrowed range for a stored value outside the narrowed one: an older study)."""
+        order = list(self.defaults)
+        out: dict[str, BaseDistribution] = {}
+        for dim in self.dimensions:
+            if not self._active(dim, params):
+                continue
+            before = {k: params[k] for k in order[: order.index(dim.name)] if k in params}
+            given = self._given(dim, before)
+            if dim.name in params and not given.contains(params[dim.name]):
+                given = dim
+            out[dim.name] = given.distribution()
+        return out
 
     def grid(self) -> dict[str, list[Any]]:
         """The grid of every searched dimension (a ValueError names one that has none)."""

@@ -26,7 +26,7 @@ from sapphire.store.models import StudyRow, TrialRow
 from sapphire.store.schema import is_memory, migrate, upgrade_engine
 from sapphire.store.url import default_url
 
-STATES = ("complete", "pruned", "failed", "infeasible")
+STATES = ("complete", "pruned", "failed", "infeasible", "ruined")
 
 studies_table = cast(sa.Table, StudyRow.__table__)
 trials_table = cast(sa.Table, TrialRow.__table__)
@@ -36,8 +36,9 @@ trials_table = cast(sa.Table, TrialRow.__table__)
 class TrialRecord:
     """One finished trial.
 
-    `state` is "complete", "pruned", "failed" (an error, or a non-finite objective) or
-    "infeasible" (Strategy.check() refused the parameters or a constraint was violated);
+    `state` is "complete", "pruned", "failed" (an error, or a non-finite objective),
+    "infeasible" (Strategy.check() refused the parameters, too few trades or a constraint
+    was violated) or "ruined" (the equity reached zero: `backtest.metrics.is_ruined`);
     only complete trials have `values`. `intermediate` holds the pruning stages' values.
     """
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sapphire.optimize.coordinator import run_study
+from sapphire.optimize.coordinator import auto_jobs, run_study
 from sapphire.optimize.objectives import (
     Objective,
     check_min_trades,
@@ -95,6 +95,8 @@ def optimize(
     `min_trades` and `constraints` (functions returning True when acceptable) mark a
     trial infeasible. `prune=True` backtests each trial on the first 25% then 50% of
     the bars and stops those below the median of earlier trials at that stage.
+    `jobs`: local worker processes (1: in this process; None or 0: the first batch runs
+    here, the rest on one worker per core only if its trial times say that saves 2 s).
     `study` names the study (default `<strategy>-<UTC time>`); a name that exists with
     the same configuration continues it up to `trials`. `storage`: an SQLAlchemy URL
     (default `$SAPPHIRE_DATABASE_URL`, else `$SAPPHIRE_HOME/sapphire.db`).
@@ -130,7 +132,7 @@ def optimize(
         raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
     make_sampler(sampler, seed, search, len(objs))  # validates (grid needs steps, ...)
 
-    if not ray_address:
+    if not ray_address and not auto_jobs(jobs):  # the default may not need workers
         from sapphire.optimize.executor import prestart
 
         prestart(jobs, evaluate_trial)  # the workers' process starts while the data loads
@@ -174,6 +176,7 @@ def optimize(
         "seed": seed,
         "prune": bool(prune),
         "trials": trials,
+        "space_size": search.size(limit=SPACE_COUNT_LIMIT),
     }
     store = StudyStorage(storage)
     name = _default_name(cls.name) if study is None else study
@@ -200,6 +203,11 @@ def optimize(
     plan = Plan(stored, store, search, cls, objs, cons, run_options, bars,
                 store.load_trials(stored))  # fmt: skip
     return run_study(plan, target=trials, jobs=jobs, ray_address=ray_address, progress=progress)
+
+
+# the valid points of a space are counted when its constrained dimensions have at most
+# this many points together (a boolean array of this size: a few tens of milliseconds)
+SPACE_COUNT_LIMIT = 10_000_000
 
 
 def _default_name(strategy: str) -> str:
@@ -231,7 +239,7 @@ def resume(
     if target != stored.config.get("trials"):
         stored.config["trials"] = target
         store.update_config(stored, stored.config)
-    if not ray_address:
+    if not ray_address and not auto_jobs(jobs):  # the default may not need workers
         from sapphire.optimize.executor import prestart
 
         prestart(jobs, evaluate_trial)  # the workers' process starts while the data loads

@@ -16,7 +16,44 @@ from sapphire.optimize.storage import StoredStudy, TrialRecord
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["StudyResult", "better", "build_result", "pareto_front"]
+__all__ = [
+    "StudyResult",
+    "better",
+    "build_result",
+    "distinct",
+    "pareto_front",
+    "trial_counts",
+]
+
+TOP_N = 10
+
+
+def trial_counts(records: Sequence[TrialRecord]) -> dict[str, int]:
+    """Trials per state: complete, infeasible (refused by the strategy's check, too few
+    trades, a constraint), ruined (equity reached zero, `is_ruined`), failed, pruned.
+    An older study's infeasible trial whose metrics show ruin counts as ruined."""
+    from sapphire.backtest.metrics import is_ruined
+
+    counts = dict.fromkeys(("complete", "infeasible", "ruined", "failed", "pruned"), 0)
+    for r in records:
+        state = r.state
+        if state == "infeasible" and r.metrics and is_ruined(r.metrics):
+            state = "ruined"
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def distinct(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The records with a parameter set not seen earlier in the sequence (pass them best
+    first to keep the best trial of each set)."""
+    seen: set[tuple[tuple[str, Any], ...]] = set()
+    out = []
+    for r in records:
+        key = tuple(sorted(r.params.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 @dataclass
@@ -50,11 +87,24 @@ class StudyResult:
         """The best complete trial (None when no trial completed)."""
         return self.best_trials[0] if self.best_trials else None
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """Trials per state, ruined apart from infeasible (see `trial_counts`)."""
+        return trial_counts(self.trials)
+
+    def top_trials(self, n: int = TOP_N) -> list[TrialRecord]:
+        """The best `n` distinct parameter sets (the best trial of each): by the objective,
+        or the Pareto front with several objectives."""
+        if len(self.objectives) > 1:
+            return distinct(self.best_trials)[:n]
+        done = [t for t in self.trials if t.state == "complete" and t.values]
+        sign = -1.0 if self.directions[0] == "maximize" else 1.0
+        ranked = sorted(done, key=lambda t: (sign * t.values[0], t.number))  # type: ignore[index]
+        return distinct(ranked)[:n]
+
     def to_json(self) -> dict[str, Any]:
-        """study, n_trials, best_params, best_value, dsr, pbo, elapsed_s (+ objectives)."""
-        states: dict[str, int] = {}
-        for t in self.trials:
-            states[t.state] = states.get(t.state, 0) + 1
+        """study, n_trials, states, space_size, best_params, best_value, top_trials, dsr,
+        pbo, elapsed_s (+ objectives)."""
         return jsonable(
             {
                 "study": self.name,
@@ -62,10 +112,13 @@ class StudyResult:
                 "objectives": list(self.objectives),
                 "directions": list(self.directions),
                 "n_trials": self.n_trials,
-                "states": states,
+                "states": self.counts,
+                "space_size": self.config.get("space_size"),
                 "best_params": dict(self.best_params),
                 "best_value": self.best_value,
                 "best_metrics": dict(self.best_trial.metrics) if self.best_trial else None,
+                "top_trials": [{"number": t.number, "values": t.values, "params": t.params}
+                               for t in self.top_trials()],
                 "pareto_front": (
                     [{"number": t.number, "values": t.values, "params": t.params}
                      for t in self.best_trials]
@@ -136,7 +189,7 @@ def build_result(stored: StoredStudy, records: list[TrialRecord], elapsed_s: flo
                 best_list = [r]
         front = best_list
     else:
-        front = pareto_front(records, directions)
+        front = distinct(pareto_front(records, directions))
     best = front[0] if front else None
     dsr = pbo = None
     report: dict[str, Any] = {}

@@ -163,8 +163,9 @@ class Plan:
 
 def config_key(config: Mapping[str, Any]) -> dict[str, Any]:
     """What must match for `optimize(study=name)` to continue a stored study: its config
-    as JSON data, less the target, the time spent and the version that created it."""
-    skip = {"trials", "elapsed_s", "created_with"}
+    as JSON data, less the target, the time spent, the version that created it and the
+    space size (derived from the rest)."""
+    skip = {"trials", "elapsed_s", "created_with", "space_size"}
     clean = jsonable(dict(config), "study config", str_keys=True)
     return {k: v for k, v in clean.items() if k not in skip}
 

@@ -72,7 +72,7 @@ def _prefix(bars: Bars, fraction: float) -> Bars:
 def _bar_returns(result: BacktestResult) -> np.ndarray:
     from sapphire.optimize.stats import bar_returns
 
-    # a trial gets here only with equity > 0 at every bar (a ruined one is infeasible),
+    # a trial gets here only with equity > 0 at every bar (a ruined one is not scored),
     # so every return is finite
     return bar_returns(result.equity.to_numpy(dtype=np.float64), float(result.config["cash"]))
 
@@ -82,8 +82,11 @@ def evaluate_trial(context: TrialContext, item: dict[str, Any]) -> dict[str, Any
 
     `item` = {"params": {...}, "fraction": 1.0}. With a fraction < 1 (a pruning stage)
     only the leading part of the bars is used and only the first objective is returned.
-    Returns {"state", "values", "metrics", "moments", "error", "duration_s"}.
+    Returns {"state", "values", "metrics", "moments", "error", "duration_s"}; the state
+    is "complete", "ruined" (equity reached zero: `is_ruined`), "infeasible" (too few
+    trades, a constraint violated) or "failed".
     """
+    from sapphire.backtest.metrics import is_ruined
     from sapphire.backtest.runner import Backtest
 
     started = time.perf_counter()
@@ -101,9 +104,9 @@ def evaluate_trial(context: TrialContext, item: dict[str, Any]) -> dict[str, Any
             out["values"] = [context.objectives[0].value(result)]
         else:
             n_trades = int(result.metrics.get("n_trades", 0))
-            lowest = float(result.equity.to_numpy().min())
-            if lowest <= 0.0:
-                out["state"] = "infeasible"
+            if is_ruined(result.metrics):
+                lowest = float(result.equity.to_numpy().min())
+                out["state"] = "ruined"
                 out["error"] = f"ruined: equity fell to {lowest:,.2f}"
             elif n_trades < context.min_trades:
                 out["state"] = "infeasible"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -131,6 +132,90 @@ class Param:
         }
 
 
+_OPERATORS: dict[str, Any] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A declared constraint `left op sign * right` between two numeric parameters.
+
+    Declared on a strategy as `constraints = (("fast", "<", "slow"),)`; a leading "-"
+    negates the right-hand parameter: `("exit_z", ">", "-entry_z")`.
+    """
+
+    left: str
+    op: str
+    right: str
+    sign: int = 1
+
+    @classmethod
+    def parse(cls, spec: Any, owner: str, params: dict[str, Param]) -> Relation:
+        """The relation of a `(left, op, right)` declaration; a ValueError names a bad one."""
+        where = f"{owner}.constraints"
+        if (
+            not isinstance(spec, tuple)
+            or len(spec) != 3
+            or not all(isinstance(x, str) for x in spec)
+        ):
+            raise ValueError(f"{where}: {spec!r} is not a (name, op, name) tuple of strings")
+        left, op, right = spec
+        sign = -1 if right.startswith("-") else 1
+        right = right.lstrip("-")
+        if op not in _OPERATORS:
+            raise ValueError(f"{where}: {spec!r}: operator {op!r} is not one of <, <=, >, >=")
+        for name in (left, right):
+            param = params.get(name)
+            if param is None:
+                raise ValueError(
+                    f"{where}: {spec!r} names {name!r}, which is not a parameter; "
+                    f"its parameters are: {', '.join(params) or '(none)'}"
+                )
+            if param.choices is not None or param.kind not in (int, float):
+                raise ValueError(f"{where}: {spec!r}: {name!r} is not a number parameter")
+        if left == right:
+            raise ValueError(f"{where}: {spec!r} relates {left!r} to itself")
+        return cls(left, op, right, sign)
+
+    @staticmethod
+    def compare(value: Any, op: str, bound: Any) -> Any:
+        """`value op bound` for one of <, <=, >, >= (elementwise on arrays)."""
+        return _OPERATORS[op](value, bound)
+
+    def holds(self, values: dict[str, Any]) -> bool:
+        """True when the values satisfy the relation."""
+        return bool(self.compare(values[self.left], self.op, self.sign * values[self.right]))
+
+    def bound(self, name: str, values: dict[str, Any]) -> tuple[str, float]:
+        """The relation solved for `name` given the other side's value: `(op, c)` meaning
+        `name op c` (e.g. slow > 10 for fast < slow with fast = 10)."""
+        if name == self.left:
+            return self.op, float(self.sign * values[self.right])
+        other = float(values[self.left])
+        if self.sign == 1:
+            return _FLIPPED[self.op], other
+        return self.op, -other  # a op -b  <=>  b op -a
+
+    def describe(self) -> str:
+        """The relation as written: `fast < slow`, `exit_z > -entry_z`."""
+        return f"{self.left} {self.op} {'-' if self.sign < 0 else ''}{self.right}"
+
+    def message(self, strategy: str, values: dict[str, Any]) -> str:
+        """Why `values` break the relation, naming both values."""
+        right = f"{'-' if self.sign < 0 else ''}{self.right}"
+        shown = self.sign * values[self.right]
+        return f"{strategy}: {self.left} ({values[self.left]}) must be {self.op} {right} ({shown})"
+
+
 @dataclass(frozen=True, eq=False)
 class Bars:
     """OHLCV bars as NumPy arrays; `time` holds bar open times in int64 UTC nanoseconds."""
@@ -179,15 +264,27 @@ class Strategy(ABC):
 
     Subclasses get a registry `name` (snake_case of the class name unless set) and a
     constructor taking parameter values as keyword arguments, validated and coerced.
-    Override `check()` to reject inconsistent combinations (e.g. fast >= slow).
+    Declare relations between number parameters in `constraints`, e.g.
+    `constraints = (("fast", "<", "slow"),)` (a leading "-" negates the right side): the
+    constructor refuses values that break one and the optimiser samples only sets that
+    keep them. Override `check()` for any other rule (it runs after the constraints).
     """
 
     name: ClassVar[str] = ""
+    constraints: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    _relations: ClassVar[tuple[Relation, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("name"):
             cls.name = snake_case(cls.__name__)
+        if not isinstance(cls.constraints, tuple):
+            raise ValueError(
+                f"{cls.__name__}.constraints must be a tuple of (name, op, name) tuples, "
+                f"got {cls.constraints!r}"
+            )
+        params = cls.params()
+        cls._relations = tuple(Relation.parse(c, cls.__name__, params) for c in cls.constraints)
 
     def __init__(self, **params: Any) -> None:
         declared = self.params()
@@ -199,6 +296,10 @@ class Strategy(ABC):
             )
         for key, value in params.items():
             setattr(self, key, value)
+        values = self.values
+        for relation in self._relations:
+            if not relation.holds(values):
+                raise ValueError(relation.message(self.name, values))
         self.check()
 
     @classmethod
@@ -211,13 +312,19 @@ class Strategy(ABC):
                     out[key] = value
         return out
 
+    @classmethod
+    def relations(cls) -> tuple[Relation, ...]:
+        """The declared `constraints` between parameters, parsed and validated."""
+        return cls._relations
+
     @property
     def values(self) -> dict[str, Any]:
         """Return the current parameter values."""
         return {key: getattr(self, key) for key in self.params()}
 
     def check(self) -> None:  # noqa: B027 - optional hook, empty by design
-        """Raise ValueError if the parameter values do not make sense together."""
+        """Raise ValueError if the parameter values do not make sense together (beyond the
+        declared `constraints`, which the constructor checks first)."""
 
     @abstractmethod
     def signals(self, bars: Bars) -> Signals:

@@ -174,3 +174,22 @@ def test_report_command_names_an_unknown_study(
     assert result.exit_code == 2
     assert "no study named 'nope'" in result.output
     assert load_study("rep-single", db).name == "rep-single"  # the storage is intact
+
+
+def test_top_table_shows_each_parameter_set_once_and_the_counts(db: str, tmp_path: Path) -> None:
+    # two parameter sets, twelve random trials: every set is tried several times
+    study = optimize(
+        "sample", "sma_cross", trials=12, sampler="random", seed=3, study="rep-dup",
+        storage=db, progress=False, end=END, space={"fast": [2, 3], "slow": [10]}, short=False,
+    )  # fmt: skip
+    assert len({(t.params["fast"]) for t in study.trials}) == 2
+    html = study_report(study, tmp_path / "dup.html").read_text(encoding="utf-8")
+    table = re.search(rf'<table id="{IDS["top"]}">(.*?)</table>', html, re.S)
+    assert table is not None
+    rows = re.findall(r"<tr><td>(\d+)</td>", table.group(1))
+    assert len(rows) == 2  # one row per set, its best trial
+    best = {t.number for t in study.top_trials()}
+    assert {int(r) for r in rows} == best and study.best_trial.number in best  # type: ignore[union-attr]
+    assert "<th>complete trials</th><td>12</td>" in html
+    assert "<th>ruined trials</th><td>0</td>" in html
+    assert "<th>space size</th><td>2 valid parameter sets</td>" in html

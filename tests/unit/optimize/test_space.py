@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import optuna
@@ -190,3 +191,88 @@ def test_random_trials_draw_in_range_on_the_grid_and_reproducibly() -> None:
     assert len({s["short_width"] for s in shorts}) > 100
     for s in sets[:50]:
         Everything(**s)  # every set is valid for the strategy
+
+
+class Bands(Strategy):
+    """Three related parameters on step grids and a negated relation on floats."""
+
+    inner = Param(10, low=5, high=50, step=5)
+    outer = Param(30, low=10, high=60, step=10)
+    entry = Param(1.0, low=0.5, high=3.0)
+    exit = Param(0.0, low=-2.0, high=2.0, step=0.25)
+    constraints = (("inner", "<", "outer"), ("exit", ">", "-entry"))
+
+    def signals(self, bars: Bars) -> Signals:
+        return Signals()
+
+
+def _brute_force_count(space: SearchSpace) -> int:
+    import itertools
+
+    grid = space.grid()
+    base = {**space.defaults, **space.fixed}
+    return sum(
+        space.valid({**base, **dict(zip(grid, point, strict=True))})
+        for point in itertools.product(*grid.values())
+    )
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_sampled_sets_always_satisfy_the_declared_constraints(sampler: str) -> None:
+    from sapphire.optimize.samplers import make_sampler
+
+    space = SearchSpace(Bands)
+    study = optuna.create_study(sampler=make_sampler(sampler, 1, space, 1))
+    for _ in range(150):
+        trial = study.ask()
+        params = space.suggest(trial)
+        Bands(**params)  # the constructor checks the constraints
+        assert params["inner"] % 5 == 0 and params["outer"] % 10 == 0
+        assert (params["exit"] * 4).is_integer()
+        study.tell(trial, float(params["outer"] - params["inner"]))
+
+
+def test_ranges_are_narrowed_to_what_a_partner_allows_and_empty_ones_are_named() -> None:
+    space = SearchSpace(SmaCross, {"fast": (10, 200), "slow": (3, 150)})
+    dims = {d.name: d for d in space.dimensions}
+    assert (dims["fast"].low, dims["fast"].high) == (10, 149)  # fast < slow <= 150
+    assert (dims["slow"].low, dims["slow"].high) == (11, 150)  # slow > fast >= 10
+    fixed = SearchSpace(SmaCross, {"fast": (2, 200)}, {"slow": 50})
+    assert fixed.dimensions[0].high == 49
+    with pytest.raises(ValueError, match=r"no value of 'fast' that satisfies its constraint"):
+        SearchSpace(SmaCross, {"fast": (60, 80), "slow": (10, 50)})
+    with pytest.raises(ValueError, match=r"fast \(60\) must be < slow \(50\); neither is searched"):
+        SearchSpace(SmaCross, {"fast": 60}, {"slow": 50})
+
+
+def test_the_space_size_and_the_grid_count_valid_sets_only() -> None:
+    from sapphire.optimize.samplers import grid_size, make_sampler
+
+    space = SearchSpace(Bands, {"entry": [0.5, 1.0, 2.5]})
+    expected = _brute_force_count(space)
+    assert space.size() == grid_size(space) == expected
+    assert expected < math.prod(len(v) for v in space.grid().values())
+    sampler = make_sampler("grid", 0, space, 1)
+    assert len(sampler._all_grids) == expected
+    study = optuna.create_study(sampler=sampler)
+    seen = set()
+    for _ in range(expected):
+        trial = study.ask()
+        params = space.suggest(trial)
+        Bands(**params)
+        seen.add(tuple(params.values()))
+        study.tell(trial, 0.0)
+    assert len(seen) == expected  # every valid point once
+    assert SearchSpace(Bands).size() is None  # a continuous range: not counted
+    assert SearchSpace(SmaCross).size() == 2 * sum(1000 - f for f in range(2, 201))
+    assert SearchSpace(SmaCross).size(limit=1000) is None
+
+
+def test_stored_trials_get_back_the_narrowed_distribution_they_were_sampled_from() -> None:
+    space = SearchSpace(SmaCross)
+    dists = space.active_distributions({"fast": 20, "slow": 50, "short": True})
+    assert dists["slow"] == IntDistribution(21, 1000)
+    assert dists["fast"] == IntDistribution(2, 200)
+    # a set stored before the constraint was declared keeps the whole range
+    old = space.active_distributions({"fast": 20, "slow": 10, "short": True})
+    assert old["slow"] == IntDistribution(3, 1000)

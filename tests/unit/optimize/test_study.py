@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from sapphire.backtest import BacktestResult
+from sapphire.backtest.metrics import is_ruined
 from sapphire.optimize.study import list_studies, load_study, optimize, resume
 from sapphire.optimize.trial import evaluate_trial
 from sapphire.strategy.base import Bars, Param, Signals, Strategy
@@ -31,6 +32,21 @@ class Exploding(Strategy):
     def signals(self, bars: Bars) -> Signals:
         if self.window % 2:
             raise RuntimeError(f"odd window {self.window}")
+        up = np.zeros(len(bars), dtype=bool)
+        up[:: self.window * 50] = True
+        return Signals(enter_long=up, exit_long=np.roll(up, self.window))
+
+
+class EvenOnly(Strategy):
+    """Its check() refuses odd windows, a rule no declared constraint expresses."""
+
+    window = Param(6, low=2, high=40)
+
+    def check(self) -> None:
+        if self.window % 2:
+            raise ValueError(f"even_only: window ({self.window}) must be even")
+
+    def signals(self, bars: Bars) -> Signals:
         up = np.zeros(len(bars), dtype=bool)
         up[:: self.window * 50] = True
         return Signals(enter_long=up, exit_long=np.roll(up, self.window))
@@ -121,28 +137,42 @@ def test_same_name_other_config_is_refused_same_config_continues(frame: pd.DataF
         load_study("nope")
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes"])
+def test_a_default_sma_cross_study_samples_only_sets_its_constraints_allow(
+    frame: pd.DataFrame, sampler: str
+) -> None:
+    # the declared fast < slow narrows slow's range to (fast, 1000]: no trial is refused
+    r = optimize(frame, "sma_cross", trials=40, sampler=sampler, seed=5, **COMMON)
+    assert r.counts["infeasible"] == 0, [t.error for t in r.trials if t.state == "infeasible"]
+    assert all(t.params["fast"] < t.params["slow"] for t in r.trials)
+    assert r.config["space_size"] == 2 * sum(1000 - f for f in range(2, 201))
+
+
 def test_infeasible_trials_check_and_min_trades(frame: pd.DataFrame) -> None:
-    r = optimize(frame, "sma_cross", trials=30, sampler="random", seed=5,
-                 space={"fast": (2, 100), "slow": (3, 100)}, **COMMON)  # fmt: skip
+    r = optimize(frame, EvenOnly, trials=30, sampler="random", seed=5, min_trades=0, **COMMON)
     refused = [t for t in r.trials if t.state == "infeasible"]
-    assert refused, "fast >= slow must occur and be infeasible"
+    assert refused, "odd windows must occur and be infeasible"
     for t in refused:
-        assert t.params["fast"] >= t.params["slow"] and t.values is None
-        assert "must be < slow" in (t.error or "")
+        assert t.params["window"] % 2 and t.values is None
+        assert "must be even" in (t.error or "")
+    assert r.counts["infeasible"] == len(refused) == r.to_json()["states"]["infeasible"]
     none = optimize(frame, "sma_cross", trials=6, sampler="random", seed=5, min_trades=10**6,
                     space=SPACE, **COMMON)  # fmt: skip
     assert {t.state for t in none.trials} == {"infeasible"}
     assert none.best_value is None and none.best_params == {} and none.dsr is None
 
 
-def test_ruined_trials_are_infeasible(frame: pd.DataFrame) -> None:
+def test_ruined_trials_are_counted_apart_and_not_scored(frame: pd.DataFrame) -> None:
     # 5 BTC (~230,000 notional) on 10,000 cash and no margin limit: a 5% move ruins it
-    kw = {**COMMON, "size": 5.0, "size_mode": "fixed", "short": True}
+    kw = {**COMMON, "size": 5.0, "size_mode": "fixed", "leverage": None, "short": True}
     r = optimize(frame, "sma_cross", trials=8, sampler="random", seed=3, space=SPACE, **kw)
     ruined = [t for t in r.trials if (t.error or "").startswith("ruined")]
     assert ruined, [t.error for t in r.trials]
-    assert all(t.state == "infeasible" and t.values is None for t in ruined)
-    assert all(t.metrics["final_equity"] <= 0 or t.metrics["max_drawdown"] <= -1 for t in ruined)
+    assert all(t.state == "ruined" and t.values is None for t in ruined)
+    assert all(is_ruined(t.metrics) for t in ruined)
+    assert not any(is_ruined(t.metrics) for t in r.trials if t.state != "ruined")
+    assert r.counts["ruined"] == len(ruined) == r.to_json()["states"]["ruined"]
+    assert load_study(r.name).counts == r.counts
 
 
 def test_failing_strategy_trials_are_failed_not_fatal(frame: pd.DataFrame) -> None:
@@ -269,3 +299,69 @@ def test_two_local_workers_give_the_same_trials_as_one(frame: pd.DataFrame) -> N
     assert [t.params for t in one.trials] == [t.params for t in two.trials]
     assert [t.values for t in one.trials] == [t.values for t in two.trials]
     assert one.best_value == two.best_value
+
+
+def test_the_default_starts_workers_only_when_they_save_more_than_their_start_up() -> None:
+    from sapphire.optimize.coordinator import POOL_START_S, _pool_pays, auto_jobs
+
+    assert auto_jobs(0) and auto_jobs(None) and not auto_jobs(1) and not auto_jobs(2)
+    # 200 trials of ~5 ms (the sample month): 0.5 s to save on 2 workers, less than the pool
+    assert not _pool_pays([0.4, 0.005, 0.005, 0.006, 0.005], 192, 2)
+    # 200 trials of 50 ms: 4.8 s to save
+    assert _pool_pays([0.05] * 8, 192, 2)
+    # the median: the first trial's kernel loading does not make the pool look worth it
+    assert not _pool_pays([3.0, 0.001, 0.001], 1000, 16)
+    assert not _pool_pays([], 1000, 2)
+    edge = 2.0 * POOL_START_S / (1.0 - 1.0 / 4)
+    assert _pool_pays([edge / 100], 100, 4) and not _pool_pays([edge / 100 * 0.99], 100, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool_start_s", [1e9, 0.0])
+def test_the_default_jobs_gives_the_same_trials_inline_or_on_workers(
+    frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, pool_start_s: float
+) -> None:
+    from sapphire.optimize import coordinator
+    from sapphire.optimize.executor import default_jobs
+
+    if default_jobs() < 2:
+        pytest.skip("needs 2 CPUs for the default to consider workers")
+    # a pool start-up of 1e9 s keeps every trial in this process; 0 s makes the workers
+    # pay after the first batch (of the 2-worker batch size, as with jobs=2)
+    monkeypatch.setattr(coordinator, "POOL_START_S", pool_start_s)
+    kw: dict[str, Any] = {"trials": 32, "sampler": "tpe", "seed": 11, "space": SPACE, **COMMON}
+    one = optimize(frame, "sma_cross", jobs=1, **kw)
+    default = optimize(frame, "sma_cross", jobs=0, **kw)
+    assert [t.params for t in default.trials] == [t.params for t in one.trials]
+    assert [t.values for t in default.trials] == [t.values for t in one.trials]
+
+
+def test_counts_keep_ruined_apart_and_top_lists_keep_the_best_of_each_set() -> None:
+    from sapphire.optimize.storage import TrialRecord
+    from sapphire.optimize.study_result import StudyResult, distinct, trial_counts
+
+    def rec(n: int, fast: int, value: float | None, state: str = "complete",
+            metrics: dict[str, float] | None = None) -> TrialRecord:  # fmt: skip
+        values = None if value is None else [value]
+        return TrialRecord(n, {"fast": fast, "slow": 50}, values, state, metrics or {}, None, 0.1)
+
+    ruin = {"max_drawdown": -1.2, "final_equity": -300.0}
+    records = [
+        rec(0, 10, 1.0), rec(1, 10, 3.0), rec(2, 20, 2.0), rec(3, 10, 3.0), rec(4, 30, 0.5),
+        rec(5, 40, None, "ruined", ruin),
+        rec(6, 40, None, "infeasible", ruin),  # stored before "ruined" was a state
+        rec(7, 45, None, "infeasible", {"max_drawdown": -0.3, "final_equity": 7000.0}),
+        rec(8, 46, None, "failed"),
+    ]  # fmt: skip
+    assert trial_counts(records) == {"complete": 5, "infeasible": 1, "ruined": 2,
+                                     "failed": 1, "pruned": 0}  # fmt: skip
+    assert [r.number for r in distinct(records[:5])] == [0, 2, 4]
+    result = StudyResult("s", "sma_cross", ["sharpe"], ["maximize"], records, {"fast": 10}, 3.0,
+                         [records[1]], len(records), 1.0, None, None)  # fmt: skip
+    assert [t.number for t in result.top_trials()] == [1, 2, 4]  # 1 beats 3 (same value, first)
+    payload = result.to_json()
+    assert [t["number"] for t in payload["top_trials"]] == [1, 2, 4]
+    assert payload["states"]["ruined"] == 2 and payload["states"]["infeasible"] == 1
+    minimise = StudyResult("m", "sma_cross", ["max_drawdown"], ["minimize"], records, {}, 0.5,
+                           [records[4]], len(records), 1.0, None, None)  # fmt: skip
+    assert [t.number for t in minimise.top_trials(2)] == [4, 0]

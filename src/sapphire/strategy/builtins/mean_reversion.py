@@ -20,13 +20,7 @@ class MeanReversion(Strategy):
     entry_z = Param(2.0, low=0.1, high=10.0, doc="z-score distance that opens a trade")
     exit_z = Param(0.0, low=-5.0, high=5.0, doc="z-score at which the trade is closed")
     short = Param(False, doc="also trade the short side")
-
-    def check(self) -> None:
-        """The exit must lie on the mean's side of the entry."""
-        if self.exit_z <= -self.entry_z:
-            raise ValueError(
-                f"mean_reversion: exit_z ({self.exit_z}) must be above -entry_z ({-self.entry_z})"
-            )
+    constraints = (("exit_z", ">", "-entry_z"),)  # the exit lies on the mean's side
 
     def signals(self, bars: Bars) -> Signals:
         """Band crossings of the z-score."""

@@ -16,11 +16,7 @@ class SmaCross(Strategy):
     fast = Param(10, low=2, high=200, doc="fast SMA period (bars)")
     slow = Param(30, low=3, high=1000, doc="slow SMA period (bars)")
     short = Param(False, doc="also trade the short side")
-
-    def check(self) -> None:
-        """The fast average must be faster than the slow one."""
-        if self.fast >= self.slow:
-            raise ValueError(f"sma_cross: fast ({self.fast}) must be < slow ({self.slow})")
+    constraints = (("fast", "<", "slow"),)  # the fast average must be faster
 
     def signals(self, bars: Bars) -> Signals:
         """Crossovers of the two averages."""
