@@ -70,7 +70,9 @@ def test_summary_counts_trials_by_state_and_lists_each_parameter_set_once() -> N
     assert payload["top_trials"][0]["params"] == payload["best_params"]
     text = runner.invoke(app, [*args, "--study", "dups"])  # the same study, shown again
     assert text.exit_code == 0, text.output
-    assert "20 trials of 6 valid parameter sets" in text.stdout
+    assert "20 trials of 6 valid parameter sets (20 complete, 0 infeasible, 0 ruined)" in (
+        text.stdout
+    )
     assert f"Top {len(sets)} parameter sets" in text.stdout
 
 

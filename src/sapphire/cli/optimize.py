@@ -66,7 +66,8 @@ def _fmt(value: Any) -> str:
 def print_summary(result: StudyResult) -> None:
     """Trial counts (infeasible and ruined apart), best trial metrics, DSR/PBO with a
     one-line reading, and the top 10 distinct parameter sets (or the Pareto front)."""
-    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v or k == "complete")
+    always = ("complete", "infeasible", "ruined")  # failed and pruned: when there are some
+    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v or k in always)
     size = result.config.get("space_size")
     space = f" of {size:,} valid parameter sets" if size else ""
     console.print(
