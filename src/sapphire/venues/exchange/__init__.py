@@ -1,9 +1,10 @@
-"""The local Bybit-compatible exchange: Bybit's v5 REST API over Sapphire's simulated
-venue, fed by replayed bars, for testing live trading without an exchange.
+"""The local Bybit-compatible exchange: Bybit's v5 REST API and WebSocket streams over
+Sapphire's simulated venue, fed by replayed bars, for testing live trading without an
+exchange.
 
 ``create_app(ExchangeState())`` is the app; `BackgroundServer` serves it on a thread.
 See `state` for what fills when, `auth` for signatures and rate limits, `errors` for
-the codes.
+the codes, `ws` for the WebSocket paths and ops and `streams` for what they push.
 """
 
 from sapphire.venues.exchange.app import BackgroundServer, create_app

@@ -6,6 +6,9 @@
 recvWindow (`sapphire.venues.exchange.auth`) on the raw query string or body, then the
 key's rate limit for the endpoint's group. Public endpoints are not rate limited.
 
+The WebSocket streams (public market data, private account updates, the trade stream)
+are mounted on the same app: `sapphire.venues.exchange.ws`.
+
 `BackgroundServer` runs an app with uvicorn on a thread (tests, scripts).
 """
 
@@ -23,10 +26,11 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from sapphire.venues.exchange import trading, views
+from sapphire.venues.exchange import trading, views, ws
 from sapphire.venues.exchange.auth import RateLimited, RateLimiter, verify
 from sapphire.venues.exchange.errors import BAD_PARAM, MODE_UNCHANGED, BybitError
 from sapphire.venues.exchange.state import LINEAR, SPOT, ExchangeState
+from sapphire.venues.exchange.streams import DEFAULT_QUEUE
 
 __all__ = ["BackgroundServer", "create_app"]
 
@@ -45,9 +49,15 @@ def _query(request: Request) -> dict[str, str]:
     return dict(parse_qsl(request.scope["query_string"].decode(), keep_blank_values=True))
 
 
-def create_app(state: ExchangeState, *, limits: Mapping[str, int] | None = None) -> FastAPI:
-    """The Bybit v5 REST app over `state`; `limits`: requests per second per key and
-    endpoint group (`sapphire.venues.exchange.auth.DEFAULT_LIMITS`)."""
+def create_app(
+    state: ExchangeState,
+    *,
+    limits: Mapping[str, int] | None = None,
+    stream_queue: int = DEFAULT_QUEUE,
+) -> FastAPI:
+    """The Bybit v5 REST and WebSocket app over `state`; `limits`: requests per second
+    per key and endpoint group (`sapphire.venues.exchange.auth.DEFAULT_LIMITS`);
+    `stream_queue`: messages a WebSocket client may fall behind before it is dropped."""
     app = FastAPI(title="Sapphire local Bybit exchange", docs_url=None, redoc_url=None)
     limiter = RateLimiter(limits)
 
@@ -91,9 +101,14 @@ def create_app(state: ExchangeState, *, limits: Mapping[str, int] | None = None)
     public("/v5/market/kline", _kline)
     public("/v5/market/recent-trade", _recent_trades)
     public("/v5/market/funding/history", _funding_history)
-    private("/v5/order/create", "POST", order_group, trading.create)
-    private("/v5/order/amend", "POST", "order", trading.amend)
-    private("/v5/order/cancel", "POST", order_group, trading.cancel)
+    # order entry, by REST and by the trade stream alike: path, rate-limit group, handler
+    trade_ops: dict[str, ws.TradeOp] = {
+        "order.create": ("/v5/order/create", order_group, trading.create),
+        "order.amend": ("/v5/order/amend", "order", trading.amend),
+        "order.cancel": ("/v5/order/cancel", order_group, trading.cancel),
+    }
+    for path, group, handler in trade_ops.values():
+        private(path, "POST", group, handler)
     private("/v5/order/cancel-all", "POST", "order", trading.cancel_all)
     private("/v5/order/realtime", "GET", "query", trading.realtime)
     private("/v5/order/history", "GET", "query", trading.history)
@@ -105,6 +120,7 @@ def create_app(state: ExchangeState, *, limits: Mapping[str, int] | None = None)
     private("/v5/account/info", "GET", "query", _account_info)
     private("/v5/user/query-api", "GET", "query", _api_key_info)
     private("/v5/asset/coin/query-info", "GET", "query", lambda state, params: {"rows": []})
+    ws.mount(app, state, limiter, trade_ops, stream_queue)
     return app
 
 
@@ -197,13 +213,15 @@ def _funding_history(state: ExchangeState, params: Params) -> dict[str, object]:
 
 # -------------------------------------------------------------------------- private
 def _positions(state: ExchangeState, params: Params) -> dict[str, object]:
-    category = trading.category_of(params, ("linear",))
+    """Linear positions; inverse is a valid category with no markets listed (ccxt.pro's
+    watch_positions reads both)."""
+    category = trading.category_of(params, ("linear", "inverse"))
     symbol = params.get("symbol")
     if symbol:
         chosen = [state.market(category, str(symbol))]
     else:
         settle, base = params.get("settleCoin"), params.get("baseCoin")
-        if not settle and not base:
+        if category == LINEAR and not settle and not base:  # Bybit asks it for linear only
             raise BybitError(BAD_PARAM, "params error: symbol, settleCoin or baseCoin is required")
         chosen = [
             m
@@ -279,7 +297,7 @@ class BackgroundServer:
         self._socket.bind(("127.0.0.1", port))
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="websockets-sansio")
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True

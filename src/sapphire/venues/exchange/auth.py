@@ -7,6 +7,10 @@ re-encoded) or the raw body of a POST. The signature is checked on those raw byt
 constant time. A timestamp is accepted when ``now - recvWindow <= timestamp < now + 1000``
 (Bybit's rule), else the request fails with 10002.
 
+A WebSocket connection authenticates once with ``{"op": "auth", "args": [key, expires,
+signature]}``: `expires` is a time in ms that must still be in the future, the signature
+hex HMAC-SHA256(secret, "GET/realtime" + expires) (`verify_stream`).
+
 Rate limits are Bybit's per-user, per-second limits: one token bucket per API key and
 endpoint (and category group: spot orders have their own), its rate set by the
 endpoint's group, refilled continuously; an empty bucket answers 10006. Every private
@@ -38,8 +42,10 @@ __all__ = [
     "Credentials",
     "RateLimited",
     "RateLimiter",
+    "check_window",
     "sign",
     "verify",
+    "verify_stream",
 ]
 
 #: Bybit's per-user limits, requests per second, by endpoint group
@@ -90,6 +96,48 @@ def verify(
     found = credentials.get(key)
     if found is None:
         raise BybitError(BAD_KEY, f"API key is invalid: {key!r}.")
+    check_window(timestamp, recv_window, now_ms)
+    expected = sign(found.secret, str(timestamp), key, recv_window, payload)
+    if not signature or not hmac.compare_digest(expected, signature.lower()):
+        raise BybitError(
+            BAD_SIGN,
+            "error sign! please check your signature generation algorithm: "
+            "HMAC-SHA256(secret, timestamp + api_key + recv_window + payload)",
+        )
+    return found
+
+
+def verify_stream(args: object, credentials: Mapping[str, Credentials], now_ms: int) -> Credentials:
+    """The credentials of a WebSocket ``auth`` op's ``args``, ``[key, expires,
+    signature]``: `expires` (ms) must be later than `now_ms` and the signature hex
+    HMAC-SHA256(secret, "GET/realtime" + expires); BybitError otherwise."""
+    if not isinstance(args, list) or len(args) != 3:
+        raise BybitError(
+            BAD_PARAM, f"Params Error: args must be [api_key, expires, signature], got {args!r}"
+        )
+    key, expires, signature = (str(a) for a in args)
+    found = credentials.get(key)
+    if found is None:
+        raise BybitError(BAD_KEY, f"Params Error: API key is invalid: {key!r}")
+    if not expires.isdigit():
+        raise BybitError(BAD_PARAM, f"Params Error: expires {expires!r} must be milliseconds")
+    if int(expires) <= now_ms:
+        raise BybitError(
+            EXPIRED, f"Params Error: request expired: expires {expires} <= server time {now_ms}"
+        )
+    message = f"GET/realtime{expires}".encode()
+    expected = hmac.new(found.secret.encode(), message, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature.lower()):
+        raise BybitError(
+            BAD_SIGN,
+            "Params Error: error sign! expected hex HMAC-SHA256(secret, 'GET/realtime' + expires)",
+        )
+    return found
+
+
+def check_window(timestamp: str | None, recv_window: str, now_ms: int) -> None:
+    """BybitError unless `timestamp` (ms) is within `recv_window` ms before `now_ms` (or
+    under a second ahead of it), Bybit's rule for REST requests and trade-stream orders."""
     if not timestamp or not timestamp.isdigit():
         raise BybitError(BAD_PARAM, f"X-BAPI-TIMESTAMP must be milliseconds, got {timestamp!r}.")
     if not recv_window.isdigit() or int(recv_window) <= 0:
@@ -103,14 +151,6 @@ def verify(
             f"invalid request, please check your server timestamp or recv_window param. "
             f"req_timestamp[{ts}],server_timestamp[{now_ms}],recv_window[{window}]",
         )
-    expected = sign(found.secret, timestamp, key, recv_window, payload)
-    if not signature or not hmac.compare_digest(expected, signature.lower()):
-        raise BybitError(
-            BAD_SIGN,
-            "error sign! please check your signature generation algorithm: "
-            "HMAC-SHA256(secret, timestamp + api_key + recv_window + payload)",
-        )
-    return found
 
 
 class RateLimiter:
