@@ -8,7 +8,9 @@
    month with the default features and triple-barrier labels, plus the final fit.
 3. Live inference: per bar, the streaming feature row (`FeatureStream.update`), the OOD
    gate and the single-row prediction (`LivePredictor.update`), for the trained model on
-   the bundled month. Target: p99 under 1 ms.
+   the bundled month, with the garbage collector on at its default thresholds, as in a
+   user's process (`gc_on`), and, labelled beside it, off for the measured loop
+   (`gc_off`). Target: p99 under 1 ms with the collector on.
 
 Prints one JSON object.
 
@@ -86,31 +88,39 @@ def training_speed() -> tuple[dict[str, float], object]:
     }, result
 
 
-def inference_latency(result: object) -> dict[str, float]:
+def inference_latency(result: object) -> dict[str, dict[str, float]]:
     from sapphire.ml.pipeline import load_bars
     from sapphire.ml.strategy import LivePredictor, resolve_model
 
     version = result.register("bench")  # type: ignore[attr-defined]
     resolved = resolve_model(f"{version.name}@{version.version}")
     bars = load_bars("sample")
-    live = LivePredictor(resolved, bars.timeframe_ns)
-    n = len(bars)
-    lat = np.empty(n)
     t, o, h, lo, c, v = bars.time, bars.open, bars.high, bars.low, bars.close, bars.volume
-    gc.collect()
-    gc.disable()
-    for i in range(n):
-        s = time.perf_counter_ns()
-        live.update(int(t[i]), float(o[i]), float(h[i]), float(lo[i]), float(c[i]), float(v[i]))
-        lat[i] = time.perf_counter_ns() - s
-    gc.enable()
-    scored = lat[live.warmup :] / 1000.0
-    return {
-        "bars": len(scored),
-        "p50_us": round(float(np.percentile(scored, 50)), 1),
-        "p99_us": round(float(np.percentile(scored, 99)), 1),
-        "max_us": round(float(scored.max()), 1),
-    }
+    out = {}
+    for label in ("gc_on", "gc_off"):
+        live = LivePredictor(resolved, bars.timeframe_ns)
+        n = len(bars)
+        lat = np.empty(n)
+        gc.collect()  # the set-up's garbage is not charged to the first bars
+        if label == "gc_off":
+            gc.disable()
+        try:
+            for i in range(n):
+                s = time.perf_counter_ns()
+                live.update(
+                    int(t[i]), float(o[i]), float(h[i]), float(lo[i]), float(c[i]), float(v[i])
+                )
+                lat[i] = time.perf_counter_ns() - s
+        finally:
+            gc.enable()
+        scored = lat[live.warmup :] / 1000.0
+        out[label] = {
+            "bars": len(scored),
+            "p50_us": round(float(np.percentile(scored, 50)), 1),
+            "p99_us": round(float(np.percentile(scored, 99)), 1),
+            "max_us": round(float(scored.max()), 1),
+        }
+    return out
 
 
 def main() -> None:
@@ -128,7 +138,7 @@ def main() -> None:
         "features_target_s": 10.0,
         "training_lightgbm_cpcv": training,
         "inference": inference,
-        "inference_target_p99_us": 1000.0,
+        "inference_target_p99_us_gc_on": 1000.0,
     }, indent=2))  # fmt: skip
 
 

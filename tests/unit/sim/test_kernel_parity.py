@@ -1,6 +1,8 @@
 """The core acceptance test of the backtester: the compiled kernel (through `Backtest`)
 agrees trade for trade and bar for bar with the independent plain-Python reference
-simulator (tests/reference_sim.py) on real data, for every built-in strategy."""
+simulator (tests/reference_sim.py) on real data (the whole bundled month), for every
+built-in strategy, and on bars whose range covers both bracket legs and with a
+stop-loss and a take-profit at the same price (the same-point priority)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ from sapphire.strategy import get_strategy
 DATA = Path(__file__).parents[2] / "data"
 CASH = 100_000.0
 MINUTE = 60_000_000_000
+#: sizing defaults every case starts from (explicit rather than the library's defaults)
+SIZING: dict[str, Any] = {"size_mode": "fixed", "leverage": None}
 
 # (built-in, parameters): the defaults and one other setting of each
 STRATEGIES: list[tuple[str, dict[str, Any]]] = [
@@ -98,6 +102,7 @@ def check(
     **kw: Any,
 ) -> Any:
     """Run Backtest and the reference with the same settings; require parity."""
+    kw = {**SIZING, **kw}
     result = Backtest(df, strategy, funding=funding, **(params or {}), **kw).run()
     ref = reference_for(
         bars,
@@ -295,6 +300,56 @@ def test_limit_and_stop_entries_parity(
         assert set(entry_fills["liquidity"]) == {"maker"}
     if kind == "stop":
         assert set(entry_fills["liquidity"]) == {"taker"}
+
+
+# ------------------------------------- both legs in one bar, both at one price
+TICK = 0.01  # the sample's price step
+TIE = 1e-7  # a bracket distance far under half a tick: both legs round to the entry price
+
+
+def gaps_and_ties(sig: Signals, n: int) -> Signals:
+    """`sig` with a bracket per entry: on every third signal bar a stop-loss and a
+    take-profit that both round to the entry price (a stop and a limit at the same
+    price, both crossed at the fill point), on the others a narrow bracket that one
+    bar's range can cover."""
+    tie = np.arange(n) % 3 == 0
+    return Signals(
+        enter_long=sig.enter_long, exit_long=sig.exit_long, enter_short=sig.enter_short,
+        exit_short=sig.exit_short, stop_loss=np.where(tie, TIE, 0.001),
+        take_profit=np.where(tie, TIE, 0.0012),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("intrabar", ["path", "worst"])
+def test_same_price_stop_and_limit_and_bars_covering_both_legs(
+    btc_df: pd.DataFrame, btc_bars: Bars, intrabar: str
+) -> None:
+    """A swapped same-point priority or path order in the kernel breaks parity here."""
+    sig = gaps_and_ties(builtin_signals("sma_cross", {"short": True}, btc_bars), len(btc_bars))
+    kw = {"cash": CASH, "size": 0.1, "tick_size": TICK, "maker_fee": 0.0002,
+          "taker_fee": 0.0007, "intrabar": intrabar}  # fmt: skip
+    trades = check(btc_df, btc_bars, fixed_strategy(sig), sig, **kw).trades
+    entry = trades["entry_price"].to_numpy()
+    side = np.where(trades["side"] == "long", 1.0, -1.0)
+    entry_bar, exit_bar = trades["entry_bar"].to_numpy(), trades["exit_bar"].to_numpy()
+    tie = (entry_bar - 1) % 3 == 0  # market entries fill at the open after the signal
+
+    def level(fraction: np.ndarray) -> np.ndarray:
+        return np.round(entry * (1.0 + fraction) / TICK) * TICK
+
+    # both legs exactly at the fill price: the stop-loss wins (the documented priority)
+    same = tie & (level(-side * TIE) == entry) & (level(side * TIE) == entry)
+    assert same.sum() > 100
+    assert set(trades.loc[same, "exit_reason"]) == {"stop_loss"}
+    assert (exit_bar[same] == entry_bar[same]).all()
+    # bars whose range covers both legs: the path order decides which one fills
+    sl, tp = level(-side * 0.001), level(side * 0.0012)
+    covers = ~tie & (btc_bars.high[exit_bar] >= np.maximum(sl, tp))
+    covers &= btc_bars.low[exit_bar] <= np.minimum(sl, tp)
+    covers &= trades["exit_reason"].isin(["stop_loss", "take_profit"]).to_numpy()
+    assert covers.sum() >= 5
+    want = {"stop_loss"} if intrabar == "worst" else {"stop_loss", "take_profit"}
+    assert set(trades.loc[covers, "exit_reason"]) == want
 
 
 # ----------------------------------------------------- sizing, ticks, leverage
