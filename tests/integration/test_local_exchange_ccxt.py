@@ -10,7 +10,6 @@ the replayed bars.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from decimal import Decimal
@@ -20,87 +19,9 @@ import ccxt
 import ccxt.async_support as ccxt_async
 import pandas as pd
 import pytest
+from local_exchange import LINEAR, SPOT, Exchange, frame, no_internet, urls_are_local
 
-from sapphire.data import load_ohlcv
-from sapphire.venues.exchange import BackgroundServer, Credentials, ExchangeState, create_app
-
-CREDS = Credentials("sapphire-test-key", "sapphire-test-secret-0123456789abcdef")
-LINEAR, SPOT = "BTC/USDT:USDT", "BTC/USDT"
-LOCAL = ("127.0.0.1", "localhost")
-
-
-@pytest.fixture(scope="module")
-def frame() -> pd.DataFrame:
-    bars, _report = load_ohlcv("sample")
-    return bars.iloc[:3000]
-
-
-@pytest.fixture(autouse=True)
-def no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any name lookup but the loopback's fails: ccxt cannot reach a real exchange."""
-    real = socket.getaddrinfo
-
-    def local_only(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host not in LOCAL:
-            raise AssertionError(f"the test tried to reach {host!r}")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", local_only)
-
-
-class Exchange:
-    """A state and its server."""
-
-    def __init__(self, frame: pd.DataFrame, limits: dict[str, int] | None = None) -> None:
-        self.state = ExchangeState(frame, credentials=[CREDS], history=1440)
-        self.server = BackgroundServer(create_app(self.state, limits=limits)).start()
-        self.url = self.server.url
-
-    def config(self, **overrides: Any) -> dict[str, Any]:
-        """ccxt's configuration for this server: every URL local."""
-        url, ws = self.url, self.url.replace("http://", "ws://")
-        api = {
-            **dict.fromkeys(("public", "private", "spot", "futures", "v2"), url),
-            "ws": {
-                "public": {
-                    k: f"{ws}/v5/public/{k}" for k in ("spot", "linear", "inverse", "option")
-                },
-                "private": {
-                    "contract": f"{ws}/v5/private",
-                    "spot": {"unified": f"{ws}/v5/private"},
-                    "usdc": f"{ws}/v5/private",
-                    "trade": f"{ws}/v5/trade",
-                },
-            },
-        }
-        config: dict[str, Any] = {
-            "apiKey": CREDS.key,
-            "secret": CREDS.secret,
-            "urls": {"api": api, "test": api, "demotrading": api},
-            "options": {
-                "fetchMarkets": {"types": ["spot", "linear"]},
-                "enableUnifiedAccount": True,
-                "enableUnifiedMargin": False,
-                "fetchOrder": {"acknowledged": True},
-            },
-            "has": {"fetchCurrencies": False},
-        }
-        config.update(overrides)
-        return config
-
-    def next_bar(self) -> dict[str, float]:
-        """The bar the next `advance` replays."""
-        r = self.state.replay
-        i = r.position
-        return {"open": r.open[i], "high": r.high[i], "low": r.low[i], "close": r.close[i]}
-
-
-def _urls_are_local(value: object, base: str) -> list[str]:
-    if isinstance(value, str):
-        return [] if value.startswith((base, base.replace("http://", "ws://"))) else [value]
-    if isinstance(value, dict):
-        return [bad for v in value.values() for bad in _urls_are_local(v, base)]
-    return []
+__all__ = ["frame", "no_internet"]  # the shared fixtures, used by name
 
 
 @pytest.fixture
@@ -116,7 +37,7 @@ def run(ex: Exchange, body: Callable[[Any], Coroutine[Any, Any, Any]], **config:
     async def go() -> Any:
         client = ccxt_async.bybit(ex.config(**config))
         for key in ("api", "test", "demotrading"):
-            assert _urls_are_local(client.urls[key], ex.url) == []
+            assert urls_are_local(client.urls[key], ex.url) == []
         try:
             return await body(client)
         finally:
@@ -417,7 +338,7 @@ def test_the_rate_limit_answers_10006(frame: pd.DataFrame) -> None:
 
 def test_sync_ccxt_places_and_reads_an_order(exchange: Exchange) -> None:
     client = ccxt.bybit(exchange.config())
-    assert _urls_are_local(client.urls["api"], exchange.url) == []
+    assert urls_are_local(client.urls["api"], exchange.url) == []
     client.load_markets()
     order = client.create_order(
         LINEAR, "limit", "sell", 0.01, 90000, params={"clientOrderId": "sync-1"}
