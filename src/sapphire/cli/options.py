@@ -55,7 +55,7 @@ JobsOpt = Annotated[
     int,
     typer.Option(
         help="Local worker processes: 1 = in this process; 0 = chosen: this process, unless "
-        "the first batch's trial times say one worker per core saves at least 2 s."
+        "the first batch's trial times say one worker per idle core saves at least 2 s."
     ),
 ]
 RayOpt = Annotated[

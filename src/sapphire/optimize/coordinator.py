@@ -5,12 +5,14 @@ Without pruning the batches are pipelined (the next batch is on the workers whil
 coordinator tells and stores the current one); with pruning each batch runs stage by
 stage (`samplers.PRUNE_STAGES`, then all of the bars). With the default `jobs` (0 or
 None) the first batch runs in this process and the rest goes to a pool of one worker
-per core only when the first batch's trial times say the pool pays (`_pool_pays`).
+per core only when the first batch's trial times say the pool pays on the CPUs that
+other work leaves idle (`_pool_pays`, `idle_cpus`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -134,7 +136,8 @@ def run_study(
                 loop.run(1, target, batch, stop_at=min(target, len(records) + batch))
                 remaining = target - len(records)
                 if remaining:
-                    pays = _pool_pays(loop.durations, remaining, workers)
+                    usable = min(float(workers), idle_cpus(workers))
+                    pays = _pool_pays(loop.durations, remaining, usable)
                     loop.run(jobs if pays else 1, target, batch)
             else:
                 loop.run(jobs, target)
@@ -164,13 +167,24 @@ def auto_jobs(jobs: int | None) -> bool:
     return jobs is None or (jobs == 0 and not isinstance(jobs, bool))
 
 
-def _pool_pays(durations: Sequence[float], remaining: int, workers: int) -> bool:
+def idle_cpus(cpus: int) -> float:
+    """The CPUs other work leaves free: `cpus` less the 1-minute load average (this
+    process's own share excluded), at least 1."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows)
+        return float(cpus)
+    return max(1.0, cpus - max(0.0, load - 1.0))
+
+
+def _pool_pays(durations: Sequence[float], remaining: int, workers: float) -> bool:
     """True when `remaining` trials, each as long as the median of `durations`, would
-    finish on `workers` processes at least 2 x POOL_START_S sooner than in this one."""
+    finish on `workers` processes (the CPUs they can use) at least 2 x POOL_START_S
+    sooner than in this one."""
     if not durations:
         return False
     per_trial = sorted(durations)[len(durations) // 2]  # the first trial loads the kernels
-    saved = remaining * per_trial * (1.0 - 1.0 / workers)
+    saved = remaining * per_trial * (1.0 - 1.0 / max(1.0, workers))
     return saved >= 2.0 * POOL_START_S
 
 

@@ -96,7 +96,8 @@ def optimize(
     trial infeasible. `prune=True` backtests each trial on the first 25% then 50% of
     the bars and stops those below the median of earlier trials at that stage.
     `jobs`: local worker processes (1: in this process; None or 0: the first batch runs
-    here, the rest on one worker per core only if its trial times say that saves 2 s).
+    here, the rest on one worker per core only if its trial times say that saves 2 s
+    on the cores other work leaves idle).
     `study` names the study (default `<strategy>-<UTC time>`); a name that exists with
     the same configuration continues it up to `trials`. `storage`: an SQLAlchemy URL
     (default `$SAPPHIRE_DATABASE_URL`, else `$SAPPHIRE_HOME/sapphire.db`).

@@ -314,6 +314,18 @@ def test_the_default_starts_workers_only_when_they_save_more_than_their_start_up
     assert not _pool_pays([], 1000, 2)
     edge = 2.0 * POOL_START_S / (1.0 - 1.0 / 4)
     assert _pool_pays([edge / 100], 100, 4) and not _pool_pays([edge / 100 * 0.99], 100, 4)
+    # on CPUs that other work keeps busy, workers cannot run beside this process
+    assert not _pool_pays([0.05] * 8, 10_000, 1.0)
+
+
+def test_idle_cpus_leave_out_the_load_of_other_work() -> None:
+    import os
+
+    from sapphire.optimize.coordinator import idle_cpus
+
+    load = os.getloadavg()[0]
+    assert idle_cpus(64) == pytest.approx(max(1.0, 64 - max(0.0, load - 1.0)), abs=0.5)
+    assert 1.0 <= idle_cpus(2) <= 2.0 and idle_cpus(1) == 1.0
 
 
 @pytest.mark.slow
