@@ -351,7 +351,7 @@ def test_the_client_limiter_keeps_under_bybits_limit(
     try:
         orders = [h.submit(limit(OrderSide.BUY, "0.001", 30000 + i)) for i in range(12)]
         h.wait(lambda: all(o.status is OrderStatus.ACCEPTED for o in orders), 15)
-        assert bool(h.venue.backoffs) is refused
+        assert bool(h.venue.guard.backoffs) is refused
         assert len(ex.state.orders) == 12
     finally:
         h.venue.close()
@@ -369,7 +369,7 @@ def test_10006_is_backed_off_with_jitter_and_the_order_placed(
         h.wait(lambda: order.status is OrderStatus.ACCEPTED)
         tries = [s for s in faults.seen if s.path == CREATE]
         assert [s.code for s in tries] == [10006, 10006, 0]
-        b0, b1 = h.venue.backoffs
+        b0, b1 = h.venue.guard.backoffs
         assert 0.05 <= b0 <= 0.1 and 0.1 <= b1 <= 0.2
         assert tries[1].at - tries[0].at >= b0 - 0.01 and tries[2].at - tries[1].at >= b1 - 0.01
     finally:
@@ -385,17 +385,17 @@ def test_the_circuit_opens_on_failures_and_closes_after_a_probe(
         working = h.submit(limit(OrderSide.BUY, "0.01", 30000))
         h.wait(lambda: working.status is OrderStatus.ACCEPTED)
         faults.down = True  # every request answers 503: the polls fail
-        h.wait(lambda: h.venue.breaker.is_open)
+        h.wait(lambda: h.venue.guard.breaker.is_open)
         time.sleep(0.1)  # the retries in flight end
         opened = len(faults.seen)
         denied = h.submit(market(OrderSide.BUY, "0.01"))
         h.wait(lambda: denied.is_terminal)
         assert h.of(denied, OrderRejected)[0].reason == CIRCUIT_OPEN
         time.sleep(0.6)
-        assert h.venue.breaker.is_open  # a failed probe keeps it open
+        assert h.venue.guard.breaker.is_open  # a failed probe keeps it open
         healed = len(faults.seen)
         faults.down = False
-        h.wait(lambda: not h.venue.breaker.is_open)
+        h.wait(lambda: not h.venue.guard.breaker.is_open)
         # while open only probes (the server time) went out, and a probe closed it
         assert {s.path for s in faults.seen[opened : healed + 1]} == {"/v5/market/time"}
         assert faults.seen[healed].code == 0
@@ -422,8 +422,8 @@ def test_the_clock_skew_is_corrected(frame: pd.DataFrame, offset_ms: int) -> Non
             asyncio.run(balance())
         h = Harness(ex)
         try:
-            assert h.venue.skew.offset_ms is not None
-            assert abs(h.venue.skew.offset_ms - offset_ms) < 500
+            assert h.venue.guard.skew.offset_ms is not None
+            assert abs(h.venue.guard.skew.offset_ms - offset_ms) < 500
             order = h.submit(market(OrderSide.BUY, "0.01"))
             h.wait(lambda: order.status is OrderStatus.ACCEPTED)
             ex.state.advance()

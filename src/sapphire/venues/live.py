@@ -16,10 +16,11 @@ order id is the orderLinkId, so every lookup and cancel works without the exchan
 Failures (`sapphire.venues.resilience`):
 
 - reads and a cancel by orderLinkId are retried after a timeout or a 5xx; an order
-  creation never is: an unanswered creation leaves the order UNKNOWN until it is found
-  by its orderLinkId (then its state is adopted), or until a lookup, made more than
-  recvWindow after it was sent, does not find it: Bybit refuses a request older than
-  recvWindow, so it can no longer arrive, and the order is rejected as "not received";
+  creation never is: an unanswered creation (or one answered "duplicate orderLinkId",
+  110072: it is there already) leaves the order UNKNOWN until it is found by its
+  orderLinkId (then its state is adopted), or until a lookup, made more than recvWindow
+  after it was signed, does not find it: Bybit refuses a request older than recvWindow,
+  so it can no longer arrive, and the order is rejected as "not received";
 - requests wait for the client-side rate limiter (Bybit's per-endpoint limits); a
   10006 / HTTP 429 (refused before processing, creation included) is retried after an
   exponential back-off with jitter;
@@ -42,8 +43,6 @@ from concurrent.futures import Future
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
-
-import ccxt
 
 from sapphire.domain import (
     ContractType,
@@ -74,18 +73,16 @@ from sapphire.venues.bybit import (
     wallet_equity,
 )
 from sapphire.venues.resilience import (
+    FAILURES,
     CircuitBreaker,
-    ClockSkew,
+    Guard,
     Outcome,
-    RateLimiter,
     RetryPolicy,
     classify,
 )
 
 __all__ = ["CIRCUIT_OPEN", "BybitVenue", "OrderState"]
 
-#: what the requests may raise that says something about the exchange
-_FAILURES = (ccxt.BaseError, OSError, asyncio.TimeoutError)
 CIRCUIT_OPEN = "circuit open"
 DUPLICATE_LINK_ID = 110072
 
@@ -144,19 +141,17 @@ class BybitVenue:
         self.symbols = list(symbols)
         self.currency = currency
         self.poll_interval_s = poll_interval_s
-        self.clock_sync_s = clock_sync_s
-        self.retry = retry or RetryPolicy()
-        self.breaker = breaker or CircuitBreaker()
-        self.limiter = RateLimiter(limits or LIMITS, headroom=headroom)
-        self.skew = ClockSkew()
+        self.guard = Guard(
+            limits or LIMITS, headroom=headroom, retry=retry, breaker=breaker,
+            clock_sync_s=clock_sync_s,
+        )  # fmt: skip
         #: execution ids already applied (pass the persisted set to resume a run)
         self.executions = executions if executions is not None else set()
         self.on_event: Callable[[OrderEvent], None] = lambda event: None
         self.instruments: dict[InstrumentId, Instrument] = {}
         #: why an order ended or an amendment failed, by client order id
         self.reasons: dict[str, str] = {}
-        #: back-offs taken after a rate-limit answer (seconds), and unexpected errors
-        self.backoffs: list[float] = []
+        #: unexpected errors of the venue's tasks
         self.errors: list[BaseException] = []
         self._environ = environ
         self._cash = Decimal(0)
@@ -165,7 +160,6 @@ class BybitVenue:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="bybit")
         self._client: Any = None
-        self._synced_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 60.0) -> BybitVenue:
@@ -178,16 +172,16 @@ class BybitVenue:
         return self
 
     async def _start(self) -> None:
-        self._client = self.connection.client(self._environ)
-        await self.sync_clock()
-        markets = await self._request("market", self._client.load_markets, repeatable=True)
+        self._client = self.guard.client = self.connection.client(self._environ)
+        await self.guard.sync_clock()
+        markets = await self.guard.request("market", self._client.load_markets, repeatable=True)
         for symbol in self.symbols:
             if symbol not in markets:
                 listed = ", ".join(sorted(markets))
                 raise ValueError(f"symbol {symbol!r} is not listed: expected one of {listed}")
             inst = instrument_of(markets[symbol])
             self.instruments[inst.id] = inst
-        key = await self._request(
+        key = await self.guard.request(
             "user/query-api", self._client.private_get_v5_user_query_api, repeatable=True
         )
         check_permissions(key["result"])
@@ -268,7 +262,7 @@ class BybitVenue:
         if inst is None:
             traded = ", ".join(str(i) for i in self.instruments)
             reason = f"instrument {order.instrument_id} is not traded here: expected {traded}"
-        elif reason is None and not self.breaker.allows_orders():
+        elif reason is None and not self.guard.breaker.allows_orders():
             reason = CIRCUIT_OPEN
         if reason is not None:
             self.reasons[cid] = reason
@@ -309,60 +303,8 @@ class BybitVenue:
         return True
 
     # ------------------------------------------------------------------ requests
-    async def _request(
-        self,
-        group: str,
-        call: Callable[..., Any],
-        *args: Any,
-        repeatable: bool,
-        probe: bool = False,
-    ) -> Any:
-        """`call(*args)` after the rate limiter; retried as `classify` allows (see the
-        module docstring). The breaker counts failures (while open, only the probe's)."""
-        attempt = 0
-        while True:
-            await self.limiter.acquire(group)
-            try:
-                result = await call(*args)
-            except _FAILURES as exc:
-                outcome = classify(exc)
-                counts = probe or not self.breaker.is_open
-                if outcome is Outcome.UNAVAILABLE and counts:
-                    self.breaker.record_failure()
-                elif outcome is Outcome.REFUSED and counts:
-                    self.breaker.record_success()  # a definite answer: the exchange works
-                attempt += 1
-                if attempt >= self.retry.attempts or outcome is Outcome.REFUSED:
-                    raise
-                if self.breaker.is_open and not probe:
-                    raise  # no retries against an exchange that keeps failing
-                if outcome is Outcome.BAD_TIMESTAMP:
-                    await self.sync_clock()  # refused before processing: safe to resend
-                elif outcome is Outcome.RATE_LIMITED:
-                    delay = self.retry.delay(attempt - 1)
-                    self.backoffs.append(delay)
-                    self.limiter.block(group, delay)  # the next acquire waits it out
-                elif repeatable:
-                    await asyncio.sleep(self.retry.delay(attempt - 1))
-                else:
-                    raise
-                continue
-            if probe or not self.breaker.is_open:
-                self.breaker.record_success()
-            return result
-
-    async def sync_clock(self, samples: int = 3) -> None:
-        """Measure the server clock's offset and give it to ccxt (`timeDifference`)."""
-        self.skew.reset()
-        for _ in range(samples):
-            sent = time.time_ns() // 1_000_000
-            server = await self._request("market", self._client.fetch_time, repeatable=True)
-            self.skew.add(sent, int(server), time.time_ns() // 1_000_000)
-        self._client.options["timeDifference"] = self.skew.time_difference
-        self._synced_at = time.monotonic()
-
     async def _equity(self) -> Decimal:
-        answer = await self._request(
+        answer = await self.guard.request(
             "account/wallet-balance", self._client.fetch_balance, repeatable=True
         )
         return wallet_equity(answer["info"], self.currency)
@@ -394,7 +336,7 @@ class BybitVenue:
         last = None
         try:
             if sizer is not None or order.trigger_price is not None:
-                ticker = await self._request(
+                ticker = await self.guard.request(
                     "market", self._client.fetch_ticker, t.symbol, repeatable=True
                 )
                 last = Decimal(str(ticker["info"]["lastPrice"]))
@@ -409,7 +351,7 @@ class BybitVenue:
         except ValueError as exc:
             self._reject(t, str(exc))
             return
-        except _FAILURES as exc:
+        except FAILURES as exc:
             self._reject(t, f"not sent: {type(exc).__name__}: {exc}")
             return
         group = "order/create:spot" if t.spot else "order/create"
@@ -417,12 +359,12 @@ class BybitVenue:
         async def create() -> Any:
             # signed now (after the limiter's wait): from here the exchange may take it
             # until recvWindow has passed
-            t.sent_ms = self.skew.server_ms(time.time_ns() // 1_000_000)
+            t.sent_ms = self.guard.server_ms()
             return await self._client.create_order(t.symbol, kind, side, amount, price, params)
 
         try:
-            answer = await self._request(group, create, repeatable=False)
-        except _FAILURES as exc:
+            answer = await self.guard.request(group, create, repeatable=False)
+        except FAILURES as exc:
             # unanswered, or "duplicate orderLinkId" (it is there already: a restart, or
             # an earlier try did arrive): look it up, never send it again
             if classify(exc) is Outcome.UNAVAILABLE or _code(exc) == DUPLICATE_LINK_ID:
@@ -438,7 +380,7 @@ class BybitVenue:
         cid = str(t.order.client_order_id)
         reason = None
         try:
-            await self._request(
+            await self.guard.request(
                 group,
                 self._client.cancel_order,
                 None,
@@ -446,12 +388,12 @@ class BybitVenue:
                 {"orderLinkId": cid},
                 repeatable=True,  # by orderLinkId: a second cancel is harmless
             )
-        except _FAILURES as exc:
+        except FAILURES as exc:
             reason = _message(exc)
         if t.state is not OrderState.SENDING:
             try:
                 await self._refresh(t)
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 reason = reason or _message(exc)
         if reason is not None and t.state is not OrderState.DONE:
             self._emit(
@@ -474,7 +416,7 @@ class BybitVenue:
         if trigger_price is not None:
             params["triggerPrice"] = str(trigger_price)
         try:
-            await self._request(
+            await self.guard.request(
                 "order/amend",
                 self._client.edit_order,
                 None,
@@ -486,7 +428,7 @@ class BybitVenue:
                 params,
                 repeatable=False,
             )
-        except _FAILURES as exc:
+        except FAILURES as exc:
             self.reasons[cid] = f"amendment failed: {_message(exc)}"
             return
         if quantity is not None:
@@ -507,18 +449,14 @@ class BybitVenue:
             await asyncio.sleep(self.poll_interval_s)
             try:
                 await self.poll()
-            except _FAILURES:
+            except FAILURES:
                 continue  # the breaker counted it; the next poll tries again
 
     async def poll(self) -> None:
         """One round: the probe while the breaker is open (nothing else); else the clock
         resync when due and every working or unknown order's state."""
-        if self.breaker.is_open:
-            if self.breaker.probe_due():
-                await self._request("market", self._client.fetch_time, repeatable=False, probe=True)
+        if not await self.guard.upkeep():
             return
-        if time.monotonic() - self._synced_at > self.clock_sync_s:
-            await self.sync_clock()
         for t in list(self._orders.values()):
             if t.state in (OrderState.LIVE, OrderState.UNKNOWN):
                 await self._refresh(t)
@@ -535,20 +473,21 @@ class BybitVenue:
             ("order/realtime", client.private_get_v5_order_realtime),
             ("order/history", client.private_get_v5_order_history),
         ):
-            rows = (await self._request(group, call, request, repeatable=True))["result"]["list"]
+            answer = await self.guard.request(group, call, request, repeatable=True)
+            rows = answer["result"]["list"]
             if rows:
                 return dict(rows[0])
         return None
 
     async def _refresh(self, t: _Tracked) -> None:
         """Bring the order's events up to the exchange's state (see the module docstring)."""
-        asked_ms = self.skew.server_ms(time.time_ns() // 1_000_000)
+        asked_ms = self.guard.server_ms()
         row = await self._lookup(t)
         cid = str(t.order.client_order_id)
         if row is None:
             waited = asked_ms - t.sent_ms
             # the clock estimate's own error (half the round trip) on top of recvWindow
-            margin = self.connection.recv_window_ms + (self.skew.rtt_ms or 0)
+            margin = self.connection.recv_window_ms + (self.guard.skew.rtt_ms or 0)
             if t.state is OrderState.UNKNOWN and waited > margin:
                 self._reject(
                     t,
@@ -579,7 +518,7 @@ class BybitVenue:
                 )
 
     async def _fills(self, t: _Tracked, venue_id: str) -> None:
-        trades = await self._request(
+        trades = await self.guard.request(
             "execution/list",
             self._client.fetch_my_trades,
             t.symbol,

@@ -15,6 +15,7 @@ limiter, a circuit breaker and the clock-skew correction.
   a probe succeeds after `cooldown_s`.
 - `ClockSkew`: the server clock's offset from ours, measured from round trips (the
   sample with the shortest round trip wins), as ccxt's `timeDifference` wants it.
+- `Guard`: one ccxt client's requests through all of these.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import ccxt
 
 __all__ = [
+    "FAILURES",
     "CircuitBreaker",
     "ClockSkew",
+    "Guard",
     "Outcome",
     "RateLimiter",
     "RetryPolicy",
@@ -56,6 +60,10 @@ def classify(exc: BaseException) -> Outcome:
     if isinstance(exc, ccxt.NetworkError | OSError | asyncio.TimeoutError):
         return Outcome.UNAVAILABLE
     return Outcome.REFUSED
+
+
+#: what a request may raise that says something about the exchange
+FAILURES = (ccxt.BaseError, OSError, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -210,3 +218,98 @@ class ClockSkew:
     def server_ms(self, local_ms: int) -> int:
         """Our estimate of the server's clock at our `local_ms`."""
         return local_ms + (self.offset_ms or 0)
+
+
+class Guard:
+    """The requests of one ccxt client (`client`, set once connected) through the rate
+    limiter, the retry policy and the circuit breaker, and the clock skew measured from
+    the server's time and given to the client as its `timeDifference`."""
+
+    def __init__(
+        self,
+        limits: Mapping[str, float],
+        *,
+        headroom: float = 0.8,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        clock_sync_s: float = 60.0,
+    ) -> None:
+        self.limiter = RateLimiter(limits, headroom=headroom)
+        self.retry = retry or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker()
+        self.skew = ClockSkew()
+        self.clock_sync_s = clock_sync_s
+        self.client: Any = None
+        #: the back-offs taken after rate-limit answers (seconds)
+        self.backoffs: list[float] = []
+        self._synced_at = 0.0
+
+    async def request(
+        self,
+        group: str,
+        call: Callable[..., Awaitable[Any]],
+        *args: Any,
+        repeatable: bool,
+        probe: bool = False,
+    ) -> Any:
+        """`call(*args)` after the limiter's token of `group`. A refusal before processing
+        (`RATE_LIMITED`: after a back-off; `BAD_TIMESTAMP`: after a clock resync) is sent
+        again; an `UNAVAILABLE` one only when `repeatable`; none while the breaker is open
+        (then only a `probe` goes out, and only its outcome moves the breaker)."""
+        breaker = self.breaker
+        attempt = 0
+        while True:
+            await self.limiter.acquire(group)
+            try:
+                result = await call(*args)
+            except FAILURES as exc:
+                outcome = classify(exc)
+                counts = probe or not breaker.is_open
+                if outcome is Outcome.UNAVAILABLE and counts:
+                    breaker.record_failure()
+                elif outcome is Outcome.REFUSED and counts:
+                    breaker.record_success()  # a definite answer: the exchange works
+                attempt += 1
+                if attempt >= self.retry.attempts or outcome is Outcome.REFUSED:
+                    raise
+                if breaker.is_open and not probe:
+                    raise  # no retries against an exchange that keeps failing
+                if outcome is Outcome.BAD_TIMESTAMP:
+                    await self.sync_clock()
+                elif outcome is Outcome.RATE_LIMITED:
+                    delay = self.retry.delay(attempt - 1)
+                    self.backoffs.append(delay)
+                    self.limiter.block(group, delay)  # the next acquire waits it out
+                elif repeatable:
+                    await asyncio.sleep(self.retry.delay(attempt - 1))
+                else:
+                    raise
+                continue
+            if probe or not breaker.is_open:
+                breaker.record_success()
+            return result
+
+    async def sync_clock(self, samples: int = 3) -> None:
+        """Measure the server clock's offset (`fetch_time`) and give it to the client."""
+        self.skew.reset()
+        for _ in range(samples):
+            sent = time.time_ns() // 1_000_000
+            server = await self.request("market", self.client.fetch_time, repeatable=True)
+            self.skew.add(sent, int(server), time.time_ns() // 1_000_000)
+        self.client.options["timeDifference"] = self.skew.time_difference
+        self._synced_at = time.monotonic()
+
+    async def upkeep(self) -> bool:
+        """While the breaker is open: the probe (the server time) when it is due, and
+        False: nothing else may go out. Else the clock resync when due, and True."""
+        if self.breaker.is_open:
+            if self.breaker.probe_due():
+                await self.request("market", self.client.fetch_time, repeatable=False, probe=True)
+            return False
+        if time.monotonic() - self._synced_at > self.clock_sync_s:
+            await self.sync_clock()
+        return True
+
+    def server_ms(self) -> int:
+        """Our estimate of the server's clock now (ms)."""
+        return self.skew.server_ms(time.time_ns() // 1_000_000)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import ccxt
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from sapphire.venues.resilience import (
     CircuitBreaker,
     ClockSkew,
+    Guard,
     Outcome,
     RateLimiter,
     RetryPolicy,
@@ -131,3 +133,45 @@ def test_the_skew_keeps_the_shortest_round_trip() -> None:
     assert 5_000 - skew.time_difference == 35_000 - 100
     with pytest.raises(ValueError, match="before it began"):
         skew.add(10, 0, 5)
+
+
+def test_the_guard_repeats_only_what_is_safe_to_repeat() -> None:
+    guard = Guard(
+        {"g": 1000},
+        retry=RetryPolicy(attempts=3, base_s=0.001, cap_s=0.002),
+        breaker=CircuitBreaker(threshold=10),
+    )
+    calls: list[str] = []
+
+    def failing(*errors: Exception) -> Any:
+        queue = list(errors)
+
+        async def call() -> str:
+            calls.append("call")
+            if queue:
+                raise queue.pop(0)
+            return "ok"
+
+        return call
+
+    async def run(call: Any, repeatable: bool) -> Any:
+        return await guard.request("g", call, repeatable=repeatable)
+
+    # refused before processing: sent again even when not repeatable (a creation)
+    assert asyncio.run(run(failing(ccxt.RateLimitExceeded("10006")), False)) == "ok"
+    assert len(calls) == 2 and len(guard.backoffs) == 1
+    calls.clear()
+    # outcome unknown: a read is retried, a creation is not
+    assert asyncio.run(run(failing(ccxt.RequestTimeout("t")), True)) == "ok"
+    assert len(calls) == 2
+    calls.clear()
+    with pytest.raises(ccxt.RequestTimeout):
+        asyncio.run(run(failing(ccxt.RequestTimeout("t")), False))
+    assert len(calls) == 1
+    calls.clear()
+    # a definite refusal is never repeated, and the attempts are bounded
+    with pytest.raises(ccxt.InsufficientFunds):
+        asyncio.run(run(failing(ccxt.InsufficientFunds("110007")), True))
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        asyncio.run(run(failing(*[ccxt.ExchangeNotAvailable("503")] * 5), True))
+    assert len(calls) == 1 + 3
