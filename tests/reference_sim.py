@@ -229,12 +229,13 @@ class _Sim:
         pos = self.pos
         assert pos is not None
         maker = reason == "take_profit"
+        market = reason in ("signal", "end", "zero_equity")
         buy = pos.side < 0
         price = raw_price if maker else self.slip(raw_price, buy)
         self.orders.append(
             {
                 "bar": bar,
-                "type": "limit" if maker else ("market" if reason in ("signal", "end") else "stop"),
+                "type": "limit" if maker else ("market" if market else "stop"),
                 "side": "buy" if buy else "sell",
                 "qty": pos.qty,
                 "price": price,
@@ -497,6 +498,7 @@ def simulate(
     sim = _Sim(o, h, lo, c, cfg)
     equity: list[float] = []
     paid: list[float] = []
+    stopped = False  # the equity at a bar's close was <= 0: nothing trades any more
     for i in range(n):
         # 1. funding on the position held coming into the bar
         f = 0.0
@@ -506,6 +508,11 @@ def simulate(
             sim.pos.funding -= pay
             f = -pay
         paid.append(f)
+        if stopped:  # the position closes at the first open after the stop, then idle
+            if sim.pos is not None:
+                sim.exit(i, o[i], "zero_equity")
+            equity.append(sim.cash)
+            continue
         # 2. signal orders at the open (signals of bar i - 1)
         if cfg.fill_at == "open" and i > 0 and active[i - 1]:
             sim.signal_orders(i, i - 1, o[i], s)
@@ -526,6 +533,11 @@ def simulate(
             sim.exit(i, c[i], "end")
         # 5. marking
         equity.append(sim.equity_now(c[i]))
+        if equity[-1] <= 0:
+            stopped = True
+            if sim.pending is not None:  # a fill_at="close" entry waiting for the next bar
+                sim.pending.order.update(status="expired")
+                sim.pending = None
     return RefResult(sim.trades, equity, sim.orders, sim.fills, paid)
 
 

@@ -91,7 +91,42 @@ def test_event_backtest_with_a_risk_profile_and_liquidation() -> None:
         app, ["backtest", "--engine", "event", "--risk-profile", "conservative", "--size", "5"]
     )
     assert big.exit_code == 0, big.output
-    assert "denied by risk" in big.output
+    # counted by the risk engine's own reason, not a bare "denied by risk"
+    margin = "orders denied (required margin N QUOTE exceeds free margin N QUOTE: "
+    assert margin in " ".join(big.stderr.split())
+
+
+def test_the_defaults_do_not_borrow_and_every_summary_states_its_costs() -> None:
+    result = runner.invoke(app, ["backtest", "--fee", "0.001"])
+    assert result.exit_code == 0, result.output
+    caption = "fee 0.1% · size 95% of equity · leverage 1× · intrabar path"
+    assert caption in " ".join(result.stdout.split())
+    assert "warning" not in result.stderr
+    payload = json.loads(runner.invoke(app, ["backtest", "--fee", "0.001", "--json"]).stdout)
+    assert payload["settings"] == {
+        "maker_fee": 0.001, "taker_fee": 0.001, "size_mode": "equity", "size": 0.95,
+        "leverage": 1.0, "intrabar": "path",
+    }  # fmt: skip
+    assert payload["metrics"]["final_equity"] > 0 and payload["stopped_at"] is None
+
+
+@pytest.mark.parametrize("engine", ["vector", "event"])
+def test_a_run_whose_equity_reaches_zero_stops_and_says_so(engine: str, tmp_path: Path) -> None:
+    # the old defaults, asked for: 1 BTC on 10,000 without a margin limit; the fees take
+    # the equity to zero on Jan 3 (it used to trade on to -87,137)
+    old = ["backtest", "--fee", "0.001", "--size-mode", "fixed", "--size", "1", "--leverage", "0"]
+    report = tmp_path / "report.html"
+    result = runner.invoke(app, [*old, "--engine", engine, "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    warning = "equity reached zero at 2022-01-03 18:07 UTC; trading stopped"
+    assert f"warning: {warning}" in result.stderr
+    assert "size 1 (fixed, base units) · no margin limit" in " ".join(result.stdout.split())
+    assert warning in report.read_text(encoding="utf-8")
+    payload = json.loads(runner.invoke(app, [*old, "--engine", engine, "--json"]).stdout)
+    assert payload["stopped_at"] == "2022-01-03T18:07:00+00:00"
+    assert payload["warnings"] == [warning]
+    assert payload["settings"]["leverage"] is None
+    assert payload["metrics"]["final_equity"] > -1_000  # stopped near zero, not -87,137
 
 
 def test_backtest_reads_a_file_and_resamples(tmp_path: Path, btc_df: pd.DataFrame) -> None:

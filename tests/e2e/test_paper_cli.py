@@ -13,7 +13,8 @@ from sapphire.cli.main import app
 runner = CliRunner()
 ARGS = [
     "paper", "--start", "2022-01-03", "--end", "2022-01-03 02:00", "--speed", "max",
-    "--size", "0.01", "-p", "fast=5", "-p", "slow=20", "--fee", "0.0005", "--no-live",
+    "--size", "0.01", "--size-mode", "fixed", "-p", "fast=5", "-p", "slow=20", "--fee", "0.0005",
+    "--no-live",
 ]  # fmt: skip
 
 
@@ -51,6 +52,40 @@ def test_paper_session_then_runs_list_and_show() -> None:
 
     table = runner.invoke(app, ["runs", "show", "p1"])
     assert table.exit_code == 0 and "positions" in table.stdout and "p1" in table.stdout
+
+
+def test_the_defaults_size_from_equity_and_the_summary_says_so() -> None:
+    base = [a for a in ARGS if a not in ("--size", "0.01", "--size-mode", "fixed")]
+    result = runner.invoke(app, [*base, "--run-id", "p3", "--json"])
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.stdout)
+    assert view["fills"] > 0 and view["denied"] == {} and view["stopped"] is None
+    assert view["settings"] == {
+        "maker_fee": 0.0005, "taker_fee": 0.0005, "size_mode": "equity", "size": 0.95,
+        "leverage": 1.0, "intrabar": "path",
+    }  # fmt: skip
+    table = runner.invoke(app, [*base, "--run-id", "p4"])
+    assert table.exit_code == 0, table.output
+    caption = "fee 0.05% · size 95% of equity · leverage 1× · intrabar path"
+    assert caption in " ".join(table.stdout.split())
+    assert caption in " ".join(runner.invoke(app, ["runs", "show", "p4"]).stdout.split())
+
+
+def test_denied_orders_are_counted_by_reason_at_the_end_and_in_runs_show() -> None:
+    # 1 BTC (~46,000) on 10,000 at leverage 1: the risk engine denies every entry
+    big = ["--size", "1", "--size-mode", "fixed"]
+    base = [a for a in ARGS if a not in ("--size", "0.01", "--size-mode", "fixed")]
+    result = runner.invoke(app, [*base, *big, "--run-id", "p5", "--json"])
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.stdout)
+    (reason, count), *_ = view["denied"].items()
+    margin = "required margin N QUOTE exceeds free margin N QUOTE"
+    assert view["fills"] == 0 and reason == margin and count > 0
+    assert f"warning: {count} orders denied ({margin}: {count})" in " ".join(result.stderr.split())
+    shown = runner.invoke(app, ["runs", "show", "p5", "--json"])
+    assert json.loads(shown.stdout)["denied"] == {margin: count}
+    table = runner.invoke(app, ["runs", "show", "p5"])
+    assert f"{count} orders denied ({margin}: {count})" in " ".join(table.stderr.split())
 
 
 def test_stop_and_resume_to_the_end() -> None:

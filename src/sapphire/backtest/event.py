@@ -5,6 +5,7 @@ both engines (`Backtest(..., engine="event")`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -35,6 +36,7 @@ from sapphire.engine import (
 from sapphire.engine.adapter import NO_STOP
 from sapphire.engine.builder import build_node
 from sapphire.engine.config import RunConfig
+from sapphire.engine.node import ZERO_EQUITY_TAG
 from sapphire.risk import RiskProfile
 from sapphire.sim import kernel as K
 from sapphire.sim.bar_path import FillModel
@@ -66,6 +68,7 @@ _ROLE = {
     "trailing_stop": K.ROLE_TRAILING,
     "end": K.ROLE_END,
     "kill_switch": ROLE_KILL_SWITCH,
+    ZERO_EQUITY_TAG: K.ROLE_ZERO_EQUITY,
 }
 _TYPE = {OrderType.MARKET: K.MARKET, OrderType.LIMIT: K.LIMIT}
 _REASON = {"size below lot": K.REASON_LOT, "insufficient margin": K.REASON_MARGIN}
@@ -82,6 +85,9 @@ class EventRun:
     node: TradingNode
     monitor: RiskMonitor | None = None
     refusals: tuple[tuple[int, str, str], ...] = ()  # (bar, order id, reason)
+    #: equity at each bar's close before the end-of-data close (a replay without the
+    #: `EquityGuard`; None with it)
+    marked: NDArray[np.float64] | None = None
 
 
 class _Recorder:
@@ -242,6 +248,7 @@ def run_event_backtest(
     symbol: str = "bars",
     funding: NDArray[np.float64] | None = None,
     risk_profile: RiskProfile | None = None,
+    new_strategy: Callable[[], Strategy | EventStrategy] | None = None,
 ) -> EventRun:
     """Replay `bars` through a node running `strategy` (or a vectorised strategy's
     precomputed `signals`), built by `build_node` from `config`.
@@ -251,7 +258,30 @@ def run_event_backtest(
     `risk_profile` (the resolved `config.risk_profile`) checks every order with the
     profile's pre-trade limits and feeds its portfolio limits the equity at each bar's
     close (`RiskMonitor`: REDUCING/HALTED states, the kill switch cancels and flattens on
-    HALTED)."""
+    HALTED).
+
+    When the equity at a bar's close reaches zero, trading stops there as in the kernel
+    (`EquityGuard`): the replay runs without the guard (faster) and, only when its equity
+    reached zero, again with it. An `EventStrategy` keeps state: `new_strategy` makes a
+    fresh one for that second pass."""
+    run = _replay(bars, strategy, config, signals, symbol, funding, risk_profile, False)
+    if run.marked is not None and bool(np.any(run.marked <= 0)):
+        again = new_strategy() if new_strategy is not None else strategy
+        run = _replay(bars, again, config, signals, symbol, funding, risk_profile, True)
+    return run
+
+
+def _replay(
+    bars: Bars,
+    strategy: Strategy | EventStrategy,
+    config: RunConfig,
+    signals: SignalArrays | None,
+    symbol: str,
+    funding: NDArray[np.float64] | None,
+    risk_profile: RiskProfile | None,
+    guard: bool,
+) -> EventRun:
+    """One replay of `run_event_backtest` (with the `EquityGuard` or not)."""
     n = len(bars)
     cash = config.cash
     iid = InstrumentId(symbol.replace(" ", "_").replace("@", "_") or "bars", "SIM")
@@ -267,6 +297,7 @@ def run_event_backtest(
     setup = build_node(
         config, mode="backtest", venue=venue, instrument_id=iid, strategy=strategy,
         run_id="bt", bars=bars, signals=signals, risk_profile=risk_profile,
+        equity_guard=guard,
     )  # fmt: skip
     node, trader = setup.node, setup.trader
     if isinstance(trader, VectorAdapter):
@@ -277,7 +308,7 @@ def run_event_backtest(
         bars.timeframe_ns, funding if funding is not None and len(funding) == n else None,
     )  # fmt: skip
     node.run_bars([feed])
-    _, pos_before_end = _step(rec.marks, n, cash)
+    cash_before_end, pos_before_end = _step(rec.marks, n, cash)
     node.bar_index = n - 1
     node.stop()
     venue.close_queued_at(iid, float(bars.close[-1]), int(bars.time[-1]))
@@ -288,16 +319,21 @@ def run_event_backtest(
         rec.orders.append(
             [j, -1, side, etype, K.ROLE_ENTRY, 0.0, np.nan, np.nan, 0.0, K.REJECTED, code, 0.0]
         )
-    scalars = np.zeros(6)
+    scalars = np.zeros(K.SCALAR_FIELDS)
     scalars[K.S_CASH] = float(rec.cash)
     scalars[K.S_FEES] = float(rec.fees)
     scalars[K.S_FUNDING] = float(rec.funding)
     scalars[K.S_BARS_IN_MARKET] = int(np.count_nonzero(pos_before_end))
     scalars[K.S_N_ORDERS] = len(rec.orders)
     scalars[K.S_N_TRADES] = len(rec.trades)
+    stopped = setup.guard.stopped_bar if setup.guard is not None else None
+    scalars[K.S_STOP_BAR] = -1 if stopped is None else stopped
     orders = np.asarray(rec.orders, dtype=np.float64).reshape(-1, K.ORDER_FIELDS)
     trades = np.asarray(rec.trades, dtype=np.float64).reshape(-1, K.TRADE_FIELDS)
-    return EventRun(equity, orders, trades, scalars, node, setup.monitor, tuple(rec.reasons))
+    return EventRun(
+        equity, orders, trades, scalars, node, setup.monitor, tuple(rec.reasons),
+        marked=None if guard else cash_before_end + pos_before_end * bars.close,
+    )  # fmt: skip
 
 
 def liquidation_rule(config: RunConfig) -> LiquidationRule | None:

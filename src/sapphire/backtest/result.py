@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -56,6 +56,8 @@ class BacktestResult:
     warnings: list[str] = field(default_factory=list)
     #: the bars scored by a model inside its training window (None: none; see the ml strategy)
     in_sample: dict[str, Any] | None = None
+    #: the bar whose close found the equity at zero or below: nothing traded after it
+    stopped_at: pd.Timestamp | None = None
 
     @cached_property
     def trades(self) -> pd.DataFrame:
@@ -98,8 +100,20 @@ class BacktestResult:
             "metrics": self.metrics,
             "warnings": self.warnings,
             "in_sample": self.in_sample,
+            "stopped_at": self.stopped_at,
+            "settings": self.settings(),
         }
         return cast(dict[str, Any], jsonable(summary, "summary", str_keys=True))
+
+    def settings(self) -> dict[str, Any]:
+        """The costs and sizing the figures depend on: fees, size mode and size,
+        leverage (None: no margin limit) and the intrabar model."""
+        keys = ("maker_fee", "taker_fee", "size_mode", "size", "leverage", "intrabar")
+        return {k: self.config.get(k) for k in keys}
+
+    def caption(self) -> str:
+        """One line stating the fees, sizing, leverage and intrabar model of the run."""
+        return settings_caption(self.config)
 
     def __repr__(self) -> str:
         ret = self.metrics.get("total_return", float("nan"))
@@ -107,3 +121,20 @@ class BacktestResult:
             f"BacktestResult({self.strategy} {self.params} on {self.symbol}: "
             f"{len(self.trades)} trades, total return {ret:.2%})"
         )
+
+
+def settings_caption(config: Mapping[str, Any]) -> str:
+    """`fee 0.1% taker / 0.02% maker · size 95% of equity · leverage 1× · intrabar path`
+    from a run's settings (`RunConfig.to_mapping()`)."""
+    taker, maker = float(config["taker_fee"]) * 100, float(config["maker_fee"]) * 100
+    fee = f"fee {taker:.4g}%" if taker == maker else f"fee {taker:.4g}% taker / {maker:.4g}% maker"
+    size, mode = float(config["size"]), config["size_mode"]
+    sizing = {
+        "equity": f"size {size * 100:.4g}% of equity",
+        "fixed": f"size {size:g} (fixed, base units)",
+        "notional": f"size {size:,.2f} quote (notional)",
+        "risk": f"size from risk per trade ({config.get('risk_profile')} profile)",
+    }.get(mode, f"size {size:g} ({mode})")
+    lev = config.get("leverage")
+    leverage = "no margin limit" if lev is None else f"leverage {float(lev):g}×"
+    return f"{fee} · {sizing} · {leverage} · intrabar {config['intrabar']}"

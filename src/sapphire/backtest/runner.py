@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from sapphire.backtest.metrics import compute_metrics, periods_per_year
 from sapphire.backtest.result import TRADE_COLUMNS, BacktestResult
 from sapphire.engine.config import RUN_OPTIONS, RunConfig
+from sapphire.engine.risk_monitor import zero_equity_warning
 from sapphire.engine.strategy import EventStrategy
 from sapphire.sim import kernel as K
 from sapphire.strategy.base import Bars, Signals, Strategy, snake_case
@@ -22,8 +23,11 @@ from sapphire.strategy.signals import SignalArrays, normalize_signals
 
 SIZE_MODES = {"fixed": K.SIZE_FIXED, "notional": K.SIZE_NOTIONAL, "equity": K.SIZE_EQUITY}
 EXIT_REASONS = np.array(
-    ["", "signal", "stop_loss", "take_profit", "trailing_stop", "end", "liquidation", "kill_switch"]
-)
+    [
+        "", "signal", "stop_loss", "take_profit", "trailing_stop", "end", "liquidation",
+        "kill_switch", "zero_equity",
+    ]
+)  # fmt: skip
 ORDER_TYPES = np.array(["market", "limit", "stop"])
 ORDER_STATUS = np.array(["filled", "expired", "rejected"])
 # the DatetimeIndex of each Bars object still alive (Bars are immutable)
@@ -41,7 +45,7 @@ REJECT_REASONS = np.array(
 ROLES = np.array(
     [
         "entry", "signal", "stop_loss", "take_profit", "trailing_stop", "end", "liquidation",
-        "kill_switch",
+        "kill_switch", "zero_equity",
     ]
 )  # fmt: skip
 
@@ -270,6 +274,10 @@ class Backtest:
             funding=float(scalars[K.S_FUNDING]),
             bars_in_market=int(scalars[K.S_BARS_IN_MARKET]),
         )
+        warnings = list(getattr(self.strategy, "caveats", ()))
+        stop_bar = int(scalars[K.S_STOP_BAR])
+        if stop_bar >= 0:
+            warnings.append(zero_equity_warning(int(bars.time[stop_bar])))
         return BacktestResult(
             strategy=name,
             params=params,
@@ -282,7 +290,8 @@ class Backtest:
             _orders=lambda: self._orders_frame(orders),
             _fills=lambda: self._fills_frame(orders),
             # a strategy scoring a fitted model says which bars the model was trained on
-            warnings=list(getattr(self.strategy, "caveats", ())),
+            warnings=warnings,
+            stopped_at=self.index[stop_bar] if stop_bar >= 0 else None,
             in_sample=getattr(self.strategy, "in_sample", None),
         )
 
@@ -295,7 +304,7 @@ class Backtest:
         equity = np.empty(n)
         orders = np.empty((2 * n_entries + 2, K.ORDER_FIELDS))
         trades = np.empty((n_entries + 1, K.TRADE_FIELDS))
-        scalars = np.zeros(6)
+        scalars = np.zeros(K.SCALAR_FIELDS)
         K.simulate(
             bars.open, bars.high, bars.low, bars.close,
             sig.enter_long, sig.exit_long, sig.enter_short, sig.exit_short,
@@ -319,6 +328,7 @@ class Backtest:
         run = run_event_backtest(
             self.bars, self.strategy, self.config, signals=sig, symbol=self.symbol,
             funding=funding if len(funding) else None, risk_profile=self.risk_profile,
+            new_strategy=self._new_strategy if self.event_driven else None,
         )  # fmt: skip
         self.event_run = run
         return run.equity, run.orders, run.trades, run.scalars

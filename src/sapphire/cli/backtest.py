@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -52,12 +52,12 @@ def backtest_command(
         if getattr(event, "kind", None) is not None:
             err_console.print(f"[yellow]risk:[/] {event.reason}", highlight=False)
 
-    rejected = result.orders[result.orders["status"] == "rejected"]
-    if len(rejected):
-        reasons = ", ".join(f"{k}: {v}" for k, v in rejected["reason"].value_counts().items())
+    from sapphire.engine.risk_monitor import refusal_summary
+
+    summary = refusal_summary(_refusals(bt, result))
+    if summary is not None:
         err_console.print(
-            f"[yellow]warning:[/] {len(rejected)} orders rejected ({reasons}); "
-            "raise --cash or --leverage, or lower --size",
+            f"[yellow]warning:[/] {summary}; raise --cash or --leverage, or lower --size",
             highlight=False,
         )
     for warning in result.warnings:
@@ -74,8 +74,23 @@ def backtest_command(
         return
     title = f"{result.strategy} {result.params} on {result.symbol}"
     console.print(metrics_table({result.strategy: result.metrics}, title))
+    console.print(result.caption(), highlight=False, soft_wrap=True)
     for key, path in outputs.items():
         console.print(f"{key.replace('_', ' ')}: {path}", soft_wrap=True)
+
+
+def _refusals(bt: Any, result: Any) -> dict[str, int]:
+    """The run's refused orders by main reason: the event engine's in the risk engine's or
+    venue's own words (`EventRun.refusals`), the kernel's by its rejection reason."""
+    from sapphire.engine.risk_monitor import refusal_counts
+
+    rejected = result.orders[result.orders["status"] == "rejected"]
+    run = bt.event_run
+    words = [reason for _bar, _cid, reason in run.refusals] if run is not None else []
+    # rows the event engine refused itself (no stop to size from, a bad entry price)
+    own = rejected["reason"].isin(["no stop-loss to size from", "invalid entry price"])
+    rows = rejected[own] if words else rejected
+    return refusal_counts([*words, *rows["reason"]])
 
 
 def strategies_command() -> None:

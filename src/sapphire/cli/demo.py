@@ -54,6 +54,7 @@ def demo_command(
             f"Built-in strategies on FTX BTC-PERP 1m, fee {fee:.2%} per fill, 95% of equity",
         )
     )
+    console.print(results[best].caption(), highlight=False, soft_wrap=True)
     console.print(f"Report ({best}, best Sharpe): [bold]{path}[/]", soft_wrap=True)
     if ml:
         demo_ml(fee)

@@ -56,6 +56,33 @@ def _summary(view: Any) -> dict[str, Any]:
     return out
 
 
+def _settings(config: PaperConfig) -> dict[str, Any]:
+    """The costs and sizing of a run (as a backtest's `--json` gives them)."""
+    keys = ("maker_fee", "taker_fee", "size_mode", "size", "leverage", "intrabar")
+    return {k: getattr(config, k) for k in keys}
+
+
+def _warn(denied: dict[str, int], stopped: str | None) -> None:
+    """The refused orders by main reason, and a stop at zero equity, as warnings."""
+    from sapphire.engine.risk_monitor import refusal_summary
+
+    summary = refusal_summary(denied)
+    if summary is not None:
+        err_console.print(f"[yellow]warning:[/] {summary}", highlight=False)
+    if stopped is not None:
+        err_console.print(f"[yellow]warning:[/] {stopped}", highlight=False)
+
+
+def _refused(orders: list[Any]) -> dict[str, int]:
+    """The stored orders' refusals (risk denials, venue rejections) by main reason."""
+    from sapphire.domain import OrderDenied, OrderRejected
+    from sapphire.engine.risk_monitor import refusal_counts
+
+    return refusal_counts(
+        e.reason for o in orders for e in o.events if isinstance(e, OrderDenied | OrderRejected)
+    )
+
+
 def _drive(session: Any, live: bool, as_json: bool, seconds: float | None) -> None:
     try:
         if live and not as_json:
@@ -73,9 +100,14 @@ def _drive(session: Any, live: bool, as_json: bool, seconds: float | None) -> No
         )
         raise typer.Exit(code=130) from None
     if as_json:
-        print(json.dumps(_summary(view)))
+        print(json.dumps({**_summary(view), "settings": _settings(session.config)}))
     elif not live:
         console.print(_view_table(view))
+    if not as_json:
+        from sapphire.backtest.result import settings_caption
+
+        console.print(settings_caption(session.config.to_mapping()), highlight=False)
+    _warn(view.denied, view.stopped)
     if view.status != "finished":
         err_console.print(f"resume with: sapphire paper resume {view.run_id}", highlight=False)
 
@@ -84,7 +116,6 @@ def _drive(session: Any, live: bool, as_json: bool, seconds: float | None) -> No
 @run_options(
     cls=PaperConfig,
     skip=("engine", "fill_at", "maintenance_margin", "liquidation_fee", "params"),
-    defaults={"size": 0.01},
 )
 def paper_command(
     config: PaperConfig,
@@ -220,6 +251,7 @@ def runs_show_command(
             for o in orders
         ]  # fmt: skip
         out["fills"] = len(fills)
+        out["denied"] = _refused(orders)
         print(json.dumps(out))
         return
     head = Table(title=f"run {info.run_id}", title_justify="left", show_header=False)
@@ -257,3 +289,9 @@ def runs_show_command(
                 o.status.value,
             )  # fmt: skip
     console.print(Group(head, pos, bal, open_t))
+    if {"taker_fee", "maker_fee", "size", "size_mode", "intrabar"} <= set(info.config):
+        from sapphire.backtest.result import settings_caption
+
+        console.print(settings_caption(info.config), highlight=False)
+    stopped = info.reason if info.reason and "equity reached zero" in info.reason else None
+    _warn(_refused(orders), stopped)

@@ -90,6 +90,7 @@ class VectorAdapter(EventStrategy):
         strategy_id: str | None = None,
         risk_profile: RiskProfile | None = None,
         instrument: Instrument | None = None,
+        leverage: float | None = None,
     ) -> None:
         super().__init__(strategy_id or strategy.name)
         if size_mode not in (*QUANTITY_MODES, "risk"):
@@ -110,6 +111,8 @@ class VectorAdapter(EventStrategy):
         # risk sizing is per entry (`RiskSizer`); `size` is then unused
         self._quantity = QuantitySizer("equity" if size_mode == "risk" else size_mode, size, lot)
         self._risk = (risk_profile, instrument)
+        # a risk-sized entry fits the margin at this leverage (None: the cash alone, 1x)
+        self._leverage = leverage or 1.0
         self._overrides = (stop_loss, take_profit, trailing_stop)
         fixed = self._quantity(Decimal(1), Decimal(0)) if size_mode == "fixed" else None
         # a fixed size below one lot is left to the venue's sizer, which rejects it
@@ -211,6 +214,8 @@ class VectorAdapter(EventStrategy):
         ts_ns: int | None = None,
     ) -> None:
         assert sig is not None
+        if self.node.stopped is not None:
+            return  # trading stopped for good (the equity reached zero): signals ignored
         pos = self.pos
         if (pos > 0 and (xl or es)) or (pos < 0 and (xs or el)):
             self._cancel_children()
@@ -238,7 +243,7 @@ class VectorAdapter(EventStrategy):
             if stop_loss is None or profile is None or instrument is None:
                 self.rejected.append((self.node.bar_index, float(want), 0, NO_STOP))
                 return
-            sizer = RiskSizer(stop_loss, side.sign, profile, instrument)
+            sizer = RiskSizer(stop_loss, side.sign, profile, instrument, self._leverage)
         elif self.size_mode == "fixed" and self._fixed_qty is not None:
             sizer = None
         else:

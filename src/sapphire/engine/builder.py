@@ -19,7 +19,7 @@ from sapphire.engine.adapter import VectorAdapter
 from sapphire.engine.clock import Clock
 from sapphire.engine.config import RunConfig
 from sapphire.engine.node import TradingNode
-from sapphire.engine.risk_monitor import RiskMonitor
+from sapphire.engine.risk_monitor import EquityGuard, RiskMonitor
 from sapphire.engine.strategy import EventStrategy
 from sapphire.portfolio import Portfolio
 from sapphire.risk import RiskProfile
@@ -36,12 +36,13 @@ STRATEGY_ID = "s"
 @dataclass
 class NodeSetup:
     """A built node and what the run drives or reads: its trading strategy (the user's
-    `EventStrategy` or the `VectorAdapter` running a vectorised one) and the risk
-    monitor (None without a risk profile)."""
+    `EventStrategy` or the `VectorAdapter` running a vectorised one), the risk
+    monitor (None without a risk profile) and the zero-equity stop (None when left out)."""
 
     node: TradingNode
     trader: EventStrategy
     monitor: RiskMonitor | None
+    guard: EquityGuard | None = None
 
 
 def build_node(
@@ -58,6 +59,7 @@ def build_node(
     signals: SignalArrays | None = None,
     risk_profile: RiskProfile | None = None,
     instrument: Instrument | None = None,
+    equity_guard: bool = True,
 ) -> NodeSetup:
     """A node trading `strategy` on `instrument_id` through `venue`, set up by `config`.
 
@@ -65,7 +67,10 @@ def build_node(
     `signals`) are what a vectorised strategy's adapter evaluates; `risk_profile` (the
     resolved `config.risk_profile`) adds pre-trade checks and the portfolio limits with
     their kill switch, and sizes `size_mode="risk"` entries with `instrument` (by default
-    `config.instrument(instrument_id)`)."""
+    `config.instrument(instrument_id)`). `equity_guard` adds the `EquityGuard`: trading
+    stops for good when the equity at a bar's close is zero or less (an event backtest
+    leaves it out of its first pass, which runs faster, and adds it when that pass's
+    equity reached zero)."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is invalid: expected one of {', '.join(MODES)}")
     node = TradingNode(
@@ -80,18 +85,26 @@ def build_node(
         trader: EventStrategy = strategy
     elif isinstance(strategy, Strategy):
         risk_sized = config.size_mode == "risk"
+        inst = instrument or config.instrument(instrument_id)
         trader = VectorAdapter(
             strategy, instrument_id, bars=bars, signals=signals, size=config.size,
-            size_mode=config.size_mode, lot=config.lot_size,  # type: ignore[arg-type]
+            # sized quantities on the instrument's lot grid (without a lot size, its fine
+            # default one): a position off the grid could not be closed, since the
+            # pre-trade checks refuse an off-grid closing order
+            size_mode=config.size_mode, lot=config.lot_size or float(inst.lot_size),  # type: ignore[arg-type]
             stop_loss=config.stop_loss, take_profit=config.take_profit,
             trailing_stop=config.trailing_stop, strategy_id=STRATEGY_ID,
             risk_profile=risk_profile if risk_sized else None,
-            instrument=(instrument or config.instrument(instrument_id)) if risk_sized else None,
+            instrument=inst if risk_sized else None, leverage=config.leverage,
         )  # fmt: skip
     else:
         raise TypeError(
             f"strategy must be a Strategy or an EventStrategy instance, got {strategy!r:.80}"
         )
+    guard = None
+    if equity_guard:
+        guard = EquityGuard()
+        node.add_strategy(guard, bars=[instrument_id])  # first: the close before any trade
     monitor = None
     if risk_profile is not None:
         # added first: it sees each bar's close before the strategy acts on it
@@ -100,4 +113,4 @@ def build_node(
         )
         node.add_strategy(monitor, bars=[instrument_id])
     node.add_strategy(trader, bars=[instrument_id])
-    return NodeSetup(node, trader, monitor)
+    return NodeSetup(node, trader, monitor, guard)

@@ -40,13 +40,17 @@ class RunConfig:
     """
 
     cash: float = option(10_000.0, "Starting cash (quote currency).")
-    size: float = option(1.0, "Position size; meaning set by --size-mode.")
-    size_mode: str = option(
-        "fixed",
-        "fixed (base qty), notional (quote amount), equity (fraction), risk (the risk "
-        "profile's risk per trade from each entry's stop-loss; event engine and paper).",
+    size: float = option(
+        0.95, "Position size; meaning set by --size-mode (default: 95% of equity)."
     )
-    leverage: float | None = option(None, "Max notional / equity; default: no margin limit.")
+    size_mode: str = option(
+        "equity",
+        "equity (fraction of equity), fixed (base qty), notional (quote amount), risk (the "
+        "risk profile's risk per trade from each entry's stop-loss; event engine and paper).",
+    )
+    leverage: float | None = option(
+        1.0, "Max notional / equity (margin limit); 0: no margin limit (cash may go negative)."
+    )
     maker_fee: float = option(0.0, "Maker fee, fraction of notional (overrides --fee).")
     taker_fee: float = option(0.0, "Taker fee, fraction of notional (overrides --fee).")
     slippage_bps: float = option(0.0, "Slippage on taker fills, in bps.")
@@ -113,8 +117,10 @@ class RunConfig:
             raise bad("size", self.size, "a positive number")
         if self.size_mode not in _SIZE_MODES:
             raise bad("size_mode", self.size_mode, ", ".join(_SIZE_MODES))
+        if finite(self.leverage) and self.leverage == 0:
+            object.__setattr__(self, "leverage", None)  # 0: no margin limit, asked for
         if self.leverage is not None and not (finite(self.leverage) and self.leverage >= 1):
-            raise bad("leverage", self.leverage, "a number >= 1, or None for no margin limit")
+            raise bad("leverage", self.leverage, "a number >= 1, or 0 for no margin limit")
         for name in ("maker_fee", "taker_fee"):
             value = getattr(self, name)
             if not (finite(value) and -0.01 <= value < 0.1):

@@ -66,7 +66,12 @@ from sapphire.engine.strategy import EventStrategy
 from sapphire.portfolio import Account, Portfolio
 from sapphire.risk import RiskEngine
 
-__all__ = ["BarFeed", "FundingPaid", "TradingNode", "Venue", "VenueLiquidation"]
+__all__ = [
+    "ZERO_EQUITY_TAG", "BarFeed", "FundingPaid", "TradingNode", "Venue", "VenueLiquidation",
+]  # fmt: skip
+
+#: the tag of the orders closing the positions when the equity reached zero
+ZERO_EQUITY_TAG = "zero_equity"
 
 Sizer = Callable[[Decimal, Decimal], "Decimal | str"]
 _OE = TypeVar("_OE", bound=OrderEvent)
@@ -146,6 +151,9 @@ class TradingNode:
         # a strategy's own state (e.g. its drawdown limit, set by a `RiskMonitor`): its
         # orders are checked under the more severe of this and `trading_state`
         self.strategy_states: dict[str, TradingState] = {}
+        # why trading stopped for good (`EquityGuard`: the equity reached zero): every
+        # order but the stop's own closing ones (tag `ZERO_EQUITY_TAG`) is denied
+        self.stopped: str | None = None
         if portfolio is None:
             ccy = currency or getattr(venue, "currency", None) or "USDT"
             start = cash if cash is not None else venue.balance(ccy)
@@ -293,8 +301,12 @@ class TradingNode:
         if tag is not None:
             self.tags[cid] = tag
         ts = self.clock.now_ns()
-        if self.risk is not None:
-            reason = pretrade.check(self, order, ts, sizer)
+        if self.stopped is not None or self.risk is not None:
+            if self.stopped is not None:
+                # the stop's closing orders, and the close at the end of the data, pass
+                reason = None if tag in (ZERO_EQUITY_TAG, "end") else self.stopped
+            else:
+                reason = pretrade.check(self, order, ts, sizer)
             if reason is not None:
                 denied = OrderDenied(
                     event_id=self.next_event_id(), ts_ns=ts, client_order_id=cid, reason=reason

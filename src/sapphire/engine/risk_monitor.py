@@ -18,7 +18,9 @@ them to `PortfolioLimits.evaluate`. It publishes the `RiskEvent`s and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -32,13 +34,19 @@ from sapphire.domain import (
     TradingStateChanged,
 )
 from sapphire.domain.instrument import to_decimal
+from sapphire.engine.node import ZERO_EQUITY_TAG
 from sapphire.engine.strategy import EventStrategy
 from sapphire.risk import CloseIntent, KillSwitch, PortfolioLimits
 
-__all__ = ["RiskMonitor"]
+__all__ = [
+    "EquityGuard", "RiskMonitor", "refusal_counts", "refusal_summary", "zero_equity_warning",
+]  # fmt: skip
 
 _HALTED = TradingState.HALTED
 KILL_SWITCH_TAG = "kill_switch"
+#: why the node denies every order after the `EquityGuard` stopped it
+ZERO_EQUITY_DENIAL = "trading stopped: the equity reached zero"
+_FIGURE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
 class RiskMonitor(EventStrategy):
@@ -153,3 +161,79 @@ class RiskMonitor(EventStrategy):
         for event in events:
             self.events.append(event)
             self.node.bus.publish(event)
+
+
+def zero_equity_warning(ts_ns: int) -> str:
+    """What a run stopped by `EquityGuard` (or the kernel's same rule) says about it."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M")
+    return f"equity reached zero at {when} UTC; trading stopped"
+
+
+class EquityGuard(EventStrategy):
+    """Stops trading for good when the equity at a bar's close is zero or less.
+
+    Added to a node before the trading strategies (it sees each bar's close first), it
+    then cancels every working order, closes each open position with a market order
+    (tag `zero_equity`: filled at the next bar's open, as the kernel's rule) and sets
+    `node.stopped`, after which the node denies every other order. `stopped_ns` is the
+    open time of that bar, `stopped_bar` its index (the node's `bar_index`).
+    """
+
+    def __init__(self, strategy_id: str = "equity_guard") -> None:
+        super().__init__(strategy_id)
+        self.stopped_ns: int | None = None
+        self.stopped_bar: int | None = None
+
+    def on_bar(self, bar: Any) -> None:
+        self.check(bar.ts_ns)
+
+    def check(self, ts_ns: int) -> None:
+        """Stop trading when the equity at the last prices is zero or less."""
+        node = self.node
+        if node.stopped is not None:
+            return
+        marks = node._marks()
+        portfolio = node.portfolio
+        if any(p.instrument_id not in marks for p in portfolio.open_positions()):
+            return  # a position without a price cannot be valued yet
+        if portfolio.equity(marks) > 0:
+            return
+        self.stopped_ns, self.stopped_bar = ts_ns, node.bar_index
+        for order in node.open_orders():
+            if order.status is not OrderStatus.PENDING_CANCEL:
+                node.cancel_order(order.client_order_id)
+        node.stopped = ZERO_EQUITY_DENIAL
+        by_id = {s.strategy_id: s for s in node.strategies}
+        for pos in portfolio.open_positions():
+            owner = by_id.get(pos.strategy_id) if pos.strategy_id is not None else None
+            if owner is None:
+                continue
+            side = OrderSide.SELL if pos.quantity > 0 else OrderSide.BUY
+            order = owner.market(pos.instrument_id, side, abs(pos.quantity), reduce_only=True)
+            node.submit_order(owner, order, tag=ZERO_EQUITY_TAG)
+
+
+def refusal_counts(reasons: Iterable[str]) -> dict[str, int]:
+    """The refused orders of a run counted by main reason, most frequent first: a reason's
+    text up to its first ": " or "; ", without its brackets, every figure as N (e.g.
+    `required margin N QUOTE exceeds free margin N QUOTE`)."""
+    kinds: Counter[str] = Counter()
+    for reason in reasons:
+        head = re.split(r"[:;] ", reason, maxsplit=1)[0]
+        head = _FIGURE.sub("N", re.sub(r"\s*\([^)]*\)", "", head))
+        kinds[" ".join(head.split()) or reason] += 1
+    return dict(kinds.most_common())
+
+
+def refusal_summary(counts: Mapping[str, int]) -> str | None:
+    """`"717 orders denied (required margin: 717)"` from `refusal_counts` (the three main
+    reasons); None when no order was refused."""
+    total = sum(counts.values())
+    if not total:
+        return None
+    parts = ", ".join(f"{k}: {v}" for k, v in list(counts.items())[:3])
+    more = len(counts) - 3
+    tail = f", {more} other reason{'s' if more > 1 else ''}" if more > 0 else ""
+    return f"{total} order{'s' if total > 1 else ''} denied ({parts}{tail})"

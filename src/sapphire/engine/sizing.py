@@ -8,7 +8,9 @@ the quantity (or the reason none can be traded). The venue may run in another pr
 - `QuantitySizer`: `fixed` (a base quantity), `notional` (a quote amount / the fill
   price) or `equity` (a fraction of the equity / the fill price), rounded down to a lot.
 - `RiskSizer`: fixed-fractional sizing (`size_mode="risk"`): risk the profile's risk per
-  trade of the equity between the fill price and the entry's stop-loss.
+  trade of the equity between the fill price and the entry's stop-loss, within the margin
+  the run's leverage allows (a tight stop would otherwise ask for more than the account
+  can hold, and every entry would be denied for margin).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class QuantitySizer:
         if q <= 0:
             return "insufficient margin"
         lot = self.lot
-        if lot is not None:
+        if lot is not None and q % lot != 0:  # on the grid already: kept as written
             q = ((q / lot) + _FUDGE).to_integral_value(rounding=ROUND_FLOOR) * lot
             if q <= 0:
                 return "size below lot"
@@ -67,11 +69,20 @@ class QuantitySizer:
 class RiskSizer:
     """Risk the profile's risk per trade between the fill and the stop-loss `stop` (a
     fraction of the fill price, below it for a buy, `side` +1, above it for a sell, -1),
-    quantised by the instrument (`sapphire.risk.sizing.fixed_fractional`)."""
+    quantised by the instrument (`sapphire.risk.sizing.fixed_fractional`), and at most
+    what the equity holds at `leverage` with the fee paid (`notional / leverage + fee <=
+    equity`, the pre-trade margin check)."""
 
-    __slots__ = ("instrument", "profile", "side", "stop")
+    __slots__ = ("instrument", "leverage", "profile", "side", "stop")
 
-    def __init__(self, stop: Any, side: int, profile: RiskProfile, instrument: Instrument) -> None:
+    def __init__(
+        self,
+        stop: Any,
+        side: int,
+        profile: RiskProfile,
+        instrument: Instrument,
+        leverage: Any = 1,
+    ) -> None:
         self.stop = to_decimal(stop, "stop")
         if not self.stop > 0:
             raise ValueError(f"stop={stop!r} is invalid: expected a fraction > 0")
@@ -80,6 +91,9 @@ class RiskSizer:
         self.side = side
         self.profile = profile
         self.instrument = instrument
+        self.leverage = to_decimal(leverage, "leverage")
+        if not self.leverage > 0:
+            raise ValueError(f"leverage={leverage!r} is invalid: expected a number > 0")
 
     def __call__(self, px: Decimal, equity: Decimal) -> Decimal | str:
         from sapphire.risk.sizing import fixed_fractional
@@ -91,10 +105,17 @@ class RiskSizer:
             return f"stop-loss {self.stop} puts the stop at or below zero"
         fraction = self.profile.risk_fraction(equity)
         qty = fixed_fractional(equity, fraction, px, level, self.instrument)
+        inst = self.instrument
+        fee = max(inst.taker_fee, inst.maker_fee, Decimal(0))
+        cap = inst.quantize_qty(equity / (px * (1 / self.leverage + fee)))
+        qty = min(qty, cap)
         return qty if qty > 0 else "size below lot"
 
     def spec(self) -> dict[str, Any]:
-        return {"mode": "risk", "stop": str(self.stop), "side": self.side}
+        return {
+            "mode": "risk", "stop": str(self.stop), "side": self.side,
+            "leverage": str(self.leverage),
+        }  # fmt: skip
 
 
 def sizer_from_spec(
@@ -111,5 +132,8 @@ def sizer_from_spec(
     if mode == "risk":
         if profile is None or instrument is None:
             raise ValueError("sizer mode='risk' needs the run's risk profile and instrument")
-        return RiskSizer(Decimal(spec["stop"]), int(spec["side"]), profile, instrument)
+        return RiskSizer(
+            Decimal(spec["stop"]), int(spec["side"]), profile, instrument,
+            Decimal(spec.get("leverage", "1")),
+        )  # fmt: skip
     return QuantitySizer(str(mode), spec["size"], spec.get("lot") or None)

@@ -30,7 +30,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -45,6 +45,7 @@ from sapphire.domain import (
     OrderDenied,
     OrderEvent,
     OrderFilled,
+    OrderRejected,
     OrderStatus,
     RiskEvent,
     StrategyId,
@@ -55,6 +56,7 @@ from sapphire.domain import (
 from sapphire.domain.instrument import to_decimal
 from sapphire.engine import VectorAdapter
 from sapphire.engine.builder import build_node
+from sapphire.engine.risk_monitor import refusal_counts, zero_equity_warning
 from sapphire.paper.client import RemoteVenue, VenueClient, ensure_venue
 from sapphire.paper.config import PaperConfig, parse_speed
 from sapphire.portfolio import Account, Portfolio
@@ -99,6 +101,10 @@ class SessionView:
     open_orders: list[tuple[str, str, str, str, str]]
     fills: int
     status: str
+    #: refused orders (denied by the risk engine or rejected by the venue) by main reason
+    denied: dict[str, int] = field(default_factory=dict)
+    #: why trading stopped for good (the equity reached zero), None while it trades
+    stopped: str | None = None
 
 
 class PaperSession:
@@ -147,6 +153,8 @@ class PaperSession:
         self.adapter: VectorAdapter = setup.trader
         #: the risk profile's limits and kill switch (None without a profile), fed each bar
         self.monitor = setup.monitor
+        #: stops trading for good when the equity at a bar's close reaches zero
+        self.guard = setup.guard
         self.node.bus.subscribe(RiskEvent, self._record_risk)
         self.node.bus.subscribe(TradingStateChanged, self._record_risk)
         self._risk_events = 0
@@ -469,7 +477,11 @@ class PaperSession:
         self.store.save_equity_snapshot(
             self.node.portfolio.snapshot(end, marks), run_id=self.run_id
         )
-        self.store.finish_run(self.run_id, time.time_ns())
+        guard = self.guard
+        stopped = guard.stopped_ns if guard is not None else None
+        # a stop at zero equity is kept with the run (`runs show` prints its reason)
+        reason = zero_equity_warning(stopped) if stopped is not None else None
+        self.store.finish_run(self.run_id, time.time_ns(), reason=reason)
         self.status = "finished"
 
     def run(
@@ -552,7 +564,23 @@ class PaperSession:
             fills=sum(1 for o in node.orders.values() for e in o.events
                       if isinstance(e, OrderFilled)),
             status=self.status,
+            denied=refusal_counts(self.refusals()),
+            stopped=(
+                zero_equity_warning(self.guard.stopped_ns)
+                if self.guard is not None and self.guard.stopped_ns is not None
+                else None
+            ),
         )  # fmt: skip
+
+    def refusals(self) -> list[str]:
+        """The reason of every order refused so far: denied by the node's risk engine
+        (or its stop at zero equity) or rejected by the venue."""
+        return [
+            e.reason
+            for o in self.node.orders.values()
+            for e in o.events
+            if isinstance(e, OrderDenied | OrderRejected)
+        ]
 
 
 def denied(order_events: list[OrderEvent]) -> bool:

@@ -13,8 +13,10 @@ from numba import njit
 
 # Entry order types (Signals.entry_type) and order types in the orders record.
 MARKET, LIMIT, STOP = 0, 1, 2
-# What an order was for; for exits this is the trade's exit reason.
+# What an order was for; for exits this is the trade's exit reason (6 and 7 are the
+# event engine's liquidation and kill switch; 8 the close after the equity reached zero).
 ROLE_ENTRY, ROLE_SIGNAL, ROLE_STOP_LOSS, ROLE_TAKE_PROFIT, ROLE_TRAILING, ROLE_END = range(6)
+ROLE_ZERO_EQUITY = 8
 # Order status and rejection reasons.
 FILLED, EXPIRED, REJECTED = 0, 1, 2
 REASON_NONE, REASON_LOT, REASON_MARGIN, REASON_PRICE = 0, 1, 2, 3
@@ -30,8 +32,10 @@ T_ENTRY_BAR, T_EXIT_BAR, T_SIDE, T_QTY, T_ENTRY_PRICE, T_EXIT_PRICE = range(6)
 T_ENTRY_FEE, T_EXIT_FEE, T_FUNDING, T_REASON = 6, 7, 8, 9
 TRADE_FIELDS = 10
 
-# Index of the scalar outputs.
-S_CASH, S_FEES, S_FUNDING, S_BARS_IN_MARKET, S_N_ORDERS, S_N_TRADES = range(6)
+# Index of the scalar outputs (S_STOP_BAR: the bar whose close found the equity at zero
+# or below, after which nothing trades; -1: none).
+S_CASH, S_FEES, S_FUNDING, S_BARS_IN_MARKET, S_N_ORDERS, S_N_TRADES, S_STOP_BAR = range(7)
+SCALAR_FIELDS = 7
 
 
 @njit(cache=True)
@@ -174,6 +178,7 @@ def simulate(
     in_market = 0
     n_orders = 0
     n_trades = 0
+    stop_bar = -1  # the bar whose close found the equity at zero or below
 
     # The open position (side 0 = flat).
     side = 0.0
@@ -216,6 +221,26 @@ def simulate(
                 trade_funding -= pay
                 funding_total -= pay
 
+        # Stopped (the equity reached zero): close the position at this open, then idle.
+        if stop_bar >= 0:
+            if side != 0.0:
+                x = _slip(o, -side, slip_bps, slip_ticks, tick)
+                fee = qty * x * taker_fee
+                cash += side * qty * x - fee
+                fees_total += fee
+                n_orders = _record_order(
+                    orders, n_orders, stop_bar, i, -side, MARKET, ROLE_ZERO_EQUITY, qty,
+                    np.nan, x, fee, FILLED, REASON_NONE, False,
+                )  # fmt: skip
+                n_trades = _record_trade(
+                    trades, n_trades, entry_bar, i, side, qty, entry_px, x, entry_fee, fee,
+                    trade_funding, ROLE_ZERO_EQUITY,
+                )  # fmt: skip
+                side = 0.0
+                qty = 0.0
+            equity[i] = cash
+            continue
+
         # Fast path: no signal to act on, no pending order, no bracket to watch.
         if p_side == 0.0 and (side == 0.0 or not (has_sl or has_tp or has_ts)):
             j = i if fill_close else i - 1
@@ -225,6 +250,8 @@ def simulate(
                     equity[i] = cash + side * qty * c
                 else:
                     equity[i] = cash
+                if equity[i] <= 0.0:
+                    stop_bar = i
                 continue
 
         # Phase 0: signal orders at the open (signals of i - 1); phase 1: the intrabar
@@ -653,6 +680,16 @@ def simulate(
             equity[i] = cash + side * qty * c
         else:
             equity[i] = cash
+        if equity[i] <= 0.0:
+            # trading stops: the position closes at the next open, a pending entry (of
+            # fill_at="close") expires now, and no signal is acted upon any more
+            stop_bar = i
+            if p_side != 0.0:
+                n_orders = _record_order(
+                    orders, n_orders, p_bar, -1, p_side, p_type, ROLE_ENTRY, 0.0, p_level,
+                    np.nan, 0.0, EXPIRED, REASON_NONE, p_type == LIMIT,
+                )  # fmt: skip
+                p_side = 0.0
 
     if p_side != 0.0:
         n_orders = _record_order(
@@ -715,3 +752,4 @@ def simulate(
     scalars[S_BARS_IN_MARKET] = in_market
     scalars[S_N_ORDERS] = n_orders
     scalars[S_N_TRADES] = n_trades
+    scalars[S_STOP_BAR] = stop_bar

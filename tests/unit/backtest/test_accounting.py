@@ -113,6 +113,7 @@ def test_accounting_on_the_btc_month(
         name,
         cash=cash,
         size=1.0,
+        size_mode="fixed",
         fee=0.0005,
         slippage_bps=2,
         stop_loss=0.004,

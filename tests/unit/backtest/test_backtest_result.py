@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from sapphire.backtest.result import BacktestResult
+from sapphire.backtest.result import BacktestResult, settings_caption
+from sapphire.engine.config import RunConfig
 from sapphire.strategy.base import Bars
 
 
@@ -19,7 +20,7 @@ def _result(n: int, metrics: dict[str, float], params: dict[str, object]) -> Bac
     return BacktestResult(
         strategy="s",
         params=params,
-        config={"cash": 1_000.0},
+        config=RunConfig(cash=1_000.0, taker_fee=0.001, maker_fee=0.0002).to_mapping(),
         symbol="BTC/USDT",
         bars=Bars(time_ns, prices, prices, prices, prices, prices, 60 * 10**9),
         equity=pd.Series(np.full(n, 1_000.0), index=index),
@@ -47,8 +48,28 @@ def test_summary_is_strict_json() -> None:
         "bars": 3,
         "metrics": {"total_return": 0.0, "sharpe": None, "profit_factor": None},
         "warnings": [],
-    }
+        "in_sample": None,
+        "stopped_at": None,
+        "settings": {
+            "maker_fee": 0.0002, "taker_fee": 0.001, "size_mode": "equity", "size": 0.95,
+            "leverage": 1.0, "intrabar": "path",
+        },
+    }  # fmt: skip
     assert type(summary["params"]["fast"]) is int
+
+
+def test_the_caption_states_fee_sizing_leverage_and_intrabar_model() -> None:
+    assert _result(2, {}, {}).caption() == (
+        "fee 0.1% taker / 0.02% maker · size 95% of equity · leverage 1× · intrabar path"
+    )
+    old = RunConfig.from_options(
+        size_mode="fixed", size=1.0, leverage=0, fee=0.001, intrabar="worst"
+    )
+    assert settings_caption(old.to_mapping()) == (
+        "fee 0.1% · size 1 (fixed, base units) · no margin limit · intrabar worst"
+    )
+    risk = RunConfig(size_mode="risk", risk_profile="aggressive", engine="event")
+    assert "size from risk per trade (aggressive profile)" in settings_caption(risk.to_mapping())
 
 
 def test_summary_of_an_empty_run() -> None:

@@ -34,8 +34,9 @@ def _bars() -> Bars:
 
 def _run(**kw: object) -> object:
     return Backtest(
-        _bars(), LongOnce, size=5, leverage=20, taker_fee=0.0005, maker_fee=0.0002, **kw
-    ).run()  # type: ignore[arg-type]
+        _bars(), LongOnce, size=5, size_mode="fixed", leverage=20, taker_fee=0.0005,
+        maker_fee=0.0002, **kw,
+    ).run()  # type: ignore[arg-type]  # fmt: skip
 
 
 def test_a_10x_long_is_liquidated_at_the_low_with_taker_and_liquidation_fees() -> None:

@@ -4,11 +4,14 @@ flattens, and later entries are denied with the reason."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from sapphire import Backtest, Bars, Signals, Strategy
 from sapphire.domain import RiskEvent, TradingState, TradingStateChanged
+from sapphire.engine import EventStrategy
 from sapphire.risk import CONSERVATIVE
 
 MIN = 60_000_000_000
@@ -36,7 +39,9 @@ def _bars() -> Bars:
 
 
 def test_a_drawdown_past_the_limit_halts_flattens_and_denies_later_entries() -> None:
-    bt = Backtest(_bars(), EnterTwice, size=90, engine="event", risk_profile="conservative")
+    bt = Backtest(
+        _bars(), EnterTwice, size=90, size_mode="fixed", engine="event", risk_profile="conservative"
+    )
     r = bt.run()
     run = bt.event_run
     # 90 long at 100; the close at 60 is a 36 % drawdown (limit 25 %): halted at bar 2's
@@ -70,8 +75,10 @@ def test_without_a_breach_the_profile_changes_nothing() -> None:
     calm.low[2], calm.close[2] = 95.0, 95.0  # a 4.5 % dip: within every limit
     for k in range(3, 8):
         calm.open[k] = calm.low[k] = calm.high[k] = calm.close[k] = 95.0
-    plain = Backtest(calm, EnterTwice, size=90, engine="event").run()
-    bt = Backtest(calm, EnterTwice, size=90, engine="event", risk_profile=CONSERVATIVE)
+    plain = Backtest(calm, EnterTwice, size=90, size_mode="fixed", engine="event").run()
+    bt = Backtest(
+        calm, EnterTwice, size=90, size_mode="fixed", engine="event", risk_profile=CONSERVATIVE
+    )
     guarded = bt.run()
     assert bt.event_run.node.trading_state is TradingState.ACTIVE
     assert np.array_equal(plain.equity.to_numpy(), guarded.equity.to_numpy())
@@ -125,8 +132,47 @@ def test_the_balance_check_uses_the_venue_leverage(btc_df) -> None:  # type: ign
     # 1 BTC (~47,000 notional) on 10,000 cash: without leverage the profile's balance
     # check denies every entry; with leverage 5 the same entries pass
     df = btc_df.iloc[:3000].reset_index(drop=True)
-    kw = {"engine": "event", "risk_profile": "conservative", "size": 1.0, "cash": 10_000.0}
+    kw = {
+        "engine": "event", "risk_profile": "conservative", "size": 1.0, "size_mode": "fixed",
+        "cash": 10_000.0,
+    }  # fmt: skip
     none = Backtest(df, "sma_cross", **kw).run()
     levered = Backtest(df, "sma_cross", leverage=5, **kw).run()
     assert len(none.trades) == 0
     assert len(levered.trades) > 0
+
+
+class FlipEveryBar(EventStrategy):
+    """Buy when flat, sell when long: one market order a bar, fees and all."""
+
+    def __init__(self, qty: float = 1.0) -> None:
+        super().__init__()
+        self.qty = qty
+
+    def on_bar(self, bar: Any) -> None:
+        side = "sell" if self.position(bar.instrument_id) > 0 else "buy"
+        self.submit_order(self.market(bar.instrument_id, side, self.qty))
+
+
+def test_an_event_strategy_is_stopped_when_the_equity_reaches_zero() -> None:
+    # 1 unit at a flat 100 with 100 cash and a 9 % fee: every fill costs 9, so the
+    # equity falls bar by bar until a close finds it at or below zero
+    n = 30
+    flat = np.full(n, 100.0)
+    bars = Bars(np.arange(n, dtype=np.int64) * MIN, flat, flat, flat, flat, flat, MIN)
+    bt = Backtest(bars, FlipEveryBar, cash=100.0, leverage=0, fee=0.09)
+    r = bt.run()
+    assert r.stopped_at is not None
+    stop = int(np.flatnonzero(r.equity.index == r.stopped_at)[0])
+    assert 5 < stop < n - 5
+    assert r.equity.iloc[stop] <= 0 and (r.equity.iloc[:stop] > 0).all()
+    assert r.warnings == [
+        f"equity reached zero at {r.stopped_at:%Y-%m-%d %H:%M} UTC; trading stopped"
+    ]
+    # the strategy's later orders are denied, with the reason; nothing fills after the
+    # close of the open position at the next open
+    denied = [reason for bar, _cid, reason in bt.event_run.refusals if bar > stop]
+    assert len(denied) == n - 1 - stop
+    assert set(denied) == {"trading stopped: the equity reached zero"}
+    assert (r.fills["bar"] <= stop + 1).all()
+    assert r.equity.iloc[stop + 1 :].nunique() == 1

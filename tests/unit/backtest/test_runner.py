@@ -11,6 +11,7 @@ import pytest
 from sapphire import Backtest, Bars, Param, Signals, Strategy
 from sapphire.backtest import TRADE_COLUMNS, align_funding, bars_from_frame
 from sapphire.data import DataError
+from sapphire.engine.config import RunConfig
 
 
 class EveryN(Strategy):
@@ -42,13 +43,32 @@ def test_result_has_the_documented_shapes(btc_df: pd.DataFrame) -> None:
     assert first["entry_price"] == btc_df["open"].iloc[1]
     assert first["exit_price"] == btc_df["open"].iloc[101]
     assert first["side"] == "long" and first["exit_reason"] == "signal"
-    assert first["fees"] == pytest.approx(0.001 * (first["entry_price"] + first["exit_price"]))
+    # the default size: 95% of the equity at the fill (the cash, when flat)
+    assert first["size"] == pytest.approx(0.95 * 10_000 / first["entry_price"], rel=1e-12)
+    assert first["fees"] == pytest.approx(
+        0.001 * first["size"] * (first["entry_price"] + first["exit_price"]), rel=1e-12
+    )
     fills = r.fills
     assert len(fills) == 2 * len(r.trades)
     assert set(fills["liquidity"]) == {"taker"}
     assert r.orders["status"].eq("filled").all()
     assert r.metrics["n_trades"] == len(r.trades)
     assert r.metrics["final_equity"] == pytest.approx(10_000 + r.trades["pnl"].sum(), rel=1e-12)
+
+
+def test_the_defaults_size_from_equity_at_leverage_1_and_no_limit_is_asked_for(
+    btc_df: pd.DataFrame,
+) -> None:
+    # a newcomer's backtest neither buys a fixed 1 BTC on 10,000 nor borrows
+    bt = Backtest(btc_df, "sma_cross")
+    assert (bt.config.size_mode, bt.config.size, bt.config.leverage) == ("equity", 0.95, 1.0)
+    r = bt.run()
+    notional = r.trades["size"] * r.trades["entry_price"]
+    equity_before = 10_000 + r.trades["pnl"].cumsum().shift(fill_value=0.0)
+    assert np.allclose(notional, 0.95 * equity_before, rtol=1e-9)
+    # 0 asks for no margin limit explicitly (stored as None)
+    assert Backtest(btc_df, "sma_cross", leverage=0).config.leverage is None
+    assert RunConfig.from_options(leverage=0).leverage is None
 
 
 def test_open_position_is_closed_at_the_end(btc_df: pd.DataFrame) -> None:
@@ -92,7 +112,7 @@ def test_catalog_tick_and_lot_sizes_are_respected(tmp_path: Path, btc_df: pd.Dat
     Catalog().import_file(
         path, symbol="BTC-PERP", venue="ftx", timeframe="1m", tick_size=1.0, lot_size=0.001
     )
-    r = Backtest("BTC-PERP", EveryN, size=0.12345, slippage_bps=3).run()
+    r = Backtest("BTC-PERP", EveryN, size=0.12345, size_mode="fixed", slippage_bps=3).run()
     assert r.config["tick_size"] == 1.0 and r.config["lot_size"] == 0.001
     assert np.allclose(r.trades["size"], 0.123)
     prices = np.concatenate([r.trades["entry_price"], r.trades["exit_price"]])
@@ -150,11 +170,12 @@ def test_bad_data_raises_a_data_error_naming_the_row(btc_df: pd.DataFrame) -> No
 
 
 def test_rejected_orders_are_reported_not_resized(btc_df: pd.DataFrame) -> None:
-    r = Backtest(btc_df, EveryN, size=1.0, cash=1_000, leverage=1).run()  # 1 BTC needs ~40k
+    fixed = {"size": 1.0, "size_mode": "fixed", "cash": 1_000}
+    r = Backtest(btc_df, EveryN, leverage=1, **fixed).run()  # 1 BTC needs ~40k
     assert len(r.trades) == 0
     assert set(r.orders["status"]) == {"rejected"}
     assert set(r.orders["reason"]) == {"insufficient margin"}
-    ok = Backtest(btc_df, EveryN, size=1.0, cash=1_000, leverage=50).run()
+    ok = Backtest(btc_df, EveryN, leverage=50, **fixed).run()
     assert len(ok.trades) > 0
 
 

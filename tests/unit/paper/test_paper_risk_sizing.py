@@ -43,11 +43,31 @@ def test_risk_sizer_arithmetic() -> None:
         _risk_sizer("0.1", 0, cfg)
 
 
+def test_a_tight_stop_is_sized_within_the_margin_the_leverage_allows() -> None:
+    # 10,000 * 1 % / (100 * 0.1 %) = 1,000 units (notional 100,000) cannot be held on
+    # 10,000 at leverage 1: the sizer asks for what the margin check lets through instead
+    cfg = PaperConfig(size_mode="risk", lot_size=0.001)
+    conservative, inst = profile("conservative"), cfg.instrument()
+    assert RiskSizer(Decimal("0.001"), 1, conservative, inst)(Decimal(100), Decimal(10_000)) == 100
+    at_5x = RiskSizer(Decimal("0.001"), 1, conservative, inst, leverage=5)
+    assert at_5x(Decimal(100), Decimal(10_000)) == 500
+    # with a 0.1 % fee: notional / 1 + fee <= equity -> 10,000 / (100 * 1.001), to the lot
+    fees = PaperConfig(size_mode="risk", lot_size=0.001, taker_fee=0.001, maker_fee=0.001)
+    fees_inst = fees.instrument()
+    capped = RiskSizer(Decimal("0.001"), -1, conservative, fees_inst)(Decimal(100), Decimal(10_000))
+    assert capped == Decimal("99.900")
+    assert capped * 100 + capped * 100 * Decimal("0.001") <= 10_000
+    wide = RiskSizer(Decimal("0.05"), 1, conservative, inst)  # the risk size fits: kept
+    assert wide(Decimal(100), Decimal(10_000)) == 20
+    rebuilt = make_sizer(sizer_spec(at_5x), cfg)
+    assert rebuilt is not None and rebuilt(Decimal(100), Decimal(10_000)) == 500
+
+
 def test_every_sizer_crosses_to_the_venue() -> None:
     cfg = PaperConfig(size_mode="risk", lot_size=0.001)
     sizer = _risk_sizer("0.05", OrderSide.SELL.sign, cfg)
     spec = sizer_spec(sizer)
-    assert spec == {"mode": "risk", "stop": "0.05", "side": -1}
+    assert spec == {"mode": "risk", "stop": "0.05", "side": -1, "leverage": "1"}
     rebuilt = make_sizer(spec, cfg)
     assert rebuilt is not None
     assert rebuilt(Decimal(100), Decimal(5_000)) == sizer(Decimal(100), Decimal(5_000)) == 10

@@ -3,6 +3,7 @@ backtest; a resumed node adopts the venue's truth (reconciliation)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from sapphire.store import Store
 
 RANGE = {"start": "2022-01-03", "end": "2022-01-03 03:00"}
 CFG = PaperConfig(
-    **RANGE, speed="max", size=0.01, maker_fee=0.0005, taker_fee=0.0005,
+    **RANGE, speed="max", size=0.01, size_mode="fixed", maker_fee=0.0005, taker_fee=0.0005,
     params={"fast": "5", "slow": "20"},
 )  # fmt: skip
 
@@ -32,8 +33,9 @@ def test_lockstep_paper_session_equals_the_event_backtest(tmp_path: Path, store:
     view = session.run()
     assert view.status == "finished"
     bt = Backtest(
-        SAMPLE_PATH, "sma_cross", **RANGE, engine="event", size=0.01, fee=0.0005, fast=5, slow=20
-    ).run()
+        SAMPLE_PATH, "sma_cross", **RANGE, engine="event", size=0.01, size_mode="fixed",
+        fee=0.0005, fast=5, slow=20,
+    ).run()  # fmt: skip
     fills = store.fills(session.run_id)
     assert len(fills) == 2 * len(bt.trades) > 0
     assert float(view.balance) == pytest.approx(float(bt.equity.iloc[-1]), abs=1e-9)
@@ -241,3 +243,23 @@ def test_a_bad_funding_file_fails_before_the_run_starts(tmp_path: Path, store: S
     with pytest.raises(ValueError, match="funding-rate column"):
         PaperSession.start(replace(CFG, funding=str(bad)), store=store, home=tmp_path)
     assert store.runs() == []
+
+
+def test_a_paper_run_whose_equity_reaches_zero_stops_as_the_backtest_does(
+    tmp_path: Path, store: Store
+) -> None:
+    # 1 BTC on 500 without a margin limit or risk profile: the fees and losses take the
+    # equity to zero within hours; paper stops on the bar the event backtest stops on
+    ruin = {"size": 1.0, "size_mode": "fixed", "cash": 500.0, "leverage": None}
+    cfg = replace(CFG, risk_profile=None, **ruin)
+    session = PaperSession.start(cfg, store=store, home=tmp_path)
+    view = session.run()
+    bt = Backtest(
+        SAMPLE_PATH, "sma_cross", **RANGE, engine="event", fee=0.0005, fast=5, slow=20, **ruin
+    ).run()
+    assert bt.stopped_at is not None and bt.warnings
+    assert view.stopped == bt.warnings[-1]
+    assert float(view.balance) == pytest.approx(float(bt.equity.iloc[-1]), abs=1e-9)
+    assert len(store.fills(session.run_id)) == 2 * len(bt.trades)
+    assert bt.trades["exit_reason"].iloc[-1] == "zero_equity"
+    assert store.run(session.run_id).reason == view.stopped

@@ -42,7 +42,9 @@ def run_both(
 ) -> tuple[Any, RefResult]:
     """Run Backtest (kernel) and the reference on the same bars/signals; check parity."""
     bars = make_bars(rows)
-    kw = {"cash": CASH, "size": 1.0, **kw}
+    # the hand-worked cases trade 1 unit without a margin limit (the old defaults) unless
+    # they say otherwise: the figures in the comments follow from that
+    kw = {"cash": CASH, "size": 1.0, "size_mode": "fixed", "leverage": None, **kw}
     funding = None
     if funding_rates is not None:
         # one funding time 30 s into each bar with a non-zero rate
@@ -398,10 +400,10 @@ def test_equity_size_mode() -> None:
 
 
 @pytest.mark.parametrize("entry", ["market", "limit"])
-def test_equity_mode_with_no_equity_left_rejects_for_margin(entry: str) -> None:
+def test_a_run_whose_equity_reaches_zero_stops_trading(entry: str) -> None:
     # a short of the whole equity (1 unit at 100 with cash 100) is closed at 300: cash
-    # 100 + 100 - 300 = -100; the next entry sizes 1 * -100 / price < 0 -> "insufficient
-    # margin" (not "size below lot": there is no lot size and no equity to size from)
+    # 100 + 100 - 300 = -100 at bar 2's close, so trading stops there: the long signal of
+    # bar 3 sends no order (it used to be sized from -100 of equity and rejected)
     rows = [FLAT, FLAT, (300.0, 300.5, 299.5, 300.0), FLAT, FLAT, FLAT]
     n = len(rows)
     sig = Signals(enter_short=flags(n, 0), exit_short=flags(n, 1), enter_long=flags(n, 3))
@@ -411,9 +413,32 @@ def test_equity_mode_with_no_equity_left_rejects_for_margin(entry: str) -> None:
     r, _ = run_both(rows, sig, cash=100.0, size=1.0, size_mode="equity")
     assert len(r.trades) == 1
     assert r.equity.iloc[-1] == pytest.approx(-100.0)
-    orders = entry_orders(r)
-    assert list(orders["status"]) == ["filled", "rejected"]
-    assert list(orders["reason"])[-1] == "insufficient margin"
+    assert list(entry_orders(r)["status"]) == ["filled"]
+    assert r.stopped_at == r.equity.index[2]
+    assert r.warnings == ["equity reached zero at 2024-01-01 00:02 UTC; trading stopped"]
+    assert r.summary()["stopped_at"] == "2024-01-01T00:02:00+00:00"
+
+
+def test_a_position_open_when_the_equity_reaches_zero_closes_at_the_next_open() -> None:
+    # long 1 unit at 100 with cash 50 (no margin limit): cash -50; bar 2 closes at 40,
+    # equity -50 + 40 = -10 <= 0: the position is closed at bar 3's open (45, taker fee
+    # 0.001 * 45) with exit reason zero_equity, and bar 4's entry signal is ignored
+    rows = [FLAT, FLAT, (60.0, 60.5, 39.5, 40.0), (45.0, 46.0, 44.0, 45.0), FLAT, FLAT]
+    n = len(rows)
+    sig = Signals(enter_long=flags(n, 0, 4), exit_long=flags(n, 5))
+    r, _ = run_both(rows, sig, cash=50.0, fee=0.001)
+    t = r.trades.iloc[0]
+    assert (len(r.trades), t.exit_reason, t.exit_bar, t.exit_price) == (1, "zero_equity", 3, 45.0)
+    assert t.pnl == pytest.approx(45.0 - 100.0 - 0.001 * (100.0 + 45.0), rel=1e-12)
+    assert r.stopped_at == r.equity.index[2]
+    assert list(r.equity.iloc[3:]) == [r.equity.iloc[3]] * 3  # nothing moves any more
+    closing = r.orders[r.orders["role"] == "zero_equity"]
+    assert list(closing["created_time"]) == [r.equity.index[2]]
+
+
+def test_a_run_that_never_reaches_zero_equity_says_nothing() -> None:
+    r, _ = run_both([FLAT] * 3, Signals(enter_long=flags(3, 0)))
+    assert (r.stopped_at, r.warnings, r.summary()["stopped_at"]) == (None, [], None)
 
 
 @pytest.mark.parametrize(
@@ -461,7 +486,7 @@ def test_funding_in_the_last_bar() -> None:
         # inside the last bar (open <= T < open + 1 minute) / at its end: not in the data
         index=[last + pd.Timedelta(59_999, "ms"), last + pd.Timedelta(1, "min")],
     )
-    r = Backtest(bars, fixed_strategy(sig), funding=funding).run()
+    r = Backtest(bars, fixed_strategy(sig), funding=funding, size_mode="fixed", size=1.0).run()
     ref = reference_for(bars, sig, ref_config(), funding=[0.0, 0.0, 0.001])
     assert_parity(r, ref)
     # long 1 from open[1]; only the first rate is charged: 1 * open[2] * 0.001
