@@ -173,8 +173,10 @@ def test_out_of_sample_run_is_warmed_up_but_trades_only_inside_the_test_window()
 def test_out_of_sample_run_matches_the_continuous_run_inside_the_test_window() -> None:
     frame = hourly_frame(24 * 4)
     fold = Fold(2, train_start=20, train_end=60, test_end=90)
-    oos = out_of_sample_backtest(frame, EveryTenth, {"window": 30}, fold, {})
-    full = Backtest(frame.iloc[:90], EveryTenth, window=30).run()
+    # fixed sizes: an equity-fraction size would differ, as the test window starts afresh
+    fixed = {"size": 1.0, "size_mode": "fixed"}
+    oos = out_of_sample_backtest(frame, EveryTenth, {"window": 30}, fold, fixed)
+    full = Backtest(frame.iloc[:90], EveryTenth, window=30, **fixed).run()
     inside = full.trades[full.trades["entry_bar"] > fold.test_start].reset_index(drop=True)
     pd.testing.assert_frame_equal(oos.trades, inside)
 
