@@ -89,13 +89,15 @@ def _kill_while_trading(args: list[str], home: Path, extra_s: float) -> int:
     before = _orders_made(home)
     proc = subprocess.Popen(args, env=_env(home), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while _orders_made(home) <= before:
-        assert proc.poll() is None, "the node ended before making an order"
-        assert time.monotonic() < deadline, "the node made no order in 60 s"
-        time.sleep(0.05)
-    time.sleep(extra_s)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    try:
+        while _orders_made(home) <= before:
+            assert proc.poll() is None, "the node ended before making an order"
+            assert time.monotonic() < deadline, "the node made no order in 60 s"
+            time.sleep(0.05)
+        time.sleep(extra_s)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # (also when the wait failed: no node left behind)
+        proc.wait(timeout=30)
     return _orders_made(home)
 
 
