@@ -75,7 +75,7 @@ class Exchange:
                 },
                 "private": {
                     "contract": f"{ws}/v5/private",
-                    "spot": {"unified": f"{ws}/v5/private"},
+                    "spot": {"unified": f"{ws}/v5/private", "nonUnified": f"{ws}/v5/private"},
                     "usdc": f"{ws}/v5/private",
                     "trade": f"{ws}/v5/trade",
                 },

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 import ccxt.async_support as ccxt_async
+import ccxt.pro as ccxt_pro
 
 from sapphire.domain import (
     ContractType,
@@ -114,9 +115,12 @@ class BybitConnection:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}={value!r} is invalid: expected an int > 0 (ms)")
 
-    def client(self, environ: Mapping[str, str] | None = None) -> ccxt_async.bybit:
+    def client(
+        self, environ: Mapping[str, str] | None = None, *, pro: bool = False
+    ) -> ccxt_async.bybit:
         """A ccxt async client for this environment, with its own credentials (our rate
-        limiter replaces ccxt's: `sapphire.venues.resilience.RateLimiter`)."""
+        limiter replaces ccxt's: `sapphire.venues.resilience.RateLimiter`); with `pro`
+        a ccxt.pro client (the same REST side, and the WebSocket streams)."""
         key, secret = credentials_from_env(self.environment, environ)
         config: dict[str, Any] = {
             "apiKey": key,
@@ -135,7 +139,7 @@ class BybitConnection:
             config["urls"] = {"api": api, "test": api, "demotrading": api}
             config["options"] |= {"enableUnifiedAccount": True, "enableUnifiedMargin": False}
             config["has"] = {"fetchCurrencies": False}
-        client = ccxt_async.bybit(config)
+        client = (ccxt_pro.bybit if pro else ccxt_async.bybit)(config)
         if self.environment is BybitEnvironment.TESTNET:
             client.set_sandbox_mode(True)
         elif self.environment is BybitEnvironment.DEMO:
@@ -151,7 +155,7 @@ def _local_urls(url: str) -> dict[str, Any]:
             "public": {k: f"{ws}/v5/public/{k}" for k in ("spot", "linear", "inverse", "option")},
             "private": {
                 "contract": f"{ws}/v5/private",
-                "spot": {"unified": f"{ws}/v5/private"},
+                "spot": {"unified": f"{ws}/v5/private", "nonUnified": f"{ws}/v5/private"},
                 "usdc": f"{ws}/v5/private",
                 "trade": f"{ws}/v5/trade",
             },

@@ -6,12 +6,22 @@ thread and they return at once; the requests run on the venue's event-loop threa
 dedicated asyncio loop driving `ccxt.async_support`). Whatever the exchange answers
 becomes `OrderEvent`s put on a queue, and `drain()` hands them to the node's `on_event`
 on the node's thread: the node calls it at every bar (`process_bar`), and a live loop
-calls it from a clock timer. A WebSocket stream will feed the same queue.
+calls it from a clock timer.
 
-Order state is polled (every `poll_interval_s`): each working order is looked up by its
-client order id (Bybit's `orderLinkId`) and its executions are read when its filled
-quantity grew; an execution id is applied once, ever (`executions`). The node's client
-order id is the orderLinkId, so every lookup and cancel works without the exchange's id.
+Order state comes from the private WebSocket stream (`sapphire.venues.streams.
+PrivateStream`, ccxt.pro: orders, executions, positions, wallet) and from REST polling:
+each working order is looked up by its client order id (Bybit's `orderLinkId`) and its
+executions are read when its filled quantity grew. Both feed the same queue, and an
+execution id is applied once, ever (`executions`), whichever saw it first. While the
+stream is healthy the poll is a reconciliation every `reconcile_s` (orders whose creation
+went unanswered are still looked up every `poll_interval_s`); while it is down (or with
+``stream=False``) every working order is polled every `poll_interval_s`. After a dropped
+connection the stream reconnects with back-off and resubscribes, then catches up by REST
+before it counts as healthy again: the executions since the last one seen, and every
+open order by its orderLinkId (`counters`: ``reconnects``, ``catch_up_fills``). The node's
+client order id is the orderLinkId, so every lookup and cancel works without the
+exchange's id. `watch_book` streams an L2 book with Sapphire's own sequence checks and
+`watch_market` tickers and public trades.
 
 Failures (`sapphire.venues.resilience`):
 
@@ -50,6 +60,7 @@ from sapphire.domain import (
     InstrumentId,
     Order,
     OrderAccepted,
+    OrderBook,
     OrderCanceled,
     OrderCancelRejected,
     OrderEvent,
@@ -65,6 +76,7 @@ from sapphire.venues.bybit import (
     LIMITS,
     TERMINAL,
     BybitConnection,
+    Fill,
     check_permissions,
     fill_of,
     instrument_of,
@@ -80,10 +92,13 @@ from sapphire.venues.resilience import (
     RetryPolicy,
     classify,
 )
+from sapphire.venues.streams import Backoff, BookStream, MarketFeed, PrivateStream
 
 __all__ = ["CIRCUIT_OPEN", "BybitVenue", "OrderState"]
 
 CIRCUIT_OPEN = "circuit open"
+#: the depths of Bybit's orderbook topics (spot has no 500)
+BOOK_DEPTHS = (1, 50, 200, 500, 1000)
 DUPLICATE_LINK_ID = 110072
 
 
@@ -113,7 +128,8 @@ class _Tracked:
 class BybitVenue:
     """The node's venue on Bybit (see the module docstring): `start()` connects (loads
     the markets of `symbols`, measures the clock skew, checks the key's permissions,
-    reads the balance of `currency`), `close()` disconnects."""
+    reads the balance of `currency`, starts the polling and, with `stream`, the private
+    stream), `close()` disconnects."""
 
     supports_trailing = False
     supports_contingent = False
@@ -132,15 +148,21 @@ class BybitVenue:
         limits: Mapping[str, float] | None = None,
         headroom: float = 0.8,
         executions: set[str] | None = None,
+        stream: bool = True,
+        reconcile_s: float = 30.0,
+        stream_backoff: Backoff | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("symbols is empty: name the markets to trade (ccxt symbols)")
         if not poll_interval_s > 0:
             raise ValueError(f"poll_interval_s={poll_interval_s!r} is invalid: expected > 0")
+        if not reconcile_s > 0:
+            raise ValueError(f"reconcile_s={reconcile_s!r} is invalid: expected > 0")
         self.connection = connection
         self.symbols = list(symbols)
         self.currency = currency
         self.poll_interval_s = poll_interval_s
+        self.reconcile_s = reconcile_s
         self.guard = Guard(
             limits or LIMITS, headroom=headroom, retry=retry, breaker=breaker,
             clock_sync_s=clock_sync_s,
@@ -160,6 +182,17 @@ class BybitVenue:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="bybit")
         self._client: Any = None
+        self._stream = stream
+        self._stream_backoff = stream_backoff
+        #: the private stream (None with ``stream=False`` or before `start`)
+        self.private: PrivateStream | None = None
+        #: the book streams by ccxt symbol (`watch_book`) and the market feed
+        self.books: dict[str, BookStream] = {}
+        self.market_feed: MarketFeed | None = None
+        #: fills applied, by where they were first seen
+        self.fills = {"stream": 0, "poll": 0, "catch_up": 0}
+        self._catch_ups = 0
+        self._last_exec_ms = 0  # the newest execution time applied (server ms)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 60.0) -> BybitVenue:
@@ -172,7 +205,7 @@ class BybitVenue:
         return self
 
     async def _start(self) -> None:
-        self._client = self.guard.client = self.connection.client(self._environ)
+        self._client = self.guard.client = self.connection.client(self._environ, pro=True)
         await self.guard.sync_clock()
         markets = await self.guard.request("market", self._client.load_markets, repeatable=True)
         for symbol in self.symbols:
@@ -186,7 +219,17 @@ class BybitVenue:
         )
         check_permissions(key["result"])
         self._cash = await self._equity()
+        self._last_exec_ms = self.guard.server_ms()
         self._loop.create_task(self._poll_forever())
+        if self._stream:
+            self.private = PrivateStream(
+                self._client,
+                on_order=self._stream_order,
+                on_execution=self._stream_execution,
+                on_connected=self._catch_up,
+                backoff=self._stream_backoff,
+            )
+            self._loop.create_task(self.private.run())
 
     def close(self) -> None:
         if not self._thread.is_alive():
@@ -228,6 +271,103 @@ class BybitVenue:
         """The account's equity in `currency` when the venue started."""
         return self._cash
 
+    @property
+    def streaming(self) -> bool:
+        """True while the private stream is subscribed and caught up."""
+        return self.private is not None and self.private.healthy
+
+    def wait_streaming(self, timeout: float = 10.0) -> bool:
+        """Wait until the private stream is healthy (at most `timeout` s); whether it is."""
+        deadline = time.monotonic() + timeout
+        while not self.streaming and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.streaming
+
+    def counters(self) -> dict[str, int]:
+        """The streams' counts: the private stream's connections, drops and reconnects,
+        the catch-ups after a (re)connection, fills by where they were first seen, and
+        each book's counters (``book:{topic}:{name}``)."""
+        private = self.private.counters.as_dict() if self.private else {}
+        counts = {name: private.get(name, 0) for name in ("connects", "drops", "reconnects")}
+        counts["catch_ups"] = self._catch_ups
+        counts |= {f"{source}_fills": n for source, n in self.fills.items()}
+        for stream in self.books.values():
+            for name, n in stream.counters.as_dict().items():
+                counts[f"book_stream:{stream.url}:{name}"] = n
+            for topic, book in stream.books.items():
+                counts |= {f"book:{topic}:{k}": n for k, n in book.counters.as_dict().items()}
+        return counts
+
+    def watch_book(
+        self,
+        symbol: str,
+        depth: int = 50,
+        *,
+        stale_after_ms: int | None = 10_000,
+        clock: Callable[[], int] | None = None,
+    ) -> BookStream:
+        """Stream `symbol`'s ``orderbook.{depth}`` topic into a `BybitOrderBook` (gaps,
+        stale and crossed books resynced and counted); read it with `order_book`.
+        `clock` (ns) is the exchange's time for the staleness check (by default our
+        estimate of the server's clock; None for `stale_after_ms` checks nothing)."""
+        if symbol in self.books:
+            return self.books[symbol]
+        if depth not in BOOK_DEPTHS:
+            raise ValueError(f"depth={depth!r} is invalid: expected one of {BOOK_DEPTHS}")
+
+        async def open_() -> BookStream:
+            market = self._client.market(symbol)
+            url = await self._client.get_url_by_market_type(symbol, False)
+            inst = InstrumentId(symbol, "BYBIT")
+            stream = BookStream(
+                url, {f"orderbook.{depth}.{market['id']}": inst},
+                stale_after_ms=stale_after_ms,
+                clock=clock or (lambda: self.guard.server_ms() * 1_000_000),
+                backoff=self._stream_backoff,
+            )  # fmt: skip
+            self.books[symbol] = stream
+            self._loop.create_task(stream.run())
+            return stream
+
+        if symbol not in self.symbols:
+            raise ValueError(
+                f"symbol {symbol!r} is not traded here: expected one of {self.symbols}"
+            )
+        return self._call(open_(), 30.0)
+
+    def order_book(self, symbol: str, depth: int | None = None) -> OrderBook:
+        """`symbol`'s streamed book (`watch_book` first); BookSequenceError while it
+        waits for a snapshot."""
+        stream = self.books.get(symbol)
+        if stream is None:
+            raise ValueError(f"no book stream for {symbol!r}: call watch_book first")
+        (topic,) = stream.books
+
+        async def read() -> OrderBook:
+            return stream.order_book(topic, depth)
+
+        return self._call(read(), 10.0)
+
+    def watch_market(
+        self,
+        symbols: Sequence[str] | None = None,
+        on_trade: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> MarketFeed:
+        """Stream tickers and public trades of `symbols` (all traded ones by default):
+        the feed's `tickers` holds the latest, `on_trade` (on the venue's thread) gets
+        each trade."""
+        if self.market_feed is not None:
+            return self.market_feed
+        feed = MarketFeed(self._client, symbols or self.symbols, on_trade=on_trade,
+                          backoff=self._stream_backoff)  # fmt: skip
+        self.market_feed = feed
+
+        async def begin() -> None:
+            self._loop.create_task(feed.run())
+
+        self._call(begin(), 10.0)
+        return feed
+
     def drain(self) -> int:
         """Hand the queued events to `on_event` (on the caller's thread); how many."""
         n = 0
@@ -252,6 +392,54 @@ class BybitVenue:
     def order_state(self, client_order_id: str) -> OrderState | None:
         t = self._orders.get(str(client_order_id))
         return None if t is None else t.state
+
+    def reconcile(self, orders: Sequence[Order], timeout: float = 60.0) -> None:
+        """After a restart: track `orders` (the store's open ones, their executions
+        already in `executions`), then bring each up to the exchange's state now, by its
+        orderLinkId (fills the store lacks, a cancel or fill done while the node was
+        down); the events come through `drain`."""
+        for order in orders:
+            cid = str(order.client_order_id)
+            if cid in self._orders or order.instrument_id not in self.instruments:
+                continue
+            inst = self.instruments[order.instrument_id]
+            t = _Tracked(order, inst.contract_type is ContractType.SPOT)
+            t.filled = order.filled_qty
+            # accepted before: followed as working; else looked up (never sent again)
+            t.state = OrderState.LIVE if order.venue_order_id else OrderState.UNKNOWN
+            t.sent_ms = order.ts_last // 1_000_000
+            self._orders[cid] = t
+        self._call(self.poll(), timeout)
+
+    def account(self, timeout: float = 60.0) -> tuple[Decimal, dict[str, Decimal]]:
+        """The exchange's wallet balance of `currency` and the signed position size of
+        each traded symbol (exact), read now."""
+
+        async def read() -> tuple[Decimal, dict[str, Decimal]]:
+            answer = await self.guard.request(
+                "account/wallet-balance", self._client.fetch_balance, repeatable=True
+            )
+            wallet = None
+            for acct in answer["info"].get("result", {}).get("list") or ():
+                for row in acct.get("coin") or ():
+                    if row.get("coin") == self.currency:
+                        wallet = Decimal(str(row["walletBalance"]))
+            if wallet is None:
+                raise ValueError(f"the wallet has no {self.currency} balance")
+            rows = await self.guard.request(
+                "position/list", self._client.fetch_positions, self.symbols, repeatable=True
+            )
+            sizes = dict.fromkeys(self.symbols, Decimal(0))
+            for row in rows:
+                info = row["info"]
+                size = Decimal(str(info.get("size") or 0))
+                sign = -1 if info.get("side") == "Sell" else 1
+                if row["symbol"] in sizes:
+                    sizes[row["symbol"]] += sign * size
+            return wallet, sizes
+
+        result: tuple[Decimal, dict[str, Decimal]] = self._call(read(), timeout)
+        return result
 
     def submit_order(self, order: Order, sizer: Sizer | None = None) -> None:
         """Send `order` (its client order id as orderLinkId); its events come through
@@ -365,6 +553,8 @@ class BybitVenue:
         try:
             answer = await self.guard.request(group, create, repeatable=False)
         except FAILURES as exc:
+            if t.state is not OrderState.SENDING:
+                return  # the stream has already reported the order: it arrived
             # unanswered, or "duplicate orderLinkId" (it is there already: a restart, or
             # an earlier try did arrive): look it up, never send it again
             if classify(exc) is Outcome.UNAVAILABLE or _code(exc) == DUPLICATE_LINK_ID:
@@ -373,7 +563,8 @@ class BybitVenue:
             else:
                 self._reject(t, _message(exc))
             return
-        self._accept(t, str(answer["id"]))
+        if t.state is OrderState.SENDING:  # else the stream reported it first
+            self._accept(t, str(answer["id"]))
 
     async def _cancel(self, t: _Tracked) -> None:
         group = "order/cancel:spot" if t.spot else "order/cancel"
@@ -445,21 +636,74 @@ class BybitVenue:
 
     # ------------------------------------------------------------------ polling
     async def _poll_forever(self) -> None:
+        last_full = time.monotonic()
         while True:
             await asyncio.sleep(self.poll_interval_s)
+            full = not self.streaming or time.monotonic() - last_full >= self.reconcile_s
             try:
-                await self.poll()
+                await self.poll(full)
             except FAILURES:
                 continue  # the breaker counted it; the next poll tries again
+            if full:
+                last_full = time.monotonic()
 
-    async def poll(self) -> None:
+    async def poll(self, full: bool = True) -> None:
         """One round: the probe while the breaker is open (nothing else); else the clock
-        resync when due and every working or unknown order's state."""
+        resync when due and every unknown order's state, and with `full` every working
+        order's too."""
         if not await self.guard.upkeep():
             return
         for t in list(self._orders.values()):
-            if t.state in (OrderState.LIVE, OrderState.UNKNOWN):
+            if t.state is OrderState.UNKNOWN or (full and t.state is OrderState.LIVE):
                 await self._refresh(t)
+
+    # ------------------------------------------------------------------ the stream
+    async def _stream_order(self, row: Mapping[str, Any]) -> None:
+        """An order row of the private stream: the order's state adopted."""
+        t = self._orders.get(str(row.get("orderLinkId") or ""))
+        if t is None or t.state is OrderState.DONE:
+            return
+        try:
+            await self._adopt(t, row, "stream")
+        except FAILURES:
+            return  # its fills' REST read failed: the next poll reads them
+
+    async def _stream_execution(self, info: Mapping[str, Any]) -> None:
+        """An execution row of the private stream: the fill applied (once)."""
+        self._execution(info, "stream")
+
+    def _execution(self, info: Mapping[str, Any], source: str) -> None:
+        t = self._orders.get(str(info.get("orderLinkId") or ""))
+        if t is None or str(info.get("execId")) in self.executions:
+            return
+        venue_id = str(info["orderId"])
+        if t.state in (OrderState.SENDING, OrderState.UNKNOWN):
+            self._accept(t, venue_id)
+        inst = self.instruments[t.order.instrument_id]
+        self._apply_fill(t, fill_of({"info": info}, inst.settlement), venue_id, source)
+
+    async def _catch_up(self, reconnect: bool) -> None:
+        """After a (re)subscription, what the stream may have missed, by REST: the
+        executions since the newest one applied, then every open order's state."""
+        self._catch_ups += 1
+        pending = [
+            t for t in self._orders.values()
+            if t.state in (OrderState.LIVE, OrderState.UNKNOWN, OrderState.SENDING)
+        ]  # fmt: skip
+        if not pending:
+            return
+        # from the newest execution applied, less recvWindow for our clock estimate's error
+        since = self._last_exec_ms - self.connection.recv_window_ms
+        for symbol in sorted({t.symbol for t in pending}):
+            trades = await self.guard.request(
+                "execution/list", self._client.fetch_my_trades, symbol, since, None, {},
+                repeatable=True,
+            )  # fmt: skip
+            for trade in sorted(trades, key=lambda tr: int(tr["info"]["execTime"])):
+                self._execution(trade["info"], "catch_up")
+        for t in pending:
+            if t.state in (OrderState.LIVE, OrderState.UNKNOWN):
+                await self._refresh(t, "catch_up")
 
     async def _lookup(self, t: _Tracked) -> dict[str, Any] | None:
         """The order as Bybit shows it (open orders, then the history), by orderLinkId."""
@@ -479,7 +723,7 @@ class BybitVenue:
                 return dict(rows[0])
         return None
 
-    async def _refresh(self, t: _Tracked) -> None:
+    async def _refresh(self, t: _Tracked, source: str = "poll") -> None:
         """Bring the order's events up to the exchange's state (see the module docstring)."""
         asked_ms = self.guard.server_ms()
         row = await self._lookup(t)
@@ -495,18 +739,23 @@ class BybitVenue:
                     f"(recvWindow {self.connection.recv_window_ms} ms)",
                 )
             return
+        await self._adopt(t, row, source)
+
+    async def _adopt(self, t: _Tracked, row: Mapping[str, Any], source: str) -> None:
+        """Emit what Bybit's order `row` says happened since the events already sent."""
+        cid = str(t.order.client_order_id)
         status = str(row["orderStatus"])
         reason = str(row.get("rejectReason") or "")
         if reason and reason != "EC_NoError":
             self.reasons[cid] = reason
-        if t.state is OrderState.UNKNOWN:
+        if t.state in (OrderState.UNKNOWN, OrderState.SENDING):
             if status == "Rejected":
                 self._reject(t, reason or "rejected")
                 return
             self._accept(t, str(row["orderId"]))
         cum = Decimal(str(row["cumExecQty"]))
         if cum > t.filled:
-            await self._fills(t, str(row["orderId"]))
+            await self._fills(t, str(row["orderId"]), source)
         if status in TERMINAL and t.filled >= cum and t.state is not OrderState.DONE:
             t.state = OrderState.DONE
             if status != "Filled":
@@ -517,7 +766,7 @@ class BybitVenue:
                     )
                 )
 
-    async def _fills(self, t: _Tracked, venue_id: str) -> None:
+    async def _fills(self, t: _Tracked, venue_id: str, source: str) -> None:
         trades = await self.guard.request(
             "execution/list",
             self._client.fetch_my_trades,
@@ -530,25 +779,31 @@ class BybitVenue:
         inst = self.instruments[t.order.instrument_id]
         fills = sorted((fill_of(trade, inst.settlement) for trade in trades), key=lambda f: f.ts_ns)
         for f in fills:
-            if f.exec_id in self.executions:
-                continue
-            self.executions.add(f.exec_id)
-            t.filled += f.qty
-            self._emit(
-                OrderFilled(
-                    ts_ns=f.ts_ns,
-                    client_order_id=t.order.client_order_id,
-                    trade_id=TradeId(f.exec_id),
-                    last_qty=f.qty,
-                    last_px=f.price,
-                    liquidity=f.liquidity,
-                    fee=f.fee,
-                    fee_currency=f.fee_currency,
-                    venue_order_id=VenueOrderId(venue_id),
-                )
+            self._apply_fill(t, f, venue_id, source)
+
+    def _apply_fill(self, t: _Tracked, f: Fill, venue_id: str, source: str) -> None:
+        """Emit the fill unless its execution id was applied already (by any source)."""
+        if f.exec_id in self.executions:
+            return
+        self.executions.add(f.exec_id)
+        self.fills[source] += 1
+        self._last_exec_ms = max(self._last_exec_ms, f.ts_ns // 1_000_000)
+        t.filled += f.qty
+        self._emit(
+            OrderFilled(
+                ts_ns=f.ts_ns,
+                client_order_id=t.order.client_order_id,
+                trade_id=TradeId(f.exec_id),
+                last_qty=f.qty,
+                last_px=f.price,
+                liquidity=f.liquidity,
+                fee=f.fee,
+                fee_currency=f.fee_currency,
+                venue_order_id=VenueOrderId(venue_id),
             )
-            if t.filled >= t.quantity:
-                t.state = OrderState.DONE
+        )
+        if t.filled >= t.quantity:
+            t.state = OrderState.DONE
 
 
 def _answer(exc: BaseException) -> dict[str, Any] | None:
