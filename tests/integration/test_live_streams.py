@@ -143,6 +143,30 @@ def test_a_fill_comes_by_the_stream_before_any_poll(exchange: Exchange, live: Ve
     assert venue.counters()["poll_fills"] == 0
 
 
+def test_a_fill_the_stream_applied_is_skipped_by_the_rest_catch_up(
+    exchange: Exchange, live: Venue
+) -> None:
+    venue = live.venue
+    resting = Order.limit(
+        ClientOrderId("r-1"), StrategyId("s"), PERP, OrderSide.BUY, Decimal("0.01"),
+        Decimal(1000), ts_init=0,
+    )  # fmt: skip
+    live.orders["r-1"] = resting
+    resting.apply(OrderSubmitted(ts_ns=1, client_order_id=resting.client_order_id))
+    venue.submit_order(resting)  # stays open: the catch-up after a reconnect reads REST
+    order = live.buy("c-1")
+    live.wait(lambda: order.status is OrderStatus.ACCEPTED)
+    exchange.state.advance()
+    live.wait(lambda: order.status is OrderStatus.FILLED, timeout=5)
+    assert venue.counters()["stream_fills"] == 1
+    drop(exchange, "private")
+    until(lambda: venue.counters()["reconnects"] == 1 and venue.streaming)
+    venue.drain()
+    # the catch-up read the same execution by REST (since the newest, less recvWindow)
+    assert venue.counters()["catch_up_fills"] == 0
+    assert len(live.fills()) == 1 and resting.status is OrderStatus.ACCEPTED
+
+
 def test_a_fill_missed_while_disconnected_is_caught_up_once(
     exchange: Exchange, live: Venue
 ) -> None:
