@@ -304,12 +304,10 @@ class BybitVenue:
         depth: int = 50,
         *,
         stale_after_ms: int | None = 10_000,
-        clock: Callable[[], int] | None = None,
     ) -> BookStream:
         """Stream `symbol`'s ``orderbook.{depth}`` topic into a `BybitOrderBook` (gaps,
         stale and crossed books resynced and counted); read it with `order_book`.
-        `clock` (ns) is the exchange's time for the staleness check (by default our
-        estimate of the server's clock; None for `stale_after_ms` checks nothing)."""
+        `stale_after_ms` (None: unchecked) bounds the time between two messages."""
         if symbol in self.books:
             return self.books[symbol]
         if depth not in BOOK_DEPTHS:
@@ -322,7 +320,6 @@ class BybitVenue:
             stream = BookStream(
                 url, {f"orderbook.{depth}.{market['id']}": inst},
                 stale_after_ms=stale_after_ms,
-                clock=clock or (lambda: self.guard.server_ms() * 1_000_000),
                 backoff=self._stream_backoff,
             )  # fmt: skip
             self.books[symbol] = stream

@@ -40,6 +40,7 @@ from sapphire.venues.bybit_book import BookStatus, BybitOrderBook
 __all__ = ["Backoff", "BookStream", "MarketFeed", "PrivateStream", "StreamCounters"]
 
 Row = Mapping[str, Any]
+_MS = 1_000_000
 #: the private topics ccxt.pro subscribes for the venue (one subscribe message each)
 PRIVATE_WATCHES = ("watch_orders", "watch_my_trades", "watch_positions", "watch_balance")
 
@@ -230,8 +231,12 @@ class PrivateStream:
 class BookStream:
     """Bybit ``orderbook.{depth}.{SYM}`` topics of one public stream `url`, each kept in a
     `BybitOrderBook` (see the module docstring). `stale_after_ms` (None: no check) is
-    the books' staleness limit, checked every `stale_check_s` against `clock` (ns, the
-    exchange's time)."""
+    the books' staleness limit: between two messages' times (the book's own check), and
+    every `stale_check_s` for the silence since the last message came (`clock`, ns,
+    monotonic: the book's check is given the last message's time plus that silence, so
+    our clock's offset from the exchange's does not matter). A book resubscribed that
+    still waits for its snapshot after `stale_after_ms` is resubscribed again. Every
+    `ping_interval_s` the stream sends Bybit's ``{"op": "ping"}`` heartbeat."""
 
     def __init__(
         self,
@@ -240,7 +245,7 @@ class BookStream:
         *,
         stale_after_ms: int | None = 10_000,
         stale_check_s: float = 1.0,
-        clock: Callable[[], int] = time.time_ns,
+        clock: Callable[[], int] = time.monotonic_ns,
         backoff: Backoff | None = None,
         ping_interval_s: float = 20.0,
     ) -> None:
@@ -260,11 +265,11 @@ class BookStream:
         self._ids = dict(books)
         self.books = {topic: self._fresh(topic, None) for topic in books}
         self._socket: Any = None
+        self._received: dict[str, int] = {}  # by topic: `clock` at its last message
+        self._asked: dict[str, int] = {}  # by topic: `clock` at its last resubscription
 
     def _fresh(self, topic: str, old: BybitOrderBook | None) -> BybitOrderBook:
-        book = BybitOrderBook(
-            self._ids[topic], topic, stale_after_ms=self.stale_after_ms, clock=self.clock
-        )
+        book = BybitOrderBook(self._ids[topic], topic, stale_after_ms=self.stale_after_ms)
         if old is not None:
             book.counters = old.counters  # one topic's counts across connections
         return book
@@ -287,6 +292,7 @@ class BookStream:
                 finally:
                     self.connected = False
                     self._socket = None
+                    self._received.clear()
                     self.books = {t: self._fresh(t, b) for t, b in self.books.items()}
                 self.counters.drops += 1
                 await asyncio.sleep(self.backoff.delay())
@@ -297,19 +303,33 @@ class BookStream:
         async with connect(self.url, ping_interval=self.ping_interval_s) as ws:
             self._socket = ws
             await ws.send(json.dumps({"op": "subscribe", "args": list(self.books)}))
-            async for text in ws:
-                message = json.loads(text)
-                if not isinstance(message, dict):
-                    continue
-                if "topic" not in message:
-                    self._answer(message)
-                    continue
-                book = self.books.get(str(message["topic"]))
-                if book is None:
-                    continue
-                self.counters.messages += 1
-                if book.apply(message) is BookStatus.RESYNC:
-                    await self._resubscribe(book.topic)
+            self._asked = dict.fromkeys(self.books, self.clock())
+            pinger = asyncio.create_task(self._ping(ws))
+            try:
+                await self._read(ws)
+            finally:
+                pinger.cancel()
+
+    async def _ping(self, ws: Any) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval_s)
+            await ws.send(json.dumps({"op": "ping"}))
+
+    async def _read(self, ws: Any) -> None:
+        async for text in ws:
+            message = json.loads(text)
+            if not isinstance(message, dict):
+                continue
+            if "topic" not in message:
+                self._answer(message)
+                continue
+            book = self.books.get(str(message["topic"]))
+            if book is None:
+                continue
+            self.counters.messages += 1
+            self._received[book.topic] = self.clock()
+            if book.apply(message) is BookStatus.RESYNC:
+                await self._resubscribe(book.topic)
 
     def _answer(self, message: Mapping[str, Any]) -> None:
         if message.get("op") != "subscribe":
@@ -328,6 +348,7 @@ class BookStream:
         if ws is None:
             return
         self.counters.resubscribes += 1
+        self._asked[topic] = self.clock()
         await ws.send(json.dumps({"op": "unsubscribe", "args": [topic]}))
         await ws.send(json.dumps({"op": "subscribe", "args": [topic]}))
 
@@ -336,8 +357,15 @@ class BookStream:
             await asyncio.sleep(self.stale_check_s)
             if self.stale_after_ms is None:
                 continue
+            now, limit = self.clock(), self.stale_after_ms * _MS
             for topic, book in list(self.books.items()):
-                if book.check_stale():
+                if not book.in_sync:
+                    asked = self._asked.get(topic)
+                    if asked is not None and now - asked > limit:  # no snapshot came
+                        await self._resubscribe(topic)
+                    continue
+                received = self._received.get(topic)
+                if received is not None and book.check_stale(book.ts_ns + now - received):
                     await self._resubscribe(topic)
 
 

@@ -85,23 +85,30 @@ async def until(done: Callable[[], bool]) -> None:
 
 def test_a_stale_book_is_resubscribed_and_counted() -> None:
     now = [1_000 * MS]
+    seen: list[dict[str, Any]] = []
 
     async def script(ws: ServerConnection, n: int, requests: list[dict[str, Any]]) -> None:
         async for text in ws:
             request = json.loads(text)
             requests.append(request)
+            seen.append(request)
             if request["op"] == "subscribe":
                 await ws.send(json.dumps({"success": True, "ret_msg": "", "op": "subscribe"}))
-                await ws.send(snapshot(len(requests), now[0] // MS, "50000"))
+                await ws.send(snapshot(len(requests), 1_000, "50000"))
 
     async def body(url: str) -> None:
         stream = BookStream(
-            url, {TOPIC: PERP}, stale_after_ms=500, stale_check_s=0.02, clock=lambda: now[0]
-        )
+            url, {TOPIC: PERP}, stale_after_ms=500, stale_check_s=0.02, clock=lambda: now[0],
+            ping_interval_s=0.02,
+        )  # fmt: skip
         task = asyncio.create_task(stream.run())
         book = stream.books[TOPIC]
         await until(lambda: book.in_sync)
-        now[0] += 501 * MS  # silence past the limit: the checker finds the book stale
+        await until(lambda: {"op": "ping"} in seen)  # Bybit's heartbeat
+        now[0] += 500 * MS  # silent for the limit: still fresh
+        await asyncio.sleep(0.1)
+        assert book.in_sync and book.counters.stale == 0
+        now[0] += 1 * MS  # past it: the checker finds the book stale
         await until(lambda: book.counters.resyncs == 1 and book.in_sync)
         assert (book.counters.stale, stream.counters.resubscribes) == (1, 1)
         assert book.best_bid == (Decimal(50000), Decimal(1))
@@ -133,5 +140,38 @@ def test_a_dropped_connection_is_reconnected_and_the_book_starts_afresh() -> Non
         await asyncio.gather(task, return_exceptions=True)
         with pytest.raises(BookSequenceError, match="no snapshot yet"):
             stream.order_book(TOPIC)  # after the connection: waits for a snapshot
+
+    asyncio.run(scripted(script, body))
+
+
+def test_a_resubscription_that_brings_no_snapshot_is_asked_again() -> None:
+    now = [0]
+
+    async def script(ws: ServerConnection, n: int, requests: list[dict[str, Any]]) -> None:
+        subscribes = 0
+        async for text in ws:
+            request = json.loads(text)
+            requests.append(request)
+            if request["op"] == "subscribe":
+                subscribes += 1
+                if subscribes != 2:  # the first resubscription goes unanswered
+                    await ws.send(snapshot(subscribes, 1_000, "50000"))
+
+    async def body(url: str) -> None:
+        stream = BookStream(
+            url, {TOPIC: PERP}, stale_after_ms=500, stale_check_s=0.02, clock=lambda: now[0]
+        )
+        task = asyncio.create_task(stream.run())
+        book = stream.books[TOPIC]
+        await until(lambda: book.in_sync)
+        now[0] += 501 * MS
+        await until(lambda: stream.counters.resubscribes == 1)
+        await asyncio.sleep(0.1)
+        assert not book.in_sync  # waits: no snapshot, not yet asked again
+        now[0] += 501 * MS
+        await until(lambda: book.in_sync)
+        assert stream.counters.resubscribes == 2 and book.counters.resyncs == 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scripted(script, body))
