@@ -77,14 +77,14 @@ def until(
 
 
 class Venue:
-    """A started venue over `ex` whose REST poll (60 s) never comes within a test, every
-    event applied to its order."""
+    """A started venue over `ex` whose REST poll (60 s unless told) never comes within a
+    test, every event applied to its order."""
 
-    def __init__(self, ex: Exchange, **options: Any) -> None:
+    def __init__(self, ex: Exchange, poll_interval_s: float = 60, **options: Any) -> None:
         conn = BybitConnection(BybitEnvironment.LOCAL, url=ex.url, timeout_ms=3000)
         self.venue = BybitVenue(
-            conn, [LINEAR], environ=ex.environ(), poll_interval_s=60, reconcile_s=60,
-            retry=RetryPolicy(attempts=3, base_s=0.05, cap_s=0.2), **options,
+            conn, [LINEAR], environ=ex.environ(), poll_interval_s=poll_interval_s,
+            reconcile_s=60, retry=RetryPolicy(attempts=3, base_s=0.05, cap_s=0.2), **options,
         )  # fmt: skip
         self.events: list[OrderEvent] = []
         self.orders: dict[str, Order] = {}
@@ -94,6 +94,17 @@ class Venue:
     def _apply(self, event: OrderEvent) -> None:
         self.events.append(event)
         self.orders[str(event.client_order_id)].apply(event)
+
+    def rest(self, cid: str) -> Order:
+        """A limit buy far below the market: it stays open."""
+        order = Order.limit(
+            ClientOrderId(cid), StrategyId("s"), PERP, OrderSide.BUY, Decimal("0.01"),
+            Decimal(1000), ts_init=0,
+        )  # fmt: skip
+        self.orders[cid] = order
+        order.apply(OrderSubmitted(ts_ns=1, client_order_id=order.client_order_id))
+        self.venue.submit_order(order)
+        return order
 
     def buy(self, cid: str, qty: str = "0.01") -> Order:
         order = Order.market(
@@ -143,17 +154,37 @@ def test_a_fill_comes_by_the_stream_before_any_poll(exchange: Exchange, live: Ve
     assert venue.counters()["poll_fills"] == 0
 
 
+def test_rest_polls_rarely_while_the_stream_is_healthy_and_often_while_it_is_down(
+    exchange: Exchange,
+) -> None:
+    faults = exchange.faults
+    assert faults is not None
+    live = Venue(exchange, poll_interval_s=0.05, stream_backoff=Backoff(30, 30))
+    try:
+        venue = live.venue
+        assert venue.wait_streaming(10)
+        resting = live.rest("p-1")
+        live.wait(lambda: resting.status is OrderStatus.ACCEPTED)
+        time.sleep(0.5)  # ten poll intervals: only the reconciliation (60 s) reads orders
+        assert faults.count("/v5/order/realtime") == 0
+        drop(exchange, "private")  # and it stays down: the back-off is 30 s
+        until(lambda: not venue.streaming)
+        order = live.buy("p-2")
+        live.wait(lambda: order.status is OrderStatus.ACCEPTED)
+        exchange.state.advance()
+        live.wait(lambda: order.status is OrderStatus.FILLED, timeout=5)
+        counts = venue.counters()
+        assert (counts["poll_fills"], counts["reconnects"]) == (1, 0)
+        assert faults.count("/v5/order/realtime") > 2  # every working order, each 50 ms
+    finally:
+        live.venue.close()
+
+
 def test_a_fill_the_stream_applied_is_skipped_by_the_rest_catch_up(
     exchange: Exchange, live: Venue
 ) -> None:
     venue = live.venue
-    resting = Order.limit(
-        ClientOrderId("r-1"), StrategyId("s"), PERP, OrderSide.BUY, Decimal("0.01"),
-        Decimal(1000), ts_init=0,
-    )  # fmt: skip
-    live.orders["r-1"] = resting
-    resting.apply(OrderSubmitted(ts_ns=1, client_order_id=resting.client_order_id))
-    venue.submit_order(resting)  # stays open: the catch-up after a reconnect reads REST
+    resting = live.rest("r-1")  # stays open: the catch-up after a reconnect reads REST
     order = live.buy("c-1")
     live.wait(lambda: order.status is OrderStatus.ACCEPTED)
     exchange.state.advance()
