@@ -249,6 +249,15 @@ def test_the_streamed_book_equals_the_rest_book_after_bars(exchange: Exchange, l
     assert shown.bids[0] == (float(bids[0][0]), float(bids[0][1]))
     counts = venue.counters()
     assert counts[f"book:{TOPIC}:deltas"] == 5 and counts[f"book:{TOPIC}:gaps"] == 0
+    # the server drops the connection: reconnected, a fresh snapshot, the deltas after it
+    assert drop(exchange, "linear") == 1
+    until(lambda: stream.counters.reconnects == 1 and stream.books[TOPIC].in_sync)
+    for _ in range(2):
+        exchange.state.advance()
+    book = stream.books[TOPIC]
+    until(lambda: book.update_id == exchange.state.replay.position)
+    assert (book.bids(), book.asks()) == rest_book(exchange)
+    assert (book.counters.snapshots, book.counters.deltas) == (2, 7)
 
 
 async def _proxy(upstream: str, drop_delta: int, dropped: list[str]) -> Any:
