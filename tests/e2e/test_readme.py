@@ -151,6 +151,22 @@ def test_the_machine_learning_examples(workdir: Path) -> None:
         _check(command, done, workdir)
 
 
+def test_the_local_exchange_example(workdir: Path) -> None:
+    """Both commands serve on the documented port, stop by themselves after their bars,
+    and the second goes on with the first's state."""
+    (block,) = [b for b in _blocks("bash") if "sapphire exchange serve" in b]
+    commands = _commands(block)
+    assert len(commands) == 2
+    for command in commands:
+        done = _run(command, workdir)
+        assert done.returncode == 0, (command, done.stdout[-3000:], done.stderr[-3000:])
+        assert "Local Bybit exchange on http://127.0.0.1:8787" in done.stdout
+    assert "resumed:" in done.stdout and "http5xx=0.02" in done.stdout
+    journal = workdir / "home" / "exchange" / "default" / "journal.jsonl"
+    ops = [json.loads(line)["op"] for line in journal.read_text().splitlines()]
+    assert ops.count("advance") == 120 + 60
+
+
 def test_the_python_examples(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("SAPPHIRE_HOME", str(workdir / "home"))

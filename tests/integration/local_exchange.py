@@ -20,7 +20,13 @@ import pandas as pd
 import pytest
 
 from sapphire.data import load_ohlcv
-from sapphire.venues.exchange import BackgroundServer, Credentials, ExchangeState, create_app
+from sapphire.venues.exchange import (
+    BackgroundServer,
+    Credentials,
+    ExchangeState,
+    FaultPlan,
+    create_app,
+)
 
 CREDS = Credentials("sapphire-test-key", "sapphire-test-secret-0123456789abcdef")
 LINEAR, SPOT = "BTC/USDT:USDT", "BTC/USDT"
@@ -47,8 +53,10 @@ def no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Exchange:
-    """A state and its server; with `faults` the app is served behind a `Faults`
-    middleware (`self.faults`); `clock` is the exchange's clock (ms)."""
+    """A state and its server; with `faults` the app is served behind the test-only
+    `Faults` middleware (`self.faults`), with `plan` it injects the exchange's own faults
+    (`sapphire.venues.exchange.faults`, ``app.state.faults``); `clock` is the exchange's
+    clock (ms)."""
 
     def __init__(
         self,
@@ -56,10 +64,12 @@ class Exchange:
         limits: dict[str, int] | None = None,
         *,
         faults: bool = False,
+        plan: FaultPlan | None = None,
         clock: Callable[[], int] | None = None,
     ) -> None:
         self.state = ExchangeState(frame, credentials=[CREDS], history=1440, clock=clock)
-        app = create_app(self.state, limits=limits)
+        app = create_app(self.state, limits=limits, faults=plan)
+        self.app = app
         self.faults = Faults(app) if faults else None
         self.server = BackgroundServer(self.faults or app).start()
         self.url = self.server.url
@@ -141,9 +151,10 @@ class _Rule:
 
 
 class Faults:
-    """An ASGI middleware in front of the local exchange that fails on demand (test
-    code: the exchange has no fault injection yet). Rules apply to a path for the next
-    `times` requests; `down` answers every request HTTP 503. `seen` logs every request."""
+    """An ASGI middleware in front of the local exchange that fails on demand, exactly
+    where a test wants it (the exchange's own faults, `FaultPlan`, strike by seeded
+    chance). Rules apply to a path for the next `times` requests; `down` answers every
+    request HTTP 503. `seen` logs every request."""
 
     def __init__(self, app: Any) -> None:
         self.app = app

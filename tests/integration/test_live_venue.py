@@ -43,6 +43,7 @@ from sapphire.engine.clock import WallClock
 from sapphire.engine.config import RunConfig
 from sapphire.engine.strategy import EventStrategy
 from sapphire.venues.bybit import LIMITS, BybitConnection, BybitEnvironment
+from sapphire.venues.exchange import FaultPlan
 from sapphire.venues.live import CIRCUIT_OPEN, BybitVenue, OrderState
 from sapphire.venues.resilience import CircuitBreaker, RetryPolicy
 
@@ -261,21 +262,22 @@ def test_a_spot_market_buy_in_base_units(exchange: Exchange, harness: Harness) -
 
 
 # ---------------------------------------------------------------------- failures
-def test_a_creation_timed_out_after_arriving_is_found_never_resent(
-    faulty: tuple[Exchange, Faults],
-) -> None:
-    ex, faults = faulty
+def test_a_creation_timed_out_after_arriving_is_found_never_resent(frame: pd.DataFrame) -> None:
+    """The exchange's own `timeout_after_accept` fault: the order is created, its answer
+    comes after the client's 400 ms timeout."""
+    ex = Exchange(frame, plan=FaultPlan.parse("timeout_after_accept=1,timeout_hold=1s"))
     h = Harness(ex, timeout_ms=400)
     try:
-        faults.stall(CREATE, 1.0, forward=True)
         order = h.submit(market(OrderSide.BUY, "0.01"))
         h.wait(lambda: h.venue.order_state("t-1") is not OrderState.SENDING)
         h.wait(lambda: order.status is OrderStatus.ACCEPTED)
         ex.state.advance()
         h.wait(lambda: order.status is OrderStatus.FILLED)
-        assert faults.count(CREATE) == 1
+        assert len(ex.state.orders) == 1
+        assert ex.app.state.faults.counts == {"timeout_after_accept": 1}
     finally:
         h.venue.close()
+        ex.server.stop()
 
 
 def test_a_creation_that_never_arrived_is_rejected_as_not_received(

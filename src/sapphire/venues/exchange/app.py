@@ -9,6 +9,10 @@ key's rate limit for the endpoint's group. Public endpoints are not rate limited
 The WebSocket streams (public market data, private account updates, the trade stream)
 are mounted on the same app: `sapphire.venues.exchange.ws`.
 
+Requests that change the state (`MUTATIONS`) go through `ExchangeState.perform`, which
+writes them to the state's journal when it has one. With a `FaultPlan` the app injects
+its faults (`sapphire.venues.exchange.faults`).
+
 `BackgroundServer` runs an app with uvicorn on a thread (tests, scripts).
 """
 
@@ -29,10 +33,11 @@ from fastapi.responses import JSONResponse
 from sapphire.venues.exchange import trading, views, ws
 from sapphire.venues.exchange.auth import RateLimited, RateLimiter, verify
 from sapphire.venues.exchange.errors import BAD_PARAM, MODE_UNCHANGED, BybitError
+from sapphire.venues.exchange.faults import FaultInjector, FaultMiddleware, FaultPlan
 from sapphire.venues.exchange.state import LINEAR, SPOT, ExchangeState
 from sapphire.venues.exchange.streams import DEFAULT_QUEUE
 
-__all__ = ["BackgroundServer", "create_app"]
+__all__ = ["MUTATIONS", "BackgroundServer", "create_app"]
 
 Params = Mapping[str, Any]
 Handler = Callable[[ExchangeState, Params], object]
@@ -54,10 +59,12 @@ def create_app(
     *,
     limits: Mapping[str, int] | None = None,
     stream_queue: int = DEFAULT_QUEUE,
+    faults: FaultPlan | None = None,
 ) -> FastAPI:
     """The Bybit v5 REST and WebSocket app over `state`; `limits`: requests per second
     per key and endpoint group (`sapphire.venues.exchange.auth.DEFAULT_LIMITS`);
-    `stream_queue`: messages a WebSocket client may fall behind before it is dropped."""
+    `stream_queue`: messages a WebSocket client may fall behind before it is dropped;
+    `faults`: what to inject (the injector, with its counts, is ``app.state.faults``)."""
     app = FastAPI(title="Sapphire local Bybit exchange", docs_url=None, redoc_url=None)
     limiter = RateLimiter(limits)
 
@@ -103,25 +110,37 @@ def create_app(
     public("/v5/market/funding/history", _funding_history)
     # order entry, by REST and by the trade stream alike: path, rate-limit group, handler
     trade_ops: dict[str, ws.TradeOp] = {
-        "order.create": ("/v5/order/create", order_group, trading.create),
-        "order.amend": ("/v5/order/amend", "order", trading.amend),
-        "order.cancel": ("/v5/order/cancel", order_group, trading.cancel),
+        "order.create": ("/v5/order/create", order_group, _journaled("order.create")),
+        "order.amend": ("/v5/order/amend", "order", _journaled("order.amend")),
+        "order.cancel": ("/v5/order/cancel", order_group, _journaled("order.cancel")),
     }
     for path, group, handler in trade_ops.values():
         private(path, "POST", group, handler)
-    private("/v5/order/cancel-all", "POST", "order", trading.cancel_all)
+    private("/v5/order/cancel-all", "POST", "order", _journaled("order.cancel-all"))
     private("/v5/order/realtime", "GET", "query", trading.realtime)
     private("/v5/order/history", "GET", "query", trading.history)
     private("/v5/execution/list", "GET", "query", trading.executions)
     private("/v5/position/list", "GET", "query", _positions)
-    private("/v5/position/set-leverage", "POST", "position", _set_leverage)
+    private("/v5/position/set-leverage", "POST", "position", _journaled("position.set-leverage"))
     private("/v5/position/switch-mode", "POST", "position", _switch_mode)
     private("/v5/account/wallet-balance", "GET", "query", _wallet)
     private("/v5/account/info", "GET", "query", _account_info)
     private("/v5/user/query-api", "GET", "query", _api_key_info)
     private("/v5/asset/coin/query-info", "GET", "query", lambda state, params: {"rows": []})
-    ws.mount(app, state, limiter, trade_ops, stream_queue)
+    hub = ws.mount(app, state, limiter, trade_ops, stream_queue)
+    app.state.faults = None
+    if faults is not None:
+        injector = FaultInjector(faults)
+        injector.attach(state, hub)
+        app.add_middleware(FaultMiddleware, injector=injector)
+        app.state.faults = injector
     return app
+
+
+def _journaled(op: str) -> Handler:
+    """The handler of the state-changing request `op`, performed through the state."""
+    handler = MUTATIONS[op]
+    return lambda state, params: state.perform(op, handler, params)
 
 
 def _json(raw: bytes) -> dict[str, Any]:
@@ -282,6 +301,16 @@ def _account_info(state: ExchangeState, params: Params) -> dict[str, object]:
 def _api_key_info(state: ExchangeState, params: Params) -> dict[str, object]:
     permissions = {"ContractTrade": ["Order", "Position"], "Spot": ["SpotTrade"]}
     return {"readOnly": 0, "uta": 1, "unified": 0, "isMaster": True, "permissions": permissions}
+
+
+#: the requests that change the state, by journal op (`sapphire.venues.exchange.journal`)
+MUTATIONS: dict[str, Handler] = {
+    "order.create": trading.create,
+    "order.amend": trading.amend,
+    "order.cancel": trading.cancel,
+    "order.cancel-all": trading.cancel_all,
+    "position.set-leverage": _set_leverage,
+}
 
 
 # -------------------------------------------------------------------------- serving

@@ -35,6 +35,10 @@ Every change is published to `subscribe`rs as ``(topic, data)``: topics `order`,
 views`) and `bar` (a bar was replayed); the WebSocket streams hang off this. Listeners
 run under `lock` and must only queue what they get.
 
+Persistence: with a `journal` (`sapphire.venues.exchange.journal`), every replayed bar
+and every state-changing request (`perform`) is written down, each with one clock
+reading for all it changes, and `restore` rebuilds the state from it.
+
 Simplifications, all visible in the answers: the mark and index prices are the last
 price; no funding is paid and nothing is liquidated (`liqPrice` is empty); spot fees are
 charged in the quote coin (Bybit takes a spot buy's fee in the base coin); positions are
@@ -43,12 +47,15 @@ one-way (`positionIdx` 0) at one leverage for every linear market.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -77,7 +84,18 @@ from sapphire.venues.exchange.errors import (
 )
 from sapphire.venues.exchange.market import BarReplay, ReplayClock
 
-__all__ = ["LINEAR", "SPOT", "ExchangeState", "Market", "OrderRecord", "default_markets"]
+if TYPE_CHECKING:
+    from sapphire.venues.exchange.journal import Journal
+
+__all__ = [
+    "LINEAR",
+    "SPOT",
+    "ExchangeState",
+    "Market",
+    "OrderRecord",
+    "default_markets",
+    "markets_for",
+]
 
 SPOT, LINEAR = "spot", "linear"
 _ZERO = Decimal(0)
@@ -119,6 +137,33 @@ def default_markets() -> list[Market]:
         min_qty=Decimal("0.000048"), max_qty=Decimal("71.73956"), min_notional=Decimal("1"),
     )  # fmt: skip
     return [Market(LINEAR, "BTCUSDT", linear), Market(SPOT, "BTCUSDT", spot)]
+
+
+def markets_for(symbol: str, price: float) -> list[Market]:
+    """`symbol` (``BASEUSDT``) as a USDT linear perpetual and as spot: `default_markets`
+    for BTCUSDT; for another base, the same fees and minimum notional, a tick of about a
+    hundred-thousandth of `price` and a lot of about 10 to 100 USDT (linear, a
+    thousandth of it on spot), both powers of ten (Bybit's own filters are not known
+    here)."""
+    if symbol == "BTCUSDT":
+        return default_markets()
+    if not symbol.endswith("USDT") or not symbol[:-4].isalnum() or not symbol.isupper():
+        raise ValueError(f"symbol={symbol!r} is invalid: expected BASEUSDT, e.g. ETHUSDT")
+    if not price > 0:
+        raise ValueError(f"price={price!r} is invalid: expected > 0")
+    base, digits = symbol[:-4], math.floor(math.log10(price))
+    tick, lot = Decimal(10) ** (digits - 5), Decimal(10) ** (1 - digits)
+    out = []
+    for market in default_markets():
+        inst = market.instrument
+        step = lot if market.category == LINEAR else lot / 1000
+        suffix = ":USDT" if market.category == LINEAR else ""
+        listed = replace(
+            inst, id=InstrumentId(f"{base}/USDT{suffix}", inst.id.venue), base=base,
+            tick_size=tick, lot_size=step, min_qty=step, max_qty=step * 1_000_000,
+        )  # fmt: skip
+        out.append(Market(market.category, symbol, listed))
+    return out
 
 
 @dataclass(eq=False)
@@ -209,6 +254,9 @@ class ExchangeState:
         self.positions: dict[InstrumentId, _PositionTimes] = {}
         self.immediate: list[OrderRecord] = []
         self._listeners: list[Callable[[str, dict[str, object]], None]] = []
+        self.journal: Journal | None = None
+        self._new_ids: list[str] | None = None  # the order ids the request being performed made
+        self._replayed_ids: list[str] = []  # the recorded ids a restored request takes
         self._bar(self.replay.position - 1)  # the venue learns the last price
 
     # ------------------------------------------------------------------ events out
@@ -248,19 +296,100 @@ class ExchangeState:
             r = self.replay
             if r.done:
                 return False
-            i = r.position
-            self._release_immediate(float(r.open[i]))
-            self._bar(i)
-            r.position = i + 1
-            self.publish("bar", {"start": int(r.time_ms[i]), "close": float(r.close[i])})
+            now = self.clock()
+            with self._frozen(now):
+                i = r.position
+                self._release_immediate(float(r.open[i]))
+                self._bar(i)
+                r.position = i + 1
+                if self.journal is not None:
+                    self.journal.append({"op": "advance", "now": now})
+                self.publish("bar", {"start": int(r.time_ms[i]), "close": float(r.close[i])})
             return True
 
-    def start_clock(self, speed: float) -> ReplayClock:
+    # ------------------------------------------------------------------ persistence
+    @contextmanager
+    def _frozen(self, now: int) -> Iterator[None]:
+        """`clock` reads `now` for the duration: one time for everything one change makes
+        (so that replaying it gives the same times)."""
+        wall = self.clock
+        self.clock = lambda: now
+        try:
+            yield
+        finally:
+            self.clock = wall
+
+    def perform(
+        self, op: str, handler: Callable[[ExchangeState, Any], object], params: Mapping[str, Any]
+    ) -> object:
+        """Run the state-changing request `op` (`handler(self, params)`) under the lock
+        at one clock reading, and write it to the journal with its outcome."""
+        with self.lock:
+            now = self.clock()
+            ids: list[str] = []
+            self._new_ids = ids
+            code = 0
+            try:
+                with self._frozen(now):
+                    return handler(self, params)
+            except BybitError as exc:
+                code = exc.code
+                raise
+            except Exception:
+                code = -1  # a fault of the exchange's own: replayed, it fails again
+                raise
+            finally:
+                self._new_ids = None
+                if self.journal is not None:
+                    entry = {"op": op, "now": now, "params": dict(params), "ids": ids, "code": code}
+                    self.journal.append(entry)
+
+    def restore(
+        self, journal: Journal, handlers: Mapping[str, Callable[[ExchangeState, Any], object]]
+    ) -> int:
+        """Replay `journal`'s entries (through `handlers`, by op), then write every later
+        change to it; the number of entries replayed. A ValueError names the first entry
+        whose outcome differs from the recorded one (the journal is another exchange's)."""
+        with self.lock:
+            for number, entry in enumerate(journal.entries, 2):
+                op = str(entry.get("op"))
+                with self._frozen(int(entry["now"])):
+                    if op == "advance":
+                        code = 0 if self.advance() else -1
+                    elif op in handlers:
+                        self._replayed_ids = [str(i) for i in entry.get("ids", [])]
+                        try:
+                            handlers[op](self, entry.get("params", {}))
+                            code = 0
+                        except BybitError as exc:
+                            code = exc.code
+                        except Exception:
+                            code = -1
+                    else:
+                        raise ValueError(f"{journal.path} line {number}: unknown op {op!r}")
+                if code != entry.get("code", 0):
+                    raise ValueError(
+                        f"{journal.path} line {number}: {op} gives retCode {code} when "
+                        f"replayed but {entry.get('code', 0)} when recorded: the journal does "
+                        "not match this exchange's data or markets"
+                    )
+            self._replayed_ids = []
+            self.journal = journal
+            return len(journal.entries)
+
+    def start_clock(self, speed: float, bars: int | None = None) -> ReplayClock:
         """Replay at `speed` times real time (60: one 1-minute bar per second) on a
-        thread; `stop()` the returned clock to pause."""
+        thread, `bars` of them at most; `stop()` the returned clock to pause."""
         if not speed > 0:
             raise ValueError(f"speed={speed!r} is invalid: expected > 0")
-        clock = ReplayClock(self.advance, self.replay.timeframe_ms / 1000 / speed)
+        step = self.advance
+        if bars is not None:
+            end = self.replay.position + bars
+
+            def step() -> bool:
+                return self.replay.position < end and self.advance()
+
+        clock = ReplayClock(step, self.replay.timeframe_ms / 1000 / speed)
         clock.start()
         return clock
 
@@ -293,7 +422,13 @@ class ExchangeState:
 
     # ------------------------------------------------------------------ orders
     def new_order_id(self) -> str:
-        return str(uuid.uuid4())
+        """A new order id (a recorded one while restoring)."""
+        if self._replayed_ids:
+            return self._replayed_ids.pop(0)
+        order_id = str(uuid.uuid4())
+        if self._new_ids is not None:
+            self._new_ids.append(order_id)
+        return order_id
 
     def add(self, rec: OrderRecord) -> None:
         """Register a new order (already validated), submitted to no one yet."""

@@ -30,6 +30,10 @@ its snapshot before any later update, in order. Each connection queues at most `
 messages: a client that falls further behind is disconnected (close code 1008), as a
 real exchange drops a slow consumer, rather than letting memory grow or skipping updates
 (which would break the book's ``u`` sequence).
+
+With a `sapphire.venues.exchange.faults.FaultInjector` (`faults`), book deltas may be
+dropped or reordered per connection, and `close_all` closes every connection (a
+restart).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -48,6 +53,9 @@ from sapphire.venues.exchange import views
 from sapphire.venues.exchange.errors import BAD_PARAM, BybitError
 from sapphire.venues.exchange.market import INTERVALS
 from sapphire.venues.exchange.state import LINEAR, SPOT, ExchangeState, Market
+
+if TYPE_CHECKING:
+    from sapphire.venues.exchange.faults import FaultInjector
 
 __all__ = ["DEPTHS", "PRIVATE_TOPICS", "Connection", "StreamHub"]
 
@@ -69,13 +77,18 @@ class Connection:
 
     `send` may be called from any thread; the text is queued on `loop`. When more than
     `limit` messages wait, the queue is emptied and `None` queued: the sender then closes
-    the socket (`too_slow` is set).
+    the socket (`too_slow` is set). `close` asks the sender to close it with a code.
+    `number` counts the hub's connections from 1 (it seeds the connection's faults).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, category: str, limit: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, category: str, limit: int, number: int = 0
+    ) -> None:
         if limit < 1:
             raise ValueError(f"queue limit={limit!r} is invalid: expected >= 1")
         self.loop = loop
+        self.number = number
+        self.closing: tuple[int, str] | None = None  # (code, reason) once `close`d
         self.category = category  # "linear" | "spot" | "private" | "trade"
         self.id = str(uuid.uuid4())
         self.topics: set[str] = set()
@@ -88,8 +101,19 @@ class Connection:
         with contextlib.suppress(RuntimeError):  # a closed loop: the client is gone
             self.loop.call_soon_threadsafe(self._put, text)
 
-    def _put(self, text: str) -> None:
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection with `code` and `reason` (from any thread)."""
+        self.closing = (code, reason)
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._put, None)
+
+    def _put(self, text: str | None) -> None:
         if self.too_slow:
+            return
+        if text is None:  # `close`: what is still queued is never sent
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
             return
         try:
             self.queue.put_nowait(text)
@@ -120,12 +144,15 @@ class StreamHub:
         self.connections: set[Connection] = set()
         self._feeds: dict[tuple[str, str], _Feed] = {}  # (category, topic) -> last pushed
         self._guard = threading.Lock()  # the connection set, read on publishing threads
+        self._opened = 0
+        self.faults: FaultInjector | None = None
         state.subscribe(self.on_event)
 
     # ---------------------------------------------------------------- connections
     def connect(self, loop: asyncio.AbstractEventLoop, category: str) -> Connection:
-        conn = Connection(loop, category, self.queue_limit)
         with self._guard:
+            self._opened += 1
+            conn = Connection(loop, category, self.queue_limit, self._opened)
             self.connections.add(conn)
         return conn
 
@@ -134,6 +161,15 @@ class StreamHub:
             self.unsubscribe(conn, list(conn.topics))
             with self._guard:
                 self.connections.discard(conn)
+            if self.faults is not None:
+                self.faults.forget(conn)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every connection with `code` and `reason`."""
+        with self._guard:
+            connections = list(self.connections)
+        for conn in connections:
+            conn.close(code, reason)
 
     def subscribed(self, topic: str) -> int:
         """How many connections hold `topic` (tests wait on it)."""
@@ -243,7 +279,12 @@ class StreamHub:
                 if key not in built:
                     built[key] = self._update(conn.category, topic)
                 text = built[key]
-                if text is not None:
+                if text is None:
+                    continue
+                if self.faults is not None and topic.startswith("orderbook."):  # a delta
+                    for message in self.faults.book_delta(conn, topic, text):
+                        conn.send(message)
+                else:
                     conn.send(text)
 
     def _update(self, category: str, topic: str) -> str | None:

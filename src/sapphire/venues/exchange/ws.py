@@ -42,6 +42,7 @@ from sapphire.venues.exchange.auth import (
     verify_stream,
 )
 from sapphire.venues.exchange.errors import BAD_KEY, BAD_PARAM, BybitError
+from sapphire.venues.exchange.faults import DISCONNECT_CLOSE_CODE
 from sapphire.venues.exchange.state import LINEAR, SPOT, ExchangeState
 from sapphire.venues.exchange.streams import (
     DEFAULT_QUEUE,
@@ -88,7 +89,7 @@ async def _serve(websocket: WebSocket, hub: StreamHub, category: str, handle: Ha
     await websocket.accept()
     conn = hub.connect(asyncio.get_running_loop(), category)
     tasks = {
-        asyncio.create_task(_send(websocket, conn, hub.queue_limit)),
+        asyncio.create_task(_send(websocket, conn, hub)),
         asyncio.create_task(_receive(websocket, conn, handle)),
     }
     try:
@@ -99,12 +100,19 @@ async def _serve(websocket: WebSocket, hub: StreamHub, category: str, handle: Ha
         hub.disconnect(conn)
 
 
-async def _send(websocket: WebSocket, conn: Connection, limit: int) -> None:
+async def _send(websocket: WebSocket, conn: Connection, hub: StreamHub) -> None:
     try:
         while True:
             text = await conn.queue.get()
+            if text is None and conn.closing is not None:  # `close`d (a restart)
+                await websocket.close(*conn.closing)
+                return
             if text is None:  # more than `limit` messages behind: drop the client
+                limit = hub.queue_limit
                 await websocket.close(SLOW_CLOSE_CODE, f"too slow: over {limit} messages unsent")
+                return
+            if hub.faults is not None and hub.faults.disconnect(conn):
+                await websocket.close(DISCONNECT_CLOSE_CODE, "fault injection: ws_disconnect")
                 return
             await websocket.send_text(text)
     except (WebSocketDisconnect, RuntimeError, OSError):
