@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -218,3 +221,79 @@ def test_import_a_headerless_semicolon_kline_export(tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert "100 bars read, 100 added" in out and "ignored column(s): column_7" in out
+
+
+# ------------------------------------------------------------------ data download
+@pytest.fixture
+def local_exchange(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The local Bybit exchange serving the first 1,500 bars of the bundled month; any
+    name lookup but the loopback's fails, so nothing can reach bybit.com."""
+    from sapphire.data import load_ohlcv
+    from sapphire.venues.exchange import BackgroundServer, ExchangeState, create_app
+
+    real = socket.getaddrinfo
+
+    def local_only(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in ("127.0.0.1", "localhost"):
+            raise AssertionError(f"the test tried to reach {host!r}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+    bars, _report = load_ohlcv("sample")
+    server = BackgroundServer(create_app(ExchangeState(bars.iloc[:1501], history=1500)))
+    yield server.start().url
+    server.stop()
+
+
+def test_download_from_a_local_exchange_then_backtest_it(local_exchange: str) -> None:
+    args = ["download", "--exchange", "bybit", "--symbol", "BTC/USDT:USDT", "--timeframe",
+            "1m", "--start", "2021-12-31 23:01", "--end", "2022-01-02",
+            "--url", local_exchange]  # fmt: skip
+    code, out = _run(*args, "--funding")
+    assert code == 0, out
+    text = _cells(out)
+    assert "Downloaded BTC/USDT:USDT (bybit 1m)" in text
+    assert "range asked 2021-12-31 23:01 to 2022-01-02 00:00 UTC" in text
+    assert "fetched 2 pages, 1,499 new bars" in text
+    assert "bars in range 1,499, 2021-12-31 23:01 to 2022-01-01 23:59 UTC" in text
+    assert "gaps none" in text
+    assert "funding rates 3 in range, 2022-01-01 00:00 to 2022-01-01 16:00 UTC, 3 new" in text
+    funding = text.split("funding file ")[1].split(" (use it with --funding)")[0]
+    assert funding.endswith("funding.parquet")
+
+    code, out = _run(*args)
+    assert code == 0, out
+    assert "nothing: the catalog already covered the range" in _cells(out)
+    code, out = _run("list")
+    assert code == 0 and "1,499" in out and "bybit" in out
+
+    code, out = _main(
+        "backtest", "--data", "BTC/USDT:USDT", "--funding", funding, "--size", "0.5",
+        "--size-mode", "equity", "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    assert json.loads(out)["metrics"]["funding"] != 0
+
+
+def _cells(out: str) -> str:
+    """A table's text without its borders, runs of spaces made one."""
+    return " ".join(out.translate({ord(c): " " for c in "│┃┌┐└┘├┤┬┴┼─━┏┓┗┛┡┩╇"}).split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--exchange", "bybitt"], "error: unknown exchange 'bybitt'; did you mean bybit"),
+        (["--symbol", "BTC/USDT:USD"], "error: unknown symbol 'BTC/USDT:USD' on bybit; did you"),
+        (["--timeframe", "7m"], "error: timeframe '7m' is not offered by bybit"),
+        (["--start", "someday"], "error: bad start 'someday': expected a date"),
+        (["--url", "127.0.0.1"], "error: bad url '127.0.0.1': expected http://"),
+    ],
+)
+def test_download_errors_name_the_value(local_exchange: str, args: list[str], message: str) -> None:
+    given = {"--exchange": "bybit", "--symbol": "BTC/USDT:USDT", "--timeframe": "1m",
+             "--start": "2022-01-01", "--end": "2022-01-02", "--url": local_exchange}  # fmt: skip
+    given.update(zip(args[::2], args[1::2], strict=True))
+    code, out = _run("download", *[part for pair in given.items() for part in pair])
+    assert code == 2, out
+    assert message in " ".join(out.split())

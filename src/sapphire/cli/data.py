@@ -1,4 +1,5 @@
-"""`sapphire data`: import bar files into the local catalog, list and inspect it."""
+"""`sapphire data`: import bar files or download history into the local catalog, list and
+inspect it."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sapphire.data import CatalogEntry
+    from sapphire.data.download import DownloadResult, FundingResult, Progress
 
 data_app = typer.Typer(
-    help="Import, list and inspect market data in the local catalog.",
+    help="Import, download, list and inspect market data in the local catalog.",
     no_args_is_help=True,
 )
 
@@ -73,6 +75,59 @@ def import_command(
     except (DataError, OSError) as exc:
         raise _fail(str(exc)) from None
     console.print(_entry_table(entry, title=f"Imported {entry.describe()}"))
+
+
+@data_app.command("download")
+def download_command(
+    exchange: Annotated[str, typer.Option(help="ccxt exchange id, e.g. bybit or binance.")],
+    symbol: Annotated[str, typer.Option(help="ccxt symbol, e.g. BTC/USDT:USDT.")],
+    start: Annotated[str, typer.Option(help="First bar time (UTC), e.g. 2024-01-01.")],
+    timeframe: Annotated[str, typer.Option(help="Bar size, e.g. 1m, 1h, 1d.")] = "1m",
+    end: Annotated[
+        str | None, typer.Option(help="End time (UTC, exclusive); default: now.")
+    ] = None,
+    funding: Annotated[
+        bool, typer.Option("--funding", help="Download the funding-rate history too.")
+    ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Host that speaks the exchange's API, e.g. a local exchange."),
+    ] = None,
+) -> None:
+    """Download bars (and funding rates) from a ccxt exchange; resumes where it stopped."""
+    from rich.progress import BarColumn, TaskProgressColumn, TextColumn
+    from rich.progress import Progress as ProgressBar
+
+    from sapphire.data import DataError
+    from sapphire.data.download import download_funding, download_ohlcv, open_exchange
+
+    console = Console()
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rows]:,} rows"))  # fmt: skip
+    try:
+        client = open_exchange(exchange, url)
+        with ProgressBar(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(f"{symbol} {timeframe}", total=None, rows=0)
+
+            def show(p: Progress) -> None:
+                bar.update(task, total=max(p.total_ms, 1), completed=p.done_ms, rows=p.rows)
+
+            bars = download_ohlcv(
+                exchange, symbol, timeframe, start, end, exchange=client, progress=show
+            )
+            rates = None
+            if funding:
+                task = bar.add_task(f"{symbol} funding", total=None, rows=0)
+                rates = download_funding(
+                    exchange, symbol, start, end, exchange=client, progress=show
+                )
+    except DataError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail(
+            "interrupted; what was downloaded is stored: run the same command to resume"
+        ) from None
+    console.print(_download_table(bars, rates))
 
 
 @data_app.command("list")
@@ -167,6 +222,46 @@ def _entry_table(entry: CatalogEntry, *, title: str) -> Table:
             changes += f", {last.filled:,} filled with the previous close"
         lines.append(("import result", changes))
         lines.extend(("note", note) for note in last.notes)
+    for field, value in lines:
+        table.add_row(field, Text(value))
+    return table
+
+
+def _download_table(bars: DownloadResult, rates: FundingResult | None) -> Table:
+    table = Table(title=Text(f"Downloaded {bars.symbol} ({bars.exchange} {bars.timeframe})"),
+                  show_header=False)  # fmt: skip
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    asked = f"{_time(bars.start)} to {_time(bars.end)} UTC"
+    if not bars.fetched:
+        fetched = "nothing: the catalog already covered the range"
+    else:
+        fetched = f"{bars.pages:,} pages, {bars.added:,} new bars"
+        if bars.resumed_from is not None:
+            fetched += f", resumed from {_time(bars.resumed_from)} UTC"
+    lines = [("range asked", asked), ("fetched", fetched)]
+    report = bars.report
+    if report is None:
+        lines.append(("bars in range", "none: the exchange has no bars there"))
+    else:
+        lines.append(
+            ("bars in range", f"{bars.rows:,}, {_time(report.start)} to {_time(report.end)} UTC")
+        )
+        gaps = "none"
+        if report.gap_count:
+            from sapphire.data.timeframes import format_duration
+
+            largest = format_duration(report.largest_gap) if report.largest_gap else "?"
+            gaps = f"{report.gap_count:,} ({report.missing_bars:,} missing bars, largest {largest})"
+        lines.append(("gaps", gaps))
+    if bars.entry is not None:
+        lines.append(("stored at", str(bars.entry.path)))
+    if rates is not None:
+        span = ""
+        if rates.first is not None and rates.last is not None:
+            span = f", {_time(rates.first)} to {_time(rates.last)} UTC"
+        lines.append(("funding rates", f"{rates.rows:,} in range{span}, {rates.added:,} new"))
+        lines.append(("funding file", f"{rates.path} (use it with --funding)"))
     for field, value in lines:
         table.add_row(field, Text(value))
     return table

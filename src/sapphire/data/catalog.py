@@ -11,6 +11,14 @@ Re-importing into an existing entry merges: bars at new timestamps are added, an
 equal timestamps the newly imported bar wins (fresh data corrects old data and real
 bars replace earlier filled ones). Nothing is dropped silently: each import records
 how many existing bars it replaced and how many of those had different values.
+
+`meta.json` also keeps `covered`: the time spans the entry has been filled for, merged
+(a file import covers its first bar to the end of its last; a download the span it
+asked the exchange for, bars or not), so that `sapphire.data.download` resumes where
+it stopped and fills only what no earlier import or download covered.
+
+Funding rates live beside the timeframes, in `<venue>/<symbol made safe>/funding.parquet`
+(columns `timestamp`, `rate`), a file `--funding` reads as it is.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import pandas as pd
 
 from sapphire.config import home_subdir
 from sapphire.data.errors import DataError
+from sapphire.data.funding import normalize_funding, read_funding
 from sapphire.data.normalize import VALUE_COLUMNS, normalize_ohlcv
 from sapphire.data.readers import ReadOptions, read_ohlcv_with_report
 from sapphire.data.timeframes import format_timeframe, parse_timeframe, timestamps_ns
@@ -42,6 +51,7 @@ from sapphire.data.validate import (
 
 DATA_FILE = "data.parquet"
 META_FILE = "meta.json"
+FUNDING_FILE = "funding.parquet"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -82,6 +92,7 @@ class CatalogEntry:
     missing_bars: int = 0
     largest_gap: pd.Timedelta | None = None
     last_import: ImportStats | None = None
+    covered: tuple[tuple[pd.Timestamp, pd.Timestamp], ...] = ()
 
     def describe(self) -> str:
         """Short label: 'symbol (venue timeframe)'."""
@@ -115,7 +126,89 @@ class Catalog:
         tick_size = _positive_or_none(tick_size, "tick size")
         lot_size = _positive_or_none(lot_size, "lot size")
         frame, file_report = read_ohlcv_with_report(path, gaps=gaps, timeframe=timeframe, read=read)
+        source = str(Path(path).expanduser().resolve())
+        return self._store(
+            frame, file_report, symbol=symbol, venue=venue, gaps=gaps, source=source,
+            tick_size=tick_size, lot_size=lot_size,
+        )  # fmt: skip
+
+    def import_frame(
+        self,
+        frame: pd.DataFrame,
+        *,
+        symbol: str,
+        venue: str,
+        timeframe: str,
+        source: str,
+        covered: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    ) -> CatalogEntry:
+        """Validate bars already in memory (e.g. downloaded) and store them as `import_file`
+        does; `covered`: the span [start, end) they were asked for, when wider than the bars."""
+        symbol, venue = _clean_name(symbol, "symbol"), _clean_name(venue, "venue").lower()
+        frame, report = validate_ohlcv(frame, timeframe=timeframe)
+        return self._store(
+            frame, report, symbol=symbol, venue=venue, gaps="keep", source=source, covered=covered
+        )
+
+    def add_covered(
+        self, symbol: str, *, venue: str, timeframe: str, span: tuple[pd.Timestamp, pd.Timestamp]
+    ) -> CatalogEntry:
+        """Record that an existing entry was filled for `span` (a download that found no bars
+        there), so the span is not asked for again."""
+        entry = self.entry(symbol, venue=venue, timeframe=timeframe)
+        folder = entry.path.parent
+        meta = _read_meta(folder)
+        assert meta is not None  # `entry` found it
+        meta["covered"] = _add_span(meta, span)
+        text = json.dumps(meta, indent=2)
+        _write_atomic(folder / META_FILE, lambda tmp: tmp.write_text(text))
+        return _entry(folder, meta)
+
+    def funding_path(self, symbol: str, *, venue: str) -> Path:
+        """Where the funding rates of `symbol` on `venue` are kept (whether or not they exist)."""
+        symbol, venue = _clean_name(symbol, "symbol"), _clean_name(venue, "venue").lower()
+        return self.root / _safe(venue) / _safe(symbol) / FUNDING_FILE
+
+    def store_funding(self, rates: pd.Series, *, symbol: str, venue: str) -> tuple[Path, int]:
+        """Merge funding rates (a series indexed by UTC time) into the symbol's funding file,
+        new rates winning on equal times; the file's path and how many times were new."""
+        path = self.funding_path(symbol, venue=venue)
+        new = normalize_funding(
+            pd.DataFrame({"timestamp": rates.index, "rate": np.asarray(rates, dtype=float)})
+        )
+        added = len(new)
+        if path.is_file():
+            old = read_funding(path)
+            added = int((~new.index.isin(old.index)).sum())
+            new = pd.concat([old[~old.index.isin(new.index)], new]).sort_index()
+        table = pd.DataFrame({"timestamp": new.index, "rate": new.to_numpy()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
+        return path, added
+
+    def load_funding(self, symbol: str, *, venue: str) -> pd.Series:
+        """The stored funding rates of `symbol` on `venue`; DataError if there are none."""
+        path = self.funding_path(symbol, venue=venue)
+        if not path.is_file():
+            raise DataError(f"no funding rates for {symbol!r} on {venue!r} in the catalog")
+        return read_funding(path)
+
+    def _store(
+        self,
+        frame: pd.DataFrame,
+        file_report: ValidationReport,
+        *,
+        symbol: str,
+        venue: str,
+        gaps: GapPolicy | str,
+        source: str,
+        tick_size: float | None = None,
+        lot_size: float | None = None,
+        covered: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    ) -> CatalogEntry:
+        """Merge validated bars into their entry and write data and metadata."""
         tf_text = format_timeframe(file_report.timeframe)
+        span = covered or (file_report.start, file_report.end + file_report.timeframe)
         folder = self.root / _safe(venue) / _safe(symbol) / tf_text
         meta = _read_meta(folder)
         if meta is not None and meta["symbol"] != symbol:
@@ -129,7 +222,7 @@ class Catalog:
             frame, report = validate_ohlcv(frame, gaps=gaps, timeframe=file_report.timeframe)
             filled = report.filled_bars
         stats = ImportStats(
-            source=str(Path(path).expanduser().resolve()),
+            source=source,
             imported_at=pd.Timestamp.now(tz="UTC"),
             rows_read=file_report.rows - file_report.filled_bars,
             added=added,
@@ -149,6 +242,7 @@ class Catalog:
             tick_size if tick_size is not None else old.get("tick_size"),
             lot_size if lot_size is not None else old.get("lot_size"),
             [*old.get("imports", []), _stats_to_json(stats)],
+            _add_span(old, span),
         )
         text = json.dumps(new_meta, indent=2)
         _write_atomic(folder / META_FILE, lambda tmp: tmp.write_text(text))
@@ -247,6 +341,7 @@ def _meta(
     tick_size: float | None,
     lot_size: float | None,
     imports: list[dict[str, Any]],
+    covered: list[list[str]],
 ) -> dict[str, Any]:
     last = imports[-1]
     return {
@@ -270,7 +365,33 @@ def _meta(
         "tick_size": tick_size,
         "lot_size": lot_size,
         "imports": imports,
+        "covered": covered,
     }
+
+
+Span = tuple[pd.Timestamp, pd.Timestamp]
+
+
+def _spans(meta: dict[str, Any]) -> list[Span]:
+    """An entry's covered spans; its first bar to the end of its last when the entry
+    predates `covered`."""
+    spans = [(pd.Timestamp(a), pd.Timestamp(b)) for a, b in meta.get("covered") or []]
+    if not spans and "start" in meta:
+        step = parse_timeframe(meta["timeframe"])
+        spans = [(pd.Timestamp(meta["start"]), pd.Timestamp(meta["end"]) + step)]
+    return spans
+
+
+def _add_span(meta: dict[str, Any], span: Span) -> list[list[str]]:
+    """The entry's covered spans with `span` added, overlapping and touching spans merged,
+    as ISO text."""
+    merged: list[Span] = []
+    for lo, hi in sorted([*_spans(meta), span]):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return [[lo.isoformat(), hi.isoformat()] for lo, hi in merged]
 
 
 def _stats_to_json(stats: ImportStats) -> dict[str, Any]:
@@ -302,6 +423,7 @@ def _entry(folder: Path, meta: dict[str, Any]) -> CatalogEntry:
         gap_count=int(meta.get("gap_count", 0)),
         missing_bars=int(meta.get("missing_bars", 0)),
         largest_gap=pd.Timedelta(meta["largest_gap"]) if meta.get("largest_gap") else None,
+        covered=tuple(_spans(meta)),
         last_import=(
             ImportStats(
                 source=last["source"],

@@ -155,6 +155,14 @@ def _json(raw: bytes) -> dict[str, Any]:
     return params
 
 
+def _millis(params: Params, name: str) -> int | None:
+    """The time parameter `name` in ms, None when absent."""
+    text = params.get(name)
+    if text and not str(text).isdigit():
+        raise BybitError(BAD_PARAM, f"params error: {name} {text!r} must be milliseconds")
+    return int(text) if text else None
+
+
 def _limit(params: Params, default: int, high: int) -> int:
     text = str(params.get("limit") or default)
     if not text.isdigit() or not 1 <= int(text) <= high:
@@ -205,12 +213,7 @@ def _kline(state: ExchangeState, params: Params) -> dict[str, object]:
     category = str(params.get("category") or LINEAR)
     trading.category_of({"category": category})
     market = state.market(category, str(params.get("symbol", "")))
-    bounds = []
-    for name in ("start", "end"):
-        text = params.get(name)
-        if text and not str(text).isdigit():
-            raise BybitError(BAD_PARAM, f"params error: {name} {text!r} must be milliseconds")
-        bounds.append(int(text) if text else None)
+    bounds = [_millis(params, name) for name in ("start", "end")]
     interval = str(params.get("interval", ""))
     rows = state.replay.klines(interval, bounds[0], bounds[1], _limit(params, 200, 1000))
     return {"category": category, "symbol": market.symbol, "list": rows}
@@ -224,10 +227,12 @@ def _recent_trades(state: ExchangeState, params: Params) -> dict[str, object]:
 
 
 def _funding_history(state: ExchangeState, params: Params) -> dict[str, object]:
-    """No funding is replayed yet: an empty history."""
+    """The replay's funding schedule (`BarReplay.funding`), paged as Bybit does."""
     category = trading.category_of(params, ("linear",))
-    state.market(category, str(params.get("symbol", "")))
-    return {"category": category, "list": []}
+    market = state.market(category, str(params.get("symbol", "")))
+    bounds = [_millis(params, name) for name in ("startTime", "endTime")]
+    rows = state.replay.funding(market.symbol, bounds[0], bounds[1], _limit(params, 200, 200))
+    return {"category": category, "list": rows}
 
 
 # -------------------------------------------------------------------------- private

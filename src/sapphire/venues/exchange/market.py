@@ -12,6 +12,10 @@ one tick apart, each sized at the last bar's volume divided by the depth) and on
 per replayed bar (at its close, for its volume, a buy when the bar closed at or above
 its open, timed at the bar's last millisecond). The bundled sample's volume is in the
 quote currency (USD): a bar's base volume is that divided by its close.
+
+Recorded bars carry no funding either: the funding history is a deterministic schedule,
+a rate of `funding_rate` (0.0001, 0.01%) every 8 hours (00:00, 08:00 and 16:00 UTC) of
+the replayed time. No funding is paid to or from the account.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ __all__ = ["INTERVALS", "BarReplay", "ReplayClock"]
 
 _MS = 1_000_000
 _DAY_MS = 86_400_000
+_FUNDING_MS = 8 * 3_600_000
 #: Bybit's kline intervals and the timeframe each is
 INTERVALS = {
     **{str(m): f"{m}m" for m in (1, 3, 5, 15, 30, 60, 120, 240, 360, 720)},
@@ -58,6 +63,7 @@ class BarReplay:
         values, counts = np.unique(np.diff(self.time_ms), return_counts=True)
         self.timeframe_ms = int(values[np.argmax(counts)])  # the usual bar spacing
         self.position = start
+        self.funding_rate = "0.0001"
 
     def __len__(self) -> int:
         return len(self.close)
@@ -114,6 +120,23 @@ class BarReplay:
                 continue
             rows.append([str(int(t)), _px(o), _px(h), _px(low), _px(c), _qty(v / c), _px(v)])
         return rows[::-1][:limit]
+
+    def funding(
+        self, symbol: str, start: int | None, end: int | None, limit: int
+    ) -> list[dict[str, str]]:
+        """Bybit funding-history rows of the schedule (module docstring) from the first
+        replayed bar to market time, newest first, at most `limit`; `start`/`end` in ms
+        bound the funding times (inclusive)."""
+        first = -(-int(self.time_ms[0]) // _FUNDING_MS) * _FUNDING_MS
+        last = min(self.now_ms, end if end is not None else self.now_ms)
+        lowest = max(first, start if start is not None else first)
+        top = last // _FUNDING_MS * _FUNDING_MS
+        times = range(top, max(lowest - 1, top - limit * _FUNDING_MS), -_FUNDING_MS)
+        return [
+            {"symbol": symbol, "fundingRate": self.funding_rate, "fundingRateTimestamp": str(t)}
+            for t in times
+            if t >= lowest
+        ]
 
     def stats_24h(self) -> dict[str, float]:
         """Last price, the price 24 hours before, high, low, base volume and turnover of
