@@ -52,7 +52,11 @@ def journaled(frame: pd.DataFrame, path: Path, **kwargs: Any) -> ExchangeState:
     state = ExchangeState(frame, credentials=[CREDS], history=1440, **kwargs)
     journal = Journal(path)
     journal.begin(HEADER)
-    state.restore(journal, MUTATIONS)
+    try:
+        state.restore(journal, MUTATIONS)
+    except ValueError:
+        journal.close()
+        raise
     return state
 
 
@@ -81,6 +85,8 @@ def traded(frame: pd.DataFrame, tmp_path: Path) -> Iterator[tuple[ExchangeState,
             client.create_order(LINEAR, "limit", "buy", 0.001, 1.0)
         assert client.fetch_order(resting["id"], LINEAR)["id"] == resting["id"]
     yield state, path
+    if state.journal is not None:
+        state.journal.close()
 
 
 def test_a_restored_exchange_is_the_same_exchange(
@@ -91,8 +97,12 @@ def test_a_restored_exchange_is_the_same_exchange(
     assert len(seen["executions"]) >= 2 and seen["positions"][0]["size"] != "0"
     assert seen["balances"]["USDT"] != Decimal(100_000) and seen["leverage"] == 5
     again = journaled(frame, path)
+    assert again.journal is not None
+    again.journal.close()
     assert snapshot(again) == seen
     # and it goes on: the same next bars fill the same way in both
+    assert before.journal is not None
+    before.journal.close()
     before.journal = again.journal = None
     for state in (before, again):
         state.clock = lambda: 1_800_000_000_000
@@ -108,7 +118,10 @@ def test_a_torn_last_line_is_dropped_and_a_broken_one_named(
     seen = snapshot(before)
     with path.open("a", encoding="utf-8") as f:
         f.write('{"op": "adv')  # the process died while writing
-    assert snapshot(journaled(frame, path)) == seen
+    again = journaled(frame, path)
+    assert again.journal is not None
+    again.journal.close()
+    assert snapshot(again) == seen
     assert path.read_text(encoding="utf-8").endswith("}\n")
     lines = path.read_text(encoding="utf-8").splitlines()
     lines[3] = lines[3][:-5]

@@ -133,6 +133,7 @@ def serve_command(
         markets_for,
     )
 
+    journal: Journal | None = None
     try:
         if (api_key is None) != (api_secret is None):
             raise ValueError("--api-key and --api-secret go together: give both or neither")
@@ -178,6 +179,8 @@ def serve_command(
         })  # fmt: skip
         restored = state.restore(journal, MUTATIONS)
     except (ValueError, OSError) as exc:
+        if journal is not None:
+            journal.close()
         raise fail(str(exc)) from None
 
     app = create_app(state, faults=plan if plan.active else None)
