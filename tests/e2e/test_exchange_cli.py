@@ -117,6 +117,7 @@ def test_bad_options_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         (["--data", "prices.csv"], "name its market with --symbol"),
         (["--balance", "lots"], "--balance 'lots' is invalid"),
         (["--name", "../x"], "--name '../x' is invalid"),
+        (["--history", "50000"], "--history 50000 is invalid: --data 'sample' has 45031 bars"),
     ]:
         done = CliRunner().invoke(app, ["exchange", "serve", *args])
         assert done.exit_code == 2, (args, done.output)

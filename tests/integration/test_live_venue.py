@@ -280,6 +280,31 @@ def test_a_creation_timed_out_after_arriving_is_found_never_resent(frame: pd.Dat
         ex.server.stop()
 
 
+def test_the_venue_trades_on_through_exchange_restarts(frame: pd.DataFrame) -> None:
+    """The exchange's own `restart` fault every 2 bars: streams closed, requests refused
+    for 0.5 s, the same state after. The venue reconnects, and every fill (some made just
+    before a restart) is applied once."""
+    ex = Exchange(frame, plan=FaultPlan.parse("restart=every:2bars,restart_pause=0.5s"))
+    h = Harness(ex, retry=RetryPolicy(attempts=8, base_s=0.1, cap_s=0.3))
+    try:
+        orders = []
+        for _ in range(3):
+            order = h.submit(market(OrderSide.BUY, "0.01"))
+            h.wait(lambda o=order: o.status is OrderStatus.ACCEPTED, 10)
+            ex.state.advance()  # the fill
+            ex.state.advance()  # the restart
+            orders.append(order)
+            h.wait(lambda o=order: o.status is OrderStatus.FILLED, 10)
+            time.sleep(0.6)  # the exchange is back
+        assert [len(h.of(o, OrderFilled)) for o in orders] == [1, 1, 1]
+        assert ex.app.state.faults.counts["restart"] == 3
+        h.wait(lambda: h.venue.counters()["reconnects"] >= 1, 10)
+        assert ex.state.venue.position(PERP) == Decimal("0.03")
+    finally:
+        h.venue.close()
+        ex.server.stop()
+
+
 def test_a_creation_that_never_arrived_is_rejected_as_not_received(
     faulty: tuple[Exchange, Faults],
 ) -> None:

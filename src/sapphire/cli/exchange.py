@@ -154,6 +154,11 @@ def serve_command(
         factor = _replay_speed(speed)
         listed = _symbol_of(data, symbol)
         frame, _report = load_ohlcv(data)
+        if not 1 <= history < len(frame):
+            raise ValueError(
+                f"--history {history} is invalid: --data {data!r} has {len(frame)} bars, "
+                f"expected 1 <= history < {len(frame)}"
+            )
         markets = markets_for(listed, float(frame["close"].iloc[-1]))
         path = home_subdir("exchange") / name / "journal.jsonl"
         if fresh:
