@@ -9,6 +9,7 @@ from sapphire.cli.check import check_app
 from sapphire.cli.data import data_app
 from sapphire.cli.demo import demo_command
 from sapphire.cli.exchange import exchange_app
+from sapphire.cli.live import live_app
 from sapphire.cli.ml import ml_app
 from sapphire.cli.optimize import optimize_app
 from sapphire.cli.optimize_report import report_command
@@ -34,6 +35,7 @@ app.add_typer(ml_app, name="ml")
 app.add_typer(paper_app, name="paper")
 app.add_typer(runs_app, name="runs")
 app.add_typer(exchange_app, name="exchange")
+app.add_typer(live_app, name="live")
 
 
 def main() -> None:

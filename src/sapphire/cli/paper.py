@@ -208,8 +208,11 @@ def runs_list_command(
     for col in ("run id", "mode", "status", "strategy", "started", "finished"):
         table.add_column(col)
     for r in runs:
+        mode = r.mode.value
+        if "env" in r.config:  # a live run: where it traded (and whether on paper)
+            mode += f" {r.config['env']}" + (" paper" if r.config.get("paper") else "")
         table.add_row(
-            r.run_id, r.mode.value, r.status.value, str(r.config.get("strategy", "-")),
+            r.run_id, mode, r.status.value, str(r.config.get("strategy", "-")),
             _ts(r.ts_started), _ts(r.ts_finished),
         )  # fmt: skip
     console.print(table)

@@ -167,6 +167,19 @@ class VectorAdapter(EventStrategy):
         """Act on the signals of bar `j` (batch mode; called only where one is set)."""
         self._act(j, self._el[j], self._xl[j], self._es[j], self._xs[j], self.sig)
 
+    def warm_up(self, bars: Bars) -> None:
+        """Incremental mode: take `bars` (the history before the first live bar) into the
+        window without acting on them."""
+        if self.window is None:
+            raise ValueError("warm_up is for an incremental adapter (window=N)")
+        for key, values in (
+            ("time", bars.time), ("o", bars.open), ("h", bars.high), ("l", bars.low),
+            ("c", bars.close), ("v", bars.volume),
+        ):  # fmt: skip
+            lst = self._buf[key]
+            lst.extend(values.tolist())
+            del lst[: max(0, len(lst) - self.window)]
+
     def on_bar(self, bar: Any) -> None:
         """Incremental mode: append the bar, re-evaluate on the window, act on the last."""
         if self.window is None:

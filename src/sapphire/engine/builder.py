@@ -60,6 +60,7 @@ def build_node(
     risk_profile: RiskProfile | None = None,
     instrument: Instrument | None = None,
     equity_guard: bool = True,
+    window: int | None = None,
 ) -> NodeSetup:
     """A node trading `strategy` on `instrument_id` through `venue`, set up by `config`.
 
@@ -70,7 +71,8 @@ def build_node(
     `config.instrument(instrument_id)`). `equity_guard` adds the `EquityGuard`: trading
     stops for good when the equity at a bar's close is zero or less (an event backtest
     leaves it out of its first pass, which runs faster, and adds it when that pass's
-    equity reached zero)."""
+    equity reached zero). `window` (live) evaluates a vectorised strategy incrementally
+    on its last `window` bars at each new bar instead of on `bars` at once."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is invalid: expected one of {', '.join(MODES)}")
     node = TradingNode(
@@ -87,7 +89,8 @@ def build_node(
         risk_sized = config.size_mode == "risk"
         inst = instrument or config.instrument(instrument_id)
         trader = VectorAdapter(
-            strategy, instrument_id, bars=bars, signals=signals, size=config.size,
+            strategy, instrument_id, bars=bars, signals=signals, window=window,
+            size=config.size,
             # sized quantities on the instrument's lot grid (without a lot size, its fine
             # default one): a position off the grid could not be closed, since the
             # pre-trade checks refuse an off-grid closing order

@@ -1,7 +1,9 @@
 """A paper session: the trading node, the store and the out-of-process venue.
 
-Write-ahead: every order event goes to the store (`Store.record_order_event`, one
-transaction) from the node's message bus, where the node publishes it before it acts:
+The write-ahead and the rebuild from the store are `sapphire.engine.session.
+SessionJournal`'s, shared with live sessions (`sapphire.live`). Write-ahead: every
+order event goes to the store (`Store.record_order_event`, one transaction) from the
+node's message bus, where the node publishes it before it acts:
 `OrderSubmitted` is published, hence committed, before the order is handed to the venue;
 venue events (acks, fills, cancels) are committed before the strategy is called back.
 After each fill the strategy's position and the account's balances are saved too.
@@ -23,7 +25,6 @@ with a live exchange); their fills are not lost, they arrive by reconciliation.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -37,26 +38,21 @@ from pathlib import Path
 from typing import Any
 
 from sapphire.domain import (
-    AccountBalance,
     AccountId,
-    AccountState,
     Bar,
-    ClientOrderIdGenerator,
     OrderDenied,
     OrderEvent,
     OrderFilled,
     OrderRejected,
     OrderStatus,
-    RiskEvent,
     StrategyId,
-    TimeInForce,
     TradingState,
-    TradingStateChanged,
 )
 from sapphire.domain.instrument import to_decimal
 from sapphire.engine import VectorAdapter
 from sapphire.engine.builder import build_node
 from sapphire.engine.risk_monitor import refusal_counts, zero_equity_warning
+from sapphire.engine.session import SessionJournal
 from sapphire.paper.client import RemoteVenue, VenueClient, ensure_venue
 from sapphire.paper.config import PaperConfig, parse_speed
 from sapphire.portfolio import Account, Portfolio
@@ -68,11 +64,7 @@ from sapphire.strategy.signals import SignalArrays, normalize_signals
 __all__ = ["PaperSession", "SessionView", "paper_dir"]
 
 STRATEGY_ID = "s"
-_SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 ACCOUNT = AccountId("paper")
-#: the run directory's file of bracket specs (JSON lines, appended before the entry's
-#: first event is committed), read back on resume
-BRACKETS = "brackets.jsonl"
 FUNDING = "funding.npy"  # the run's per-bar funding rates (node and venue read it)
 
 
@@ -155,10 +147,10 @@ class PaperSession:
         self.monitor = setup.monitor
         #: stops trading for good when the equity at a bar's close reaches zero
         self.guard = setup.guard
-        self.node.bus.subscribe(RiskEvent, self._record_risk)
-        self.node.bus.subscribe(TradingStateChanged, self._record_risk)
+        #: the write-ahead into the store and the rebuild from it (shared with live)
+        self.journal = SessionJournal(store, run_id, run_dir, self.node, ACCOUNT)
+        self.journal.attach()
         self._risk_events = 0
-        self.node.bus.subscribe(OrderEvent, self._persist)
         #: drift checks of an `ml` strategy (sapphire.ml.live), None for other strategies
         self.drift: Any = None
         if strategy.name == "ml":
@@ -173,8 +165,6 @@ class PaperSession:
         self.bar = -1
         self.status = "running"
         self.speed = config.speed
-        self._events_n = 0
-        self._bracketed: set[str] = set()  # entries whose bracket spec is on disk
 
     def _new_portfolio(self) -> Portfolio:
         ccy = self.instrument.settlement
@@ -264,98 +254,18 @@ class PaperSession:
         return session
 
     # ---------------------------------------------------------------- persistence
-    def _persist(self, event: OrderEvent) -> None:
-        """Commit `event` (already applied to its order) before the node acts on it."""
-        cid = str(event.client_order_id)
-        order = self.node.orders.get(cid)
-        if order is None:
-            return
-        if cid not in self._bracketed:
-            spec = self.node.bracket_spec(cid)
-            if spec is not None:
-                # write-ahead: an entry in the store always has its bracket on disk
-                self._bracketed.add(cid)
-                line = json.dumps({"client_order_id": cid, **spec}, sort_keys=True)
-                with open(self.run_dir / BRACKETS, "a", encoding="utf-8") as fh:
-                    fh.write(line + "\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-        self.store.record_order_event(order, event, run_id=self.run_id)
-
-    def _load_brackets(self) -> dict[str, dict[str, Any]]:
-        """The bracket specs written by `_persist` (a torn last line is ignored: its
-        order never reached the store)."""
-        path = self.run_dir / BRACKETS
-        specs: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                cid = row.pop("client_order_id")
-                specs[cid] = row
-        known = set(self.store.client_order_ids(self.run_id, STRATEGY_ID))
-        self._bracketed.update(specs)
-        return {cid: spec for cid, spec in specs.items() if cid in known}
-
     def _after(self, event: OrderEvent) -> None:
         """After the node booked a venue event: save the position and balances (fills)."""
         if isinstance(event, OrderFilled):
             self._save_state(event.ts_ns)
 
     def _save_state(self, ts_ns: int) -> None:
-        account = self.node.portfolio.account
-        self._events_n += 1
-        state = AccountState(
-            ts_ns=ts_ns, event_id=f"{self.run_id}-acct-{time.time_ns()}-{self._events_n}",
-            account_id=ACCOUNT,
-            balances=tuple(AccountBalance(c, t) for c, t in sorted(account.balances.items())),
-            base_currency=account.base_currency,
-        )  # fmt: skip
-        with self.store.atomic():
-            for pos in self.node.portfolio.positions():
-                self.store.save_position(pos, run_id=self.run_id)
-            self.store.save_balances(state, run_id=self.run_id)
+        self.journal.save_state(ts_ns)
 
     # ---------------------------------------------------------------- resume
     def _restore(self) -> None:
-        node, store = self.node, self.store
-        orders = store.orders(self.run_id)
-        max_event = 0
-        prefix = f"{self.run_id}-"
-        for order in orders:
-            for ev in order.events:
-                self.seen.add(ev.event_id)
-                tail = ev.event_id[len(prefix) :] if ev.event_id.startswith(prefix) else ""
-                if tail.isdigit():
-                    max_event = max(max_event, int(tail))
-        gen = ClientOrderIdGenerator(STRATEGY_ID, self.run_id)
-        seqs = [gen.seq_of(c) for c in store.client_order_ids(self.run_id, STRATEGY_ID)]
-        missing = node.restore(
-            orders, max_event,
-            id_seqs={STRATEGY_ID: max((s for s in seqs if s is not None), default=0)},
-            brackets=self._load_brackets(),
-        )  # fmt: skip
-        # positions and balances: replay the stored fills
-        for fill in store.fills(self.run_id):
-            node.portfolio.apply_fill(
-                fill.strategy_id, fill.instrument_id, fill.side, fill.last_qty, fill.last_px,
-                fill.fee, fill.ts_ns, fee_currency=fill.fee_currency,
-            )  # fmt: skip
-        # the limits' peaks and days from the stored snapshots; the state as recorded
-        recorded = store.trading_state(self.run_id)
-        if self.monitor is not None:
-            limits = self.monitor.limits
-            for rec in store.equity_snapshots(self.run_id):
-                limits.evaluate(rec.ts_ns, rec.equity)
-            if recorded is TradingState.HALTED and limits.state is not TradingState.HALTED:
-                # a halt sticks (until reset): already recorded, so its events are not again
-                limits.halt("halted before the restart", time.time_ns())
-            own = limits.state_for(StrategyId(STRATEGY_ID))
-            node.trading_state = max((recorded, own), key=_SEVERITY.__getitem__)
-        else:
-            node.trading_state = recorded
+        node = self.node
+        missing = self.journal.restore(self.monitor, self.seen)
         node.start()  # the adapter computes its signals
         snap = self.client.call("snapshot")
         head = snap["head"]
@@ -430,15 +340,7 @@ class PaperSession:
                 self.venue.deliver(again["events"])
 
     def _restore_adapter(self) -> None:
-        a, node = self.adapter, self.node
-        a.pos = node.portfolio.net_quantity(self.iid, StrategyId(STRATEGY_ID))
-        a.pending = None
-        a.children = []
-        for order in node.open_orders():
-            if order.parent_order_id is not None:
-                a.children.append(str(order.client_order_id))
-            elif order.time_in_force is TimeInForce.GTD:
-                a.pending = str(order.client_order_id)
+        self.journal.restore_adapter(self.adapter)
 
     # ---------------------------------------------------------------- the loop
     def _on_bar(self, i: int) -> None:
@@ -461,10 +363,6 @@ class PaperSession:
             self.store.save_equity_snapshot(snap, run_id=self.run_id)
         if self.drift is not None:
             self.drift.on_bar(i)
-
-    def _record_risk(self, event: RiskEvent | TradingStateChanged) -> None:
-        """Commit a risk event or trading-state change before the node acts on it."""
-        self.store.record_risk_event(event, run_id=self.run_id)
 
     def _finish(self) -> None:
         """End of the data: the strategy closes out, the venue fills what is queued."""

@@ -52,7 +52,7 @@ LIMITS: Mapping[str, float] = {
     "order/create": 10, "order/create:spot": 20, "order/cancel": 10,
     "order/cancel:spot": 20, "order/amend": 10, "order/realtime": 50,
     "order/history": 50, "execution/list": 50, "account/wallet-balance": 50, "user/query-api": 50,
-    "market": 100,
+    "position/list": 50, "market": 100,
 }  # fmt: skip
 #: Bybit's orderStatus values of an order that is finished
 TERMINAL = frozenset({"Filled", "Cancelled", "PartiallyFilledCanceled", "Rejected", "Deactivated"})

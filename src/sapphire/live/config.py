@@ -1,0 +1,99 @@
+"""The configuration of a live session (`sapphire live`): the run settings of every mode
+(`RunConfig`) plus the exchange, the market, the strategy and the session's own
+settings. Stored as JSON in the run's row of the store, so `sapphire live resume`
+rebuilds exactly the same session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sapphire.engine.config import RunConfig, option
+
+if TYPE_CHECKING:
+    from sapphire.venues.bybit import BybitConnection
+
+__all__ = ["ENVIRONMENTS", "ON_EXIT", "LiveConfig"]
+
+ENVIRONMENTS = ("testnet", "demo", "mainnet", "local")
+ON_EXIT = ("cancel", "leave")
+SOURCES = ("rest", "ws")
+
+
+@dataclass(frozen=True)
+class LiveConfig(RunConfig):
+    """A live session: what it trades, where, and how."""
+
+    #: live trading always runs the event-driven node
+    event_only = True
+    engine: str = option("event", "Live trading runs the event-driven node.")
+    cash: float = option(
+        10_000.0, "--paper: the simulated account's cash (live: the exchange's balance)."
+    )
+    risk_profile: str | None = option(
+        "conservative", "Risk profile: conservative, aggressive or a YAML file."
+    )
+    strategy: str = option("sma_cross", "Built-in name, module:Class or file.py:Class.")
+    params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Strategy parameters."})
+    exchange: str = option("bybit", "The exchange (bybit).")
+    env: str = option("testnet", "Bybit environment: testnet, demo, mainnet or local.")
+    url: str | None = option(None, "The local exchange's URL (--env local).")
+    symbol: str = option("BTC/USDT:USDT", "The market (ccxt symbol), e.g. BTC/USDT:USDT.")
+    timeframe: str | None = option("1m", "Bar timeframe (a Bybit kline interval), e.g. 1m.")
+    paper: bool = option(
+        False, "Fill on Sapphire's simulated venue while reading the exchange's market data."
+    )
+    warmup: int = option(
+        500, "Vectorised strategy: bars of history it is re-evaluated on at each new bar."
+    )
+    reconcile_every: float = option(
+        60.0, "Seconds between reconciliations of positions and balance with the exchange."
+    )
+    on_exit: str = option("cancel", "On Ctrl-C: cancel or leave the open orders.")
+    market_data: str = option("rest", "Bars from rest (kline polling) or ws (WebSocket).")
+    poll_interval: float = option(1.0, "Seconds between REST polls (klines, order state).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+
+        def bad(name: str, expected: str) -> ValueError:
+            return ValueError(f"{name}={getattr(self, name)!r} is invalid: expected {expected}")
+
+        if self.engine != "event":
+            raise bad("engine", "'event' (live trading runs the event-driven node)")
+        if self.exchange != "bybit":
+            raise bad("exchange", "bybit")
+        if self.env not in ENVIRONMENTS:
+            raise bad("env", ", ".join(ENVIRONMENTS))
+        if (self.env == "local") != (self.url is not None):
+            raise bad("url", "a URL with --env local, and only there")
+        if self.on_exit not in ON_EXIT:
+            raise bad("on_exit", "cancel or leave")
+        if self.market_data not in SOURCES:
+            raise bad("market_data", "rest or ws")
+        if not self.timeframe:
+            raise bad("timeframe", "a kline interval such as 1m")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 2:
+            raise bad("warmup", "an int >= 2 (bars)")
+        for name in ("reconcile_every", "poll_interval"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "a number of seconds > 0")
+        if self.maintenance_margin is not None or self.funding is not None:
+            raise ValueError(
+                "maintenance_margin and funding are the exchange's in a live session: "
+                "leave them out"
+            )
+        if self.risk_profile is not None:
+            from sapphire.risk import profile
+
+            profile(self.risk_profile)  # an unknown profile -> ValueError naming it
+
+    def connection(self, *, confirm_mainnet: bool = False) -> BybitConnection:
+        """Where the exchange is (`confirm_mainnet`: the caller's interlock passed)."""
+        from sapphire.venues.bybit import BybitConnection
+
+        return BybitConnection(
+            self.env,  # type: ignore[arg-type]
+            url=self.url,
+            confirm_mainnet=confirm_mainnet,
+        )

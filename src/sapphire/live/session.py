@@ -1,0 +1,529 @@
+"""A live session: the trading node on an exchange (Bybit), the store, crash-safe resume,
+reconciliation, the kill switch and a clean stop.
+
+The node is the one every mode builds (`build_node(mode="live")`): a `WallClock`, the
+exchange's venue (`sapphire.venues.live.BybitVenue`) or, with `paper`, Sapphire's
+simulated venue (`sapphire.sim.SimulatedVenue`, in this process) fed the exchange's
+bars. Bars come from `sapphire.venues.market_data` (confirmed klines, REST polling or
+the WebSocket): each goes through `node.process_bar` (the venue's events are taken
+first, the risk monitor sees the close, then the strategy acts); between bars the loop
+takes the venue's events (fills) as they come. A vectorised strategy is re-evaluated
+at each bar on its last `warmup` bars (`VectorAdapter(window=...)`), read from the
+exchange's klines at start; an event strategy runs as it is.
+
+Store (`sapphire.engine.session.SessionJournal`, shared with paper sessions): every
+order event is committed before the node acts on it, positions and balances after
+each fill. Resume (`LiveSession.resume`): the node is rebuilt from the store as a paper
+session's is, then reconciled with the exchange: each order the store has open is
+looked up by its orderLinkId (fills the store lacks applied once, by execution id; a
+cancel or fill done while the node was down adopted), then positions and the balance
+are compared (`reconcile_account`, also every `reconcile_every` seconds): a difference
+is resolved in the exchange's favour and written as a `RiskEvent` of kind
+`reconciliation` whose reason names both values. Every event applied by a
+reconciliation gets such a record too.
+
+Stop (`stop`, on Ctrl-C): the open orders are cancelled (`on_exit="cancel"`) or left;
+the run stays RUNNING in the store, to be resumed. A `paper` run keeps its simulated
+venue in memory, so it cannot be resumed (refused with that reason).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sapphire.domain import (
+    AccountId,
+    Bar,
+    Instrument,
+    InstrumentId,
+    OrderDenied,
+    OrderEvent,
+    OrderFilled,
+    OrderRejected,
+    OrderSide,
+    OrderStatus,
+    RiskEvent,
+    StrategyId,
+    TradingState,
+)
+from sapphire.domain.instrument import to_decimal
+from sapphire.engine import VectorAdapter
+from sapphire.engine.builder import build_node
+from sapphire.engine.clock import WallClock
+from sapphire.engine.risk_monitor import refusal_counts
+from sapphire.engine.session import SessionJournal
+from sapphire.live.config import LiveConfig
+from sapphire.portfolio import Account, Portfolio
+from sapphire.store import Store
+from sapphire.store.records import RunMode
+
+__all__ = ["RECONCILIATION", "LiveSession", "LiveView", "live_dir"]
+
+#: the kind of the `RiskEvent`s a reconciliation writes
+RECONCILIATION = "reconciliation"
+ACCOUNT = AccountId("live")
+
+
+def live_dir(run_id: str, home: Path | None = None) -> Path:
+    """The run's directory (its bracket specs)."""
+    from sapphire.config import home_subdir
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
+        raise ValueError(f"run id {run_id!r} is invalid: letters, digits, . _ - only")
+    return (home / "live" if home is not None else home_subdir("live")) / run_id
+
+
+@dataclass
+class LiveView:
+    """What the terminal view shows (and `--json` prints at the end)."""
+
+    run_id: str
+    env: str
+    paper: bool
+    bars: int
+    last: float | None
+    position: Decimal
+    avg_px: Decimal | None
+    balance: Decimal
+    equity: Decimal
+    open_orders: list[tuple[str, str, str, str, str]]
+    fills: int
+    status: str
+    trading_state: str
+    reconciliations: int
+    denied: dict[str, int] = field(default_factory=dict)
+
+
+class LiveSession:
+    """One live run: `LiveSession.start(config)` or `LiveSession.resume(run_id)`, then
+    `run()`; `stop()` at the end (see the module docstring)."""
+
+    def __init__(
+        self,
+        run_id: str,
+        config: LiveConfig,
+        store: Store,
+        run_dir: Path,
+        *,
+        start_cash: Decimal | None,
+        confirm_mainnet: bool = False,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        from sapphire.risk import profile
+        from sapphire.strategy.registry import get_strategy
+        from sapphire.venues.market_data import KlinePoller, KlineStream
+
+        self.run_id = run_id
+        self.config = config
+        self.store = store
+        self.run_dir = run_dir
+        self.status = "running"
+        self._closed = False
+        self.bars_seen = 0
+        self.reconciliations = 0
+        # the exchange's market data needs no key; --paper reads it only
+        connection = config.connection(confirm_mainnet=confirm_mainnet or config.paper)
+        if not config.paper:
+            from sapphire.venues.bybit import credentials_from_env
+
+            credentials_from_env(connection.environment, environ)  # before any request
+        source_cls = KlineStream if config.market_data == "ws" else KlinePoller
+        options = {"interval_s": config.poll_interval} if source_cls is KlinePoller else {}
+        self.source: Any = source_cls(
+            connection, config.symbol, str(config.timeframe),
+            InstrumentId(config.symbol, "BYBIT"), **options,
+        )  # fmt: skip
+        self.venue: Any = None
+        try:
+            self.instrument: Instrument = self.source.instrument()
+            self.iid = self.instrument.id
+            self.venue = self._venue(connection, environ)
+            if start_cash is None:
+                start_cash = (
+                    to_decimal(config.cash, "cash") if config.paper else self.venue.balance()
+                )
+            self.start_cash: Decimal = start_cash
+            from sapphire.engine.strategy import EventStrategy
+            from sapphire.strategy.base import Strategy
+
+            strategy = get_strategy(config.strategy, (Strategy, EventStrategy))(**config.params)
+            vectorised = isinstance(strategy, Strategy)
+            setup = build_node(
+                config, mode="live", venue=self.venue, instrument_id=self.iid,
+                strategy=strategy, clock=WallClock(), portfolio=self._new_portfolio(),
+                run_id=run_id,
+                risk_profile=profile(config.risk_profile) if config.risk_profile else None,
+                instrument=self.instrument, window=config.warmup if vectorised else None,
+            )  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+        self.node = setup.node
+        self.trader = setup.trader
+        self.monitor = setup.monitor
+        self.guard = setup.guard
+        self.strategy_id = StrategyId(str(self.trader.strategy_id))
+        self.journal = SessionJournal(
+            store, run_id, run_dir, self.node, ACCOUNT, strategy_id=self.strategy_id
+        )
+        self.journal.attach()
+        self.node.bus.subscribe(OrderFilled, self._after_fill)
+        self.node.bus.subscribe(OrderEvent, self._on_order_event)
+        self._reconciling: str | None = None  # why events are being applied now
+        self._risk_events = 0
+        self._next_reconcile = time.monotonic() + config.reconcile_every
+
+    def _venue(self, connection: Any, environ: dict[str, str] | None) -> Any:
+        config = self.config
+        if config.paper:
+            from sapphire.sim.bar_path import FillModel
+            from sapphire.sim.venue import SimulatedVenue
+
+            return SimulatedVenue(
+                [self.instrument], cash=str(config.cash), leverage=config.leverage,
+                fill_model=FillModel(config.slippage_bps, config.slippage_ticks,
+                                     float(self.instrument.tick_size)),
+                intrabar="worst" if config.intrabar == "worst" else "path", name="SIM",
+            )  # fmt: skip
+        from sapphire.venues.live import BybitVenue
+
+        executions = {str(f.trade_id) for f in self.store.fills(self.run_id)}
+        venue = BybitVenue(
+            connection, [config.symbol], environ=environ,
+            poll_interval_s=config.poll_interval, executions=executions,
+        )  # fmt: skip
+        return venue.start()
+
+    def _new_portfolio(self) -> Portfolio:
+        ccy = self.instrument.settlement
+        lev = self.config.leverage
+        leverage = to_decimal(lev, "leverage") if lev else Decimal(1)
+        return Portfolio(Account(ccy, {ccy: self.start_cash}, leverage=leverage), [self.instrument])
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def start(
+        cls,
+        config: LiveConfig,
+        *,
+        store: Store | None = None,
+        run_id: str | None = None,
+        home: Path | None = None,
+        confirm_mainnet: bool = False,
+        environ: dict[str, str] | None = None,
+    ) -> LiveSession:
+        """A new run: connected, warmed up, recorded in the store."""
+        store = store or Store()
+        if run_id is None:
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            run_id = f"live-{stamp}-{secrets.token_hex(3)}"
+        run_dir = live_dir(run_id, home)
+        if any(r.run_id == run_id for r in store.runs()) or run_dir.exists():
+            raise ValueError(f"run {run_id!r} already exists: resume it or pick another id")
+        session = cls(
+            run_id, config, store, run_dir, start_cash=None,
+            confirm_mainnet=confirm_mainnet, environ=environ,
+        )  # fmt: skip
+        try:
+            run_dir.mkdir(parents=True)
+            store.start_run(
+                run_id, RunMode.LIVE, time.time_ns(), [session.strategy_id],
+                {**config.to_mapping(), "run_dir": str(run_dir),
+                 "start_cash": str(session.start_cash)},
+            )  # fmt: skip
+            store.save_instrument(session.instrument)
+            session._warm_up()
+            session.node.start()
+            session.journal.save_state(time.time_ns())
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    @classmethod
+    def resume(
+        cls,
+        run_id: str,
+        *,
+        store: Store | None = None,
+        confirm_mainnet: bool = False,
+        environ: dict[str, str] | None = None,
+    ) -> LiveSession:
+        """Resume `run_id`: rebuild from the store, reconcile with the exchange."""
+        store = store or Store()
+        info = store.run(run_id)
+        if info.mode is not RunMode.LIVE:
+            raise ValueError(f"run {run_id!r} is a {info.mode.value} run, not a live run")
+        mapping = dict(info.config)
+        run_dir = Path(mapping.pop("run_dir"))
+        start_cash = Decimal(mapping.pop("start_cash"))
+        config = LiveConfig.from_mapping(mapping)
+        if config.paper:
+            raise ValueError(
+                f"run {run_id!r} is a --paper run: its simulated venue lived in the stopped "
+                "process, so it cannot be resumed; start a new one"
+            )
+        store.resume_run(run_id)
+        session = cls(
+            run_id, config, store, run_dir, start_cash=start_cash,
+            confirm_mainnet=confirm_mainnet, environ=environ,
+        )  # fmt: skip
+        try:
+            session._restore()
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def _warm_up(self) -> None:
+        """The last `warmup` confirmed bars to a vectorised strategy's window (not acted
+        on); the last one's close becomes the node's last price."""
+        history = self.source.history(self.config.warmup)
+        if not history:
+            return
+        if isinstance(self.trader, VectorAdapter):
+            import numpy as np
+
+            from sapphire.strategy.base import Bars
+
+            def column(name: str) -> Any:
+                return np.asarray([getattr(b, name) for b in history], dtype=np.float64)
+
+            window = Bars(
+                time=np.asarray([b.ts_ns for b in history], dtype=np.int64),
+                open=column("open"), high=column("high"), low=column("low"),
+                close=column("close"), volume=column("volume"),
+                timeframe_ns=self.source.timeframe_ns,
+            )  # fmt: skip
+            self.trader.warm_up(window)
+        self.node.last[self.iid] = history[-1].close
+
+    def _restore(self) -> None:
+        node = self.node
+        missing = self.journal.restore(self.monitor)
+        self._warm_up()
+        node.start()
+        # the orders the store has open, brought to the exchange's state
+        self._reconciling = "while the node was down"
+        try:
+            self.venue.reconcile(node.open_orders())
+            self.venue.drain()
+            for order in node.open_orders():
+                if order.status is OrderStatus.PENDING_CANCEL:
+                    # the cancel may never have reached the exchange: send it again
+                    self.venue.cancel_order(str(order.client_order_id))
+            self.settle(5.0)
+        finally:
+            self._reconciling = None
+        for cid in missing:
+            node.place_bracket(cid)  # the entry filled while the node was down
+        self.journal.restore_adapter(self.trader)
+        if node.trading_state is TradingState.HALTED and self.monitor is not None:
+            self.monitor.enforce_halt()  # the node may have died before flattening
+        self.reconcile_account()
+        self.journal.save_state(time.time_ns())
+
+    # ---------------------------------------------------------------- events
+    def _after_fill(self, event: OrderFilled) -> None:
+        """After a fill (booked by the node): positions and balances to the store."""
+        self.journal.save_state(event.ts_ns)
+
+    def _drain(self) -> int:
+        drain = getattr(self.venue, "drain", None)
+        return int(drain()) if drain is not None else 0
+
+    def settle(self, timeout: float) -> None:
+        """Take the venue's events until nothing is in flight (or `timeout`)."""
+        deadline = time.monotonic() + timeout
+        state = getattr(self.venue, "order_state", None)
+        while True:
+            self._drain()
+            busy = state is not None and any(
+                str(state(str(o.client_order_id))) in ("SENDING",) for o in self.node.open_orders()
+            )
+            if not busy or time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+
+    def _record(self, kind_reason: str, detail: dict[str, object]) -> None:
+        self.reconciliations += 1
+        self.store.record_risk_event(
+            RiskEvent(
+                event_id=f"{self.run_id}-rec-{time.time_ns()}-{self.reconciliations}",
+                ts_ns=time.time_ns(), kind=RECONCILIATION, reason=kind_reason, detail=detail,
+            ),
+            run_id=self.run_id,
+        )  # fmt: skip
+
+    def _on_order_event(self, event: OrderEvent) -> None:
+        if self._reconciling is not None:
+            self._record(
+                f"{type(event).__name__} of order {event.client_order_id} adopted from the "
+                f"exchange ({self._reconciling})",
+                {"client_order_id": str(event.client_order_id), "event": type(event).__name__},
+            )
+
+    # ---------------------------------------------------------------- reconciliation
+    def reconcile_account(self) -> None:
+        """Compare the position and the balance with the exchange's; adopt the
+        exchange's values where they differ, each with a `reconciliation` event."""
+        if self.config.paper:
+            return  # the simulated venue is in this process: nothing to compare
+        self.settle(5.0)
+        wallet, sizes = self.venue.account()
+        self._drain()
+        node = self.node
+        ours = node.portfolio.net_quantity(self.iid)
+        theirs = sizes.get(self.config.symbol, Decimal(0))
+        if ours != theirs:
+            # a fill may be on its way: bring the orders up to date and read again
+            self.venue.reconcile([])
+            self._drain()
+            wallet, sizes = self.venue.account()
+            ours = node.portfolio.net_quantity(self.iid)
+            theirs = sizes.get(self.config.symbol, Decimal(0))
+        ts = time.time_ns()
+        if ours != theirs:
+            diff = theirs - ours
+            last = node.last.get(self.iid)
+            price = to_decimal(last) if last is not None else Decimal(0)
+            side = OrderSide.BUY if diff > 0 else OrderSide.SELL
+            node.portfolio.apply_fill(
+                self.strategy_id, self.iid, side, abs(diff), price, Decimal(0), ts
+            )
+            self.journal.restore_adapter(self.trader)
+            self._record(
+                f"position {ours} in the store, {theirs} on the exchange: the exchange's "
+                f"adopted (at {price})",
+                {"store": str(ours), "exchange": str(theirs), "price": str(price)},
+            )
+        account = node.portfolio.account
+        ccy = self.instrument.settlement
+        cash = account.balance(ccy)
+        if cash != wallet:
+            if wallet > cash:
+                account.deposit(ccy, wallet - cash)
+            else:
+                account.withdraw(ccy, cash - wallet)
+            self._record(
+                f"{ccy} balance {cash} in the store, {wallet} on the exchange: the "
+                "exchange's adopted",
+                {"store": str(cash), "exchange": str(wallet), "currency": ccy},
+            )
+        self.journal.save_state(ts)
+
+    # ---------------------------------------------------------------- the loop
+    def _on_bar(self, bar: Bar) -> None:
+        node = self.node
+        node.process_bar(bar, self.source.timeframe_ns)
+        self.bars_seen += 1
+        events = len(self.monitor.events) if self.monitor is not None else 0
+        if events != self._risk_events or self.bars_seen % 60 == 1:
+            self._risk_events = events
+            snap = node.portfolio.snapshot(
+                bar.ts_ns + self.source.timeframe_ns, {self.iid: to_decimal(bar.close, "close")}
+            )
+            self.store.save_equity_snapshot(snap, run_id=self.run_id)
+
+    def run(
+        self,
+        on_update: Callable[[LiveView], None] | None = None,
+        *,
+        max_seconds: float | None = None,
+        max_bars: int | None = None,
+    ) -> LiveView:
+        """Trade until `max_seconds` or `max_bars` (or an interrupt: Ctrl-C raises
+        KeyboardInterrupt, then call `stop`); returns the last view."""
+        if self._closed:
+            raise ValueError(f"run {self.run_id!r} was stopped: resume it")
+        self.status = "running"
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        last_view = 0.0
+        every = self.config.reconcile_every
+        while self.status == "running":
+            for bar in self.source.poll(0.2):
+                self._on_bar(bar)
+            self._drain()
+            now = time.monotonic()
+            if now >= self._next_reconcile:
+                self.reconcile_account()
+                self._next_reconcile = time.monotonic() + every
+            if on_update is not None and now - last_view > 0.25:
+                on_update(self.view())
+                last_view = now
+            if (deadline is not None and now > deadline) or (
+                max_bars is not None and self.bars_seen >= max_bars
+            ):
+                self.status = "stopped"
+        view = self.view()
+        if on_update is not None:
+            on_update(view)
+        return view
+
+    def stop(self, on_exit: str | None = None, timeout: float = 15.0) -> list[str]:
+        """Stop: cancel the open orders (`on_exit` "cancel", the config's by default)
+        or leave them; the venue and the market data are closed. Returns the ids of the
+        orders still open (left, or whose cancel was not confirmed in `timeout`)."""
+        on_exit = on_exit or self.config.on_exit
+        if on_exit not in ("cancel", "leave"):
+            raise ValueError(f"on_exit={on_exit!r} is invalid: expected cancel or leave")
+        self.status = "stopped"
+        try:
+            self.settle(timeout)
+            if on_exit == "cancel":
+                for order in self.node.open_orders():
+                    self.node.cancel_order(str(order.client_order_id))
+                deadline = time.monotonic() + timeout
+                while self.node.open_orders() and time.monotonic() < deadline:
+                    self._drain()
+                    time.sleep(0.05)
+            self._drain()
+            self.journal.save_state(time.time_ns())
+            return [str(o.client_order_id) for o in self.node.open_orders()]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Disconnect the venue and the market data (nothing else)."""
+        self._closed = True
+        for part in (self.venue, self.source):
+            closer = getattr(part, "close", None)
+            if closer is not None:
+                closer()
+
+    def view(self) -> LiveView:
+        node = self.node
+        pos = node.portfolio.position(self.strategy_id, self.iid)
+        last = node.last.get(self.iid)
+        marks = {self.iid: to_decimal(last)} if last is not None else {}
+        account = node.portfolio.account
+        ccy = self.instrument.settlement
+        orders = node.orders.values()
+        return LiveView(
+            run_id=self.run_id, env=self.config.env, paper=self.config.paper,
+            bars=self.bars_seen, last=last,
+            position=pos.quantity if pos is not None else Decimal(0),
+            avg_px=pos.avg_px if pos is not None else None,
+            balance=account.balance(ccy),
+            equity=node.portfolio.equity(marks) if marks else account.balance(ccy),
+            open_orders=[
+                (str(o.client_order_id), o.side.value, o.type.value, str(o.quantity),
+                 o.status.value)
+                for o in node.open_orders()
+            ],
+            fills=sum(1 for o in orders for e in o.events if isinstance(e, OrderFilled)),
+            status=self.status, trading_state=node.trading_state.value,
+            reconciliations=self.reconciliations,
+            denied=refusal_counts(
+                e.reason for o in orders for e in o.events
+                if isinstance(e, OrderDenied | OrderRejected)
+            ),
+        )  # fmt: skip

@@ -1,0 +1,242 @@
+"""Confirmed bars of one Bybit market, for a live (or live-data paper) session.
+
+Two sources with one interface, `poll(timeout_s) -> list[Bar]` (the bars confirmed since
+the last call, oldest first, each once) and `close()`:
+
+- `KlinePoller`: REST polling of `fetch_ohlcv` (`/v5/market/kline`) every `interval_s`;
+- `KlineStream`: ccxt.pro `watch_ohlcv` (the `kline.{interval}.{symbol}` WebSocket topic).
+
+A kline is confirmed once its interval has ended by the exchange's clock (its open time
+plus the timeframe is at or before the server time, measured from `/v5/market/time` at
+start): Bybit's last kline is the bar still forming, and it is never returned. Both
+read public data only (no credentials), on their own event-loop thread.
+
+`history(n)` reads the last `n` confirmed bars (the warm-up window of a vectorised
+strategy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import ccxt.async_support as ccxt_async
+import ccxt.pro as ccxt_pro
+
+from sapphire.data import parse_timeframe
+from sapphire.domain import Bar, Instrument, InstrumentId
+from sapphire.venues.bybit import BybitConnection, BybitEnvironment, _local_urls, instrument_of
+
+__all__ = ["KlinePoller", "KlineStream", "public_client"]
+
+_MAX_LIMIT = 1000  # Bybit's largest kline page
+
+
+def public_client(connection: BybitConnection, *, pro: bool = False) -> Any:
+    """A ccxt client of `connection`'s environment for public market data (no keys)."""
+    config: dict[str, Any] = {
+        "enableRateLimit": True,
+        "timeout": connection.timeout_ms,
+        "options": {"fetchMarkets": {"types": ["spot", "linear"]}},
+    }
+    if connection.environment is BybitEnvironment.LOCAL:
+        assert connection.url is not None
+        api = _local_urls(connection.url.rstrip("/"))
+        config["urls"] = {"api": api, "test": api, "demotrading": api}
+        config["has"] = {"fetchCurrencies": False}
+    client = (ccxt_pro.bybit if pro else ccxt_async.bybit)(config)
+    if connection.environment is BybitEnvironment.TESTNET:
+        client.set_sandbox_mode(True)
+    return client
+
+
+class _Source:
+    """The event-loop thread, the client and the confirmation rule of both sources."""
+
+    pro = False
+
+    def __init__(
+        self,
+        connection: BybitConnection,
+        symbol: str,
+        timeframe: str,
+        instrument_id: InstrumentId,
+    ) -> None:
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.timeframe_ns = int(parse_timeframe(timeframe).value)
+        self.instrument_id = instrument_id
+        #: the open time (ns) of the last bar returned; only later ones come next
+        self.last_ns = -1
+        #: errors of the WebSocket subscription (each followed by a new try)
+        self.errors: list[BaseException] = []
+        self._skew_ms = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="klines")
+        self._thread.start()
+        self._client = public_client(connection, pro=self.pro)
+        try:
+            self._call(self._open(), 60.0)
+        except BaseException:
+            self.close()
+            raise
+
+    async def _open(self) -> None:
+        await self._client.load_markets()
+        if self.symbol not in self._client.markets:
+            raise ValueError(f"symbol {self.symbol!r} is not listed on this exchange")
+        before = time.time() * 1000
+        server = await self._client.fetch_time()
+        self._skew_ms = int(server - (before + time.time() * 1000) / 2)
+
+    def _call(self, coro: Coroutine[Any, Any, Any], timeout: float) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _now_ms(self) -> int:
+        return int(time.time() * 1000) + self._skew_ms
+
+    def _confirmed(self, rows: list[list[Any]]) -> list[list[Any]]:
+        """The rows whose interval has ended, after `last_ns`, oldest first."""
+        tf_ms = self.timeframe_ns // 1_000_000
+        now = self._now_ms()
+        return sorted(
+            (r for r in rows if int(r[0]) + tf_ms <= now and int(r[0]) * 1_000_000 > self.last_ns),
+            key=lambda r: int(r[0]),
+        )
+
+    def _bar(self, row: list[Any]) -> Bar:
+        return Bar(
+            instrument_id=self.instrument_id, ts_ns=int(row[0]) * 1_000_000,
+            open=float(row[1]), high=float(row[2]), low=float(row[3]), close=float(row[4]),
+            volume=float(row[5] or 0.0),
+        )  # fmt: skip
+
+    def _take(self, rows: list[list[Any]]) -> list[Bar]:
+        bars = [self._bar(r) for r in self._confirmed(rows)]
+        if bars:
+            self.last_ns = bars[-1].ts_ns
+        return bars
+
+    def instrument(self) -> Instrument:
+        """The market as the exchange lists it (tick, lot, fees: exact)."""
+        return instrument_of(self._client.markets[self.symbol])
+
+    def history(self, n: int) -> list[Bar]:
+        """The last `n` confirmed bars, oldest first (fewer when the exchange has fewer);
+        the next `poll` returns only bars after them."""
+        if n < 1:
+            raise ValueError(f"n={n!r} is invalid: expected at least 1 bar")
+        rows: list[list[Any]] = self._call(
+            self._client.fetch_ohlcv(self.symbol, self.timeframe, None, min(n + 1, _MAX_LIMIT)),
+            60.0,
+        )
+        self.last_ns = -1
+        done = self._confirmed(rows)[-n:]
+        if done:
+            self.last_ns = int(done[-1][0]) * 1_000_000
+        return [self._bar(r) for r in done]
+
+    def poll(self, timeout_s: float) -> list[Bar]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+
+        async def shutdown() -> None:
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._client.close()
+
+        try:
+            self._call(shutdown(), 30.0)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+
+
+class KlinePoller(_Source):
+    """Confirmed klines by REST polling every `interval_s` (see the module docstring)."""
+
+    def __init__(
+        self,
+        connection: BybitConnection,
+        symbol: str,
+        timeframe: str,
+        instrument_id: InstrumentId,
+        *,
+        interval_s: float = 1.0,
+    ) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"interval_s={interval_s!r} is invalid: expected > 0")
+        self.interval_s = interval_s
+        self._next = 0.0
+        super().__init__(connection, symbol, timeframe, instrument_id)
+
+    def poll(self, timeout_s: float) -> list[Bar]:
+        """The bars confirmed since the last call; waits up to `timeout_s` for one."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            wait = self._next - time.monotonic()
+            if wait > 0:
+                if time.monotonic() + wait > deadline:
+                    time.sleep(max(0.0, deadline - time.monotonic()))
+                    return []
+                time.sleep(wait)
+            self._next = time.monotonic() + self.interval_s
+            start = None if self.last_ns < 0 else self.last_ns // 1_000_000
+            rows = self._call(
+                self._client.fetch_ohlcv(self.symbol, self.timeframe, start, _MAX_LIMIT), 60.0
+            )
+            bars = self._take(rows)
+            if bars or time.monotonic() >= deadline:
+                return bars
+
+
+class KlineStream(_Source):
+    """Confirmed klines from ccxt.pro's `watch_ohlcv` (see the module docstring): a task
+    on the source's loop keeps the subscription and ccxt's candle cache; `poll` reads
+    the cache. A kline that ended without an update after its end is taken when the
+    next one comes (its interval has ended by then)."""
+
+    pro = True
+
+    async def _open(self) -> None:
+        await super()._open()
+        self._loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self._client.watch_ohlcv(self.symbol, self.timeframe)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a dropped connection: ccxt.pro reconnects
+                self.errors.append(exc)
+                await asyncio.sleep(1.0)
+
+    def _cached(self) -> list[list[Any]]:
+        cache = self._client.ohlcvs.get(self.symbol, {}).get(self.timeframe) or []
+        return [list(row) for row in cache]
+
+    def poll(self, timeout_s: float) -> list[Bar]:
+        """The bars confirmed since the last call; waits up to `timeout_s` for one."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            bars = self._take(self._call(_rows(self._cached), 10.0))
+            if bars or time.monotonic() >= deadline:
+                return bars
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+
+async def _rows(read: Any) -> list[list[Any]]:
+    """`read()` on the source's loop (ccxt's cache is that loop's)."""
+    rows: list[list[Any]] = read()
+    return rows
