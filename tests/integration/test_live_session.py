@@ -395,3 +395,35 @@ def test_the_ml_strategy_runs_live_on_its_warmup_window(
         ex.server.stop()
     assert any(any(s) for s in signals)  # the model gave signals on the live bars
     assert store.orders("ml")  # and the session acted on them
+
+
+@pytest.mark.slow
+def test_a_running_session_adopts_a_position_changed_behind_its_back(
+    exchange: Exchange, store: Store, tmp_path: Path
+) -> None:
+    """Reconciliation at start (an account that already holds a position) and every
+    `reconcile_every` seconds while running (a trade made by hand meanwhile)."""
+    client = ccxt.bybit(exchange.config())
+    client.load_markets()
+    client.create_order(LINEAR, "market", "buy", 0.002)
+    exchange.state.advance()  # it fills at the next bar's open
+    assert exchange_position(exchange) == Decimal("0.002")
+    cfg = config(exchange, params={"fast": 50, "slow": 200}, warmup=250, reconcile_every=0.3)
+    session = LiveSession.start(
+        cfg, store=store, home=tmp_path, environ=exchange.environ(), run_id="per"
+    )
+    try:
+        assert position(session) == Decimal("0.002")  # adopted at start
+        client.create_order(LINEAR, "market", "sell", 0.005)
+        step(session, exchange)  # the hand-made sell fills on this bar
+        time.sleep(0.4)
+        step(session, exchange)  # the periodic reconciliation is due
+        assert position(session) == exchange_position(exchange) == Decimal("-0.003")
+    finally:
+        session.stop(on_exit="leave")
+    reasons = [
+        e.reason for e in store.risk_events("per") if getattr(e, "kind", "") == RECONCILIATION
+    ]
+    assert any(r.startswith("position 0 in the store, 0.002 on the exchange") for r in reasons)
+    assert any(r.startswith("position 0.002 in the store, -0.003 on the exchange") for r in reasons)
+    assert sum((p.quantity for p in store.positions("per")), Decimal(0)) == Decimal("-0.003")

@@ -242,7 +242,9 @@ class LiveSession:
             store.save_instrument(session.instrument)
             session._warm_up()
             session.node.start()
-            session.journal.save_state(time.time_ns())
+            # an exchange account may hold a position or a balance the node does not
+            # know of yet: adopted now, not at the first periodic reconciliation
+            session.reconcile_account()
         except BaseException:
             session.close()
             raise
