@@ -201,6 +201,12 @@ class EquityGuard(EventStrategy):
         if portfolio.equity(marks) > 0:
             return
         self.stopped_ns, self.stopped_bar = ts_ns, node.bar_index
+        # published (a session's journal commits it) before anything acts on the stop, so
+        # that a resumed run stays stopped (`SessionJournal.restore`)
+        node.bus.publish(RiskEvent(
+            event_id=node.next_event_id(), ts_ns=ts_ns, kind=ZERO_EQUITY_TAG,
+            reason=zero_equity_warning(ts_ns), detail={"bar": node.bar_index},
+        ))  # fmt: skip
         for order in node.open_orders():
             if order.status is not OrderStatus.PENDING_CANCEL:
                 node.cancel_order(order.client_order_id)

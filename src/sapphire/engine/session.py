@@ -13,8 +13,9 @@ their stored events, the client-order-id generator continues after the stored id
 new order never reuses one), the node's event-id counter moves past the stored ones,
 positions and balances are the stored fills replayed into the node's fresh portfolio,
 and the trading state is the recorded one (a halt sticks), the risk limits' peaks
-rebuilt from the stored equity snapshots. `restore_adapter` then gives a vectorised
-strategy's adapter its position, pending entry and bracket legs back.
+rebuilt from the stored equity snapshots; a stop at zero equity sticks too.
+`restore_adapter` then gives a vectorised strategy's adapter its position, pending
+entry and bracket legs back.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from sapphire.engine.builder import STRATEGY_ID
 
 if TYPE_CHECKING:
     from sapphire.engine.node import TradingNode
-    from sapphire.engine.risk_monitor import RiskMonitor
+    from sapphire.engine.risk_monitor import EquityGuard, RiskMonitor
     from sapphire.store import Store
 
 __all__ = ["BRACKETS", "SessionJournal"]
@@ -138,10 +139,17 @@ class SessionJournal:
         return {cid: spec for cid, spec in specs.items() if cid in known}
 
     # ---------------------------------------------------------------- resume
-    def restore(self, monitor: RiskMonitor | None, seen: set[str] | None = None) -> list[str]:
+    def restore(
+        self,
+        monitor: RiskMonitor | None,
+        seen: set[str] | None = None,
+        guard: EquityGuard | None = None,
+    ) -> list[str]:
         """Rebuild the node from the store, before `node.start()` (see the module
-        docstring); the stored event ids are added to `seen`. Returns the FILLED entries
-        whose exit legs are missing (`node.place_bracket` them once a price is known)."""
+        docstring); the stored event ids are added to `seen`. A stop at zero equity that
+        `guard` recorded stays: the node keeps denying every order but the stop's own
+        closing ones. Returns the FILLED entries whose exit legs are missing
+        (`node.place_bracket` them once a price is known)."""
         node, store = self.node, self.store
         orders = store.orders(self.run_id)
         max_event = 0
@@ -180,7 +188,24 @@ class SessionJournal:
             node.trading_state = max((recorded, own), key=_SEVERITY.__getitem__)
         else:
             node.trading_state = recorded
+        if guard is not None:
+            self.restore_stop(guard)
         return missing
+
+    def restore_stop(self, guard: EquityGuard) -> None:
+        """The equity guard's stop at zero equity, as its `RiskEvent` (kind
+        `ZERO_EQUITY_TAG`) was committed: the node stays stopped and the guard keeps
+        the bar it stopped at (the run's summary says so)."""
+        from sapphire.engine.node import ZERO_EQUITY_TAG
+        from sapphire.engine.risk_monitor import ZERO_EQUITY_DENIAL
+
+        for event in self.store.risk_events(self.run_id):
+            if isinstance(event, RiskEvent) and event.kind == ZERO_EQUITY_TAG:
+                bar = event.detail.get("bar")
+                guard.stopped_ns = event.ts_ns
+                guard.stopped_bar = None if bar is None else int(str(bar))
+                self.node.stopped = ZERO_EQUITY_DENIAL
+                return
 
     def restore_adapter(self, adapter: Any) -> None:
         """A vectorised strategy's adapter takes its position, pending entry and bracket

@@ -265,7 +265,7 @@ class PaperSession:
     # ---------------------------------------------------------------- resume
     def _restore(self) -> None:
         node = self.node
-        missing = self.journal.restore(self.monitor, self.seen)
+        missing = self.journal.restore(self.monitor, self.seen, self.guard)
         node.start()  # the adapter computes its signals
         snap = self.client.call("snapshot")
         head = snap["head"]

@@ -263,3 +263,31 @@ def test_a_paper_run_whose_equity_reaches_zero_stops_as_the_backtest_does(
     assert len(store.fills(session.run_id)) == 2 * len(bt.trades)
     assert bt.trades["exit_reason"].iloc[-1] == "zero_equity"
     assert store.run(session.run_id).reason == view.stopped
+
+
+def test_a_resumed_run_stopped_at_zero_equity_stays_stopped(tmp_path: Path, store: Store) -> None:
+    # the run of the test above, killed after its stop and resumed: the stop comes back
+    # from the store (not re-checked at the next bar), nothing trades after it, and the
+    # run ends as the uninterrupted backtest does
+    ruin = {"size": 1.0, "size_mode": "fixed", "cash": 500.0, "leverage": None}
+    cfg = replace(CFG, risk_profile=None, **ruin)
+    s = PaperSession.start(cfg, store=store, home=tmp_path)
+    assert s.guard is not None
+    while s.guard.stopped_ns is None:
+        assert s.pump(advance=True) or s.status == "running"
+    stopped_ns, stopped_bar = s.guard.stopped_ns, s.guard.stopped_bar
+    for _ in range(5):  # the closing order fills at the next bar's open
+        s.pump(advance=True)
+    s.client.close()  # the node "dies"
+
+    r = PaperSession.resume(s.run_id, store=store)
+    assert r.guard is not None and r.node.stopped is not None
+    assert (r.guard.stopped_ns, r.guard.stopped_bar) == (stopped_ns, stopped_bar)
+    view = r.run()
+    bt = Backtest(
+        SAMPLE_PATH, "sma_cross", **RANGE, engine="event", fee=0.0005, fast=5, slow=20, **ruin
+    ).run()
+    assert view.stopped == bt.warnings[-1]
+    assert len(store.fills(r.run_id)) == 2 * len(bt.trades)
+    assert float(view.balance) == pytest.approx(float(bt.equity.iloc[-1]), abs=1e-9)
+    assert store.run(r.run_id).reason == view.stopped
