@@ -27,6 +27,11 @@ def test_optimize_json_resume_and_list() -> None:
     assert set(payload["best_params"]) == {"fast", "slow", "short"}
     assert 2 <= payload["best_params"]["fast"] <= 30
     assert isinstance(payload["best_value"], float)
+    assert payload["settings"] == {
+        "maker_fee": 0.0005, "taker_fee": 0.0005, "size_mode": "equity", "size": 0.95,
+        "leverage": 1.0, "intrabar": "path", "risk_profile": None,
+    }  # fmt: skip
+    assert payload["warnings"] == [] and payload["in_sample"] is None
 
     resumed = runner.invoke(
         app, ["optimize", "resume", "cli", "--trials", "18", "--jobs", "1", "--json"]
@@ -53,6 +58,8 @@ def test_optimize_rich_summary_and_fixed_params() -> None:
     out = result.stdout
     assert "Best trial" in out and "DSR" in out and "PBO" in out and "Pareto front" in out
     assert "'short': True" in out
+    # the settings every trial ran with, as `sapphire backtest` states them
+    assert "fee 0.05% · size 95% of equity · leverage 1× · intrabar path" in out
 
 
 def test_summary_counts_trials_by_state_and_lists_each_parameter_set_once() -> None:

@@ -62,6 +62,7 @@ def test_walkforward_prints_the_folds_and_the_stitched_metrics() -> None:
     assert "Walk-forward" in result.stdout and "Stitched out-of-sample" in result.stdout
     assert "walk-forward efficiency" in result.stdout
     assert "short=True" in result.stdout
+    assert "size 95% of equity · leverage 1× · intrabar path" in result.stdout
     assert "fold 2/2" in result.stderr  # progress lines
 
 

@@ -64,8 +64,9 @@ def _fmt(value: Any) -> str:
 
 
 def print_summary(result: StudyResult) -> None:
-    """Trial counts (infeasible and ruined apart), best trial metrics, DSR/PBO with a
-    one-line reading, and the top 10 distinct parameter sets (or the Pareto front)."""
+    """Trial counts (infeasible and ruined apart), the settings caption and the caveats
+    (a model scored in-sample), best trial metrics, DSR/PBO with a one-line reading, and
+    the top 10 distinct parameter sets (or the Pareto front)."""
     always = ("complete", "infeasible", "ruined")  # failed and pruned: when there are some
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v or k in always)
     size = result.config.get("space_size")
@@ -75,6 +76,11 @@ def print_summary(result: StudyResult) -> None:
         f"({counts}), {result.elapsed_s:.1f} s",
         soft_wrap=True,
     )
+    caption = result.caption()
+    if caption is not None:
+        console.print(caption, highlight=False, soft_wrap=True)
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     best = result.best_trial
     if best is None:
         console.print("[yellow]no trial completed[/]: relax --min-trades or widen --space")

@@ -40,7 +40,7 @@ def _folds_table(payload: dict[str, Any]) -> Table:
 
     table = Table(title=f"Walk-forward {payload['study']}", title_justify="left")
     for column in ("fold", "test window", "best parameters", "IS return", "OOS return",
-                   "OOS sharpe", "OOS trades", "efficiency"):  # fmt: skip
+                   "OOS sharpe", "OOS trades", "efficiency", "model-trained OOS bars"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("test window",
                          "best parameters") else "right")  # fmt: skip
     for fold in payload["folds"]:
@@ -60,6 +60,8 @@ def _folds_table(payload: dict[str, Any]) -> Table:
             format_metric("sharpe", oos.get("sharpe")),
             format_metric("n_trades", oos.get("n_trades")),
             "—" if eff is None or not math.isfinite(eff) else f"{eff:.2f}",
+            # an out-of-sample window scored by a model trained on it is not out of sample
+            str((fold.get("model_overlap") or {}).get("test_window_bars", "—")),
         )
     return table
 
@@ -154,6 +156,11 @@ def walkforward_command(
         print_json(payload)
         return
     wide_console.print(_folds_table(payload))
+    caption = result.caption()
+    if caption is not None:
+        console.print(caption, highlight=False, soft_wrap=True)
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     console.print(metrics_table({"out of sample": result.metrics}, "Stitched out-of-sample"))
     eff = result.efficiency
     console.print(

@@ -327,6 +327,15 @@ def _ask(ostudy: Any, plan: Plan, n: int) -> list[tuple[Any, dict[str, Any], str
     return asked
 
 
+def _ran(out: dict[str, Any]) -> dict[str, Any]:
+    """A full trial's in-sample window, caveats and settings, for its `TrialRecord`."""
+    return {
+        "in_sample": out.get("in_sample"),
+        "caveats": list(out.get("caveats") or []),
+        "settings": dict(out.get("settings") or {}),
+    }
+
+
 def _submit(ostudy: Any, plan: Plan, executor: Any, context: TrialContext, n: int) -> _Batch:
     """Ask a batch and start evaluating its feasible trials (infeasible ones are told now)."""
     from optuna.trial import TrialState
@@ -366,6 +375,7 @@ def _finish(ostudy: Any, plan: Plan, batch: _Batch) -> Iterator[TrialRecord]:
             finished[i] = TrialRecord(
                 trial.number, params, out["values"], out["state"], out["metrics"],
                 out["moments"], float(out["duration_s"]), error=out.get("error"),
+                **_ran(out),
             )  # fmt: skip
     except KeyboardInterrupt:
         upto = 0
@@ -441,7 +451,7 @@ def _run_batch(
             finished[i] = TrialRecord(
                 trial.number, params, out["values"], out["state"], out["metrics"],
                 out["moments"], durations[i], error=out.get("error"),
-                intermediate=intermediate.get(i, {}),
+                intermediate=intermediate.get(i, {}), **_ran(out),
             )  # fmt: skip
         alive = survivors
     done = [finished[i] for i in range(len(asked))]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -71,12 +71,16 @@ class _TestWindowBacktest(Backtest):
 
 @dataclass
 class OutOfSample:
-    """A fold's out-of-sample run: test-window equity, trades and metrics."""
+    """A fold's out-of-sample run: test-window equity, trades and metrics; `in_sample` is
+    the run's `BacktestResult.in_sample` (a fitted model's training window overlapping the
+    train + test bars it scored; None: none), `settings` its costs and sizing."""
 
     equity: pd.Series
     trades: pd.DataFrame
     metrics: dict[str, float]
     bars_in_market: int
+    in_sample: dict[str, Any] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def out_of_sample_backtest(
@@ -117,7 +121,8 @@ def out_of_sample_backtest(
         float(result.metrics["funding"]),
         bars_in_market,
     )
-    return OutOfSample(equity, trades, metrics, bars_in_market)
+    settings = {**result.settings(), "risk_profile": result.config.get("risk_profile")}
+    return OutOfSample(equity, trades, metrics, bars_in_market, result.in_sample, settings)
 
 
 def oos_metrics(

@@ -114,7 +114,7 @@ def _folds_table(wf: WalkForwardResult) -> str:
     head = ["fold", "train", "test", "best parameters", "best value"]
     head += [f"IS {label}" for _, label in _FOLD_COLUMNS]
     head += [f"OOS {label}" for _, label in _FOLD_COLUMNS]
-    head += ["efficiency"]
+    head += ["efficiency", "model-trained OOS bars"]
     rows = []
     for f in wf.folds:
         params = (
@@ -142,6 +142,9 @@ def _folds_table(wf: WalkForwardResult) -> str:
                 cell(format_metric(key, metrics.get(key)), numeric=True) for key, _ in _FOLD_COLUMNS
             ]
         cells.append(cell("—" if f.efficiency is None else f"{f.efficiency:.2f}", numeric=True))
+        # test bars inside a fixed model's training window: not out of sample
+        trained = (f.model_overlap or {}).get("test_window_bars")
+        cells.append(cell("—" if trained is None else f"{trained:,}", numeric=True))
         rows.append(f'<tr class="fold-row" data-fold="{f.number}">{"".join(cells)}</tr>')
     return grid_table(IDS["wf_folds"], head, rows)
 
@@ -155,6 +158,10 @@ def _walkforward_section(page: Page, wf: WalkForwardResult) -> None:
         "traded the following test window with the best parameters. Walk-forward "
         f"efficiency (annualised OOS return / mean annualised IS return): {eff}."
     )
+    caption = wf.caption()
+    page.note("" if caption is None else f"Out-of-sample runs: {caption}.", "wf-settings")
+    for index, warning in enumerate(wf.warnings):
+        page.note(f"Warning: {warning}", f"wf-warning-{index}")
     page.figure(_walkforward_figure(wf), IDS["wf_equity"])
     page.h2("Walk-forward folds")
     page.html(_folds_table(wf))
@@ -531,6 +538,10 @@ def study_report(
             "stitched out-of-sample equity and every fold are at the end.",
             "wf-note",
         )
+    for index, warning in enumerate(study.warnings):
+        page.note(f"Warning: {warning}", f"warning-{index}")
+    caption = study.caption()
+    page.note("" if caption is None else f"Every trial: {caption}.", "settings")
     page.h2("Summary")
     best_value = study.best_value
     summary: dict[str, Any] = {

@@ -40,6 +40,9 @@ class TrialRecord:
     "infeasible" (Strategy.check() refused the parameters, too few trades or a constraint
     was violated) or "ruined" (the equity reached zero: `backtest.metrics.is_ruined`);
     only complete trials have `values`. `intermediate` holds the pruning stages' values.
+    `in_sample`, `caveats` and `settings` are those of the trial's full backtest
+    (`evaluate_trial`): the bars a fitted model scored inside its training window, the
+    strategy's caveats, the costs and sizing (empty for a trial that never ran).
     """
 
     number: int
@@ -51,6 +54,9 @@ class TrialRecord:
     duration_s: float
     error: str | None = None
     intermediate: dict[int, float] = field(default_factory=dict)
+    in_sample: dict[str, Any] | None = None
+    caveats: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class _Encoded(str):
@@ -70,6 +76,16 @@ def _encode(value: Any) -> _Encoded:
 def _config(config: dict[str, Any]) -> dict[str, Any]:
     """A study's config as plain JSON data, as it reads back from the database."""
     return cast(dict[str, Any], jsonable(config, "study config", str_keys=True))
+
+
+def _extra(r: TrialRecord) -> dict[str, Any]:
+    return {
+        "error": r.error,
+        "intermediate": r.intermediate,
+        "in_sample": r.in_sample,
+        "caveats": r.caveats,
+        "settings": r.settings,
+    }
 
 
 def _metrics_back(raw: dict[str, Any] | None) -> dict[str, float]:
@@ -216,7 +232,7 @@ class StudyStorage:
                 "values": _encode(r.values) if r.values is not None else None,
                 "metrics": _encode(r.metrics),
                 "moments": _encode(r.moments) if r.moments is not None else None,
-                "extra": _encode({"error": r.error, "intermediate": r.intermediate}),
+                "extra": _encode(_extra(r)),
                 "duration": float(r.duration_s),
             }
             for r in records
@@ -251,6 +267,9 @@ class StudyStorage:
                     duration_s=row.duration,
                     error=extra.get("error"),
                     intermediate={int(k): v for k, v in (extra.get("intermediate") or {}).items()},
+                    in_sample=extra.get("in_sample"),
+                    caveats=list(extra.get("caveats") or []),
+                    settings=dict(extra.get("settings") or {}),
                 )
             )
         return out

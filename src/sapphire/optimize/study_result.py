@@ -92,6 +92,43 @@ class StudyResult:
         """Trials per state, ruined apart from infeasible (see `trial_counts`)."""
         return trial_counts(self.trials)
 
+    def _scored(self) -> TrialRecord | None:
+        """The trial whose backtest the study's caveats and settings come from: the best
+        one, else the first that ran a full backtest."""
+        best = self.best_trial
+        if best is not None and best.settings:
+            return best
+        return next((t for t in self.trials if t.settings), None)
+
+    @property
+    def in_sample(self) -> dict[str, Any] | None:
+        """The bars a fitted model scored inside its own training window (`ml` strategy:
+        model, bars, of, first, last, train_start, train_end), in the best trial's
+        backtest; None when none did. The same for every trial unless the model is a
+        searched parameter."""
+        trial = self._scored()
+        return None if trial is None else trial.in_sample
+
+    @property
+    def warnings(self) -> list[str]:
+        """The caveats of the best trial's backtest (a model scored in-sample...)."""
+        trial = self._scored()
+        return [] if trial is None else list(trial.caveats)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The trials' fees, size mode and size, leverage and intrabar model
+        (`BacktestResult.settings`; empty for a study stored before they were kept)."""
+        trial = self._scored()
+        return {} if trial is None else dict(trial.settings)
+
+    def caption(self) -> str | None:
+        """`settings_caption` of the trials' settings (None when not stored)."""
+        from sapphire.backtest.result import settings_caption
+
+        settings = self.settings
+        return settings_caption(settings) if settings else None
+
     def top_trials(self, n: int = TOP_N) -> list[TrialRecord]:
         """The best `n` distinct parameter sets (the best trial of each): by the objective,
         or the Pareto front with several objectives."""
@@ -104,7 +141,7 @@ class StudyResult:
 
     def to_json(self) -> dict[str, Any]:
         """study, n_trials, states, space_size, best_params, best_value, top_trials, dsr,
-        pbo, elapsed_s (+ objectives)."""
+        pbo, elapsed_s, warnings, in_sample, settings (+ objectives)."""
         return jsonable(
             {
                 "study": self.name,
@@ -127,6 +164,9 @@ class StudyResult:
                 "dsr": self.dsr,
                 "pbo": self.pbo,
                 "elapsed_s": round(self.elapsed_s, 3),
+                "warnings": self.warnings,
+                "in_sample": self.in_sample,
+                "settings": self.settings,
             },
             "study result",
             str_keys=True,

@@ -82,8 +82,11 @@ def evaluate_trial(context: TrialContext, item: dict[str, Any]) -> dict[str, Any
 
     `item` = {"params": {...}, "fraction": 1.0}. With a fraction < 1 (a pruning stage)
     only the leading part of the bars is used and only the first objective is returned.
-    Returns {"state", "values", "metrics", "moments", "error", "duration_s"}; the state
-    is "complete", "ruined" (equity reached zero: `is_ruined`), "infeasible" (too few
+    Returns {"state", "values", "metrics", "moments", "error", "duration_s", "in_sample",
+    "caveats", "settings"} (the last three, of a full run: the bars a fitted model scored
+    inside its training window and the strategy's caveats about them, as the strategy
+    says; the run's costs and sizing, `BacktestResult.settings`); the state is
+    "complete", "ruined" (equity reached zero: `is_ruined`), "infeasible" (too few
     trades, a constraint violated) or "failed".
     """
     from sapphire.backtest.metrics import is_ruined
@@ -98,8 +101,16 @@ def evaluate_trial(context: TrialContext, item: dict[str, Any]) -> dict[str, Any
         if fraction < 1.0:
             bars = _prefix(bars, fraction)
         cls = _strategy_class(context.strategy)
-        result = Backtest(bars, cls, **context.options, **item["params"]).run()
+        bt = Backtest(bars, cls, **context.options, **item["params"])
+        result = bt.run()
         out["metrics"] = {k: float(v) for k, v in result.metrics.items()}
+        if fraction >= 1.0:
+            out["in_sample"] = result.in_sample
+            out["caveats"] = list(getattr(bt.strategy, "caveats", ()))
+            out["settings"] = {
+                **result.settings(),
+                "risk_profile": result.config.get("risk_profile"),
+            }
         if fraction < 1.0:
             out["values"] = [context.objectives[0].value(result)]
         else:

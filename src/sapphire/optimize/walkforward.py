@@ -15,7 +15,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,11 +229,14 @@ def walk_forward(
         in_sample = (
             dict(best.metrics)
             if best is not None and best.metrics
-            else _in_sample(train_frame, strategy, params, options)
+            else _in_sample(train_frame, strategy, params, backtest_options)
         )
-        oos = out_of_sample_backtest(frame, strategy, params, fold, options)
+        # the fixed strategy parameters too: a flat fold (no feasible trial) still runs
+        # the strategy (an `ml` strategy needs its model to say what it scored)
+        oos = out_of_sample_backtest(frame, strategy, params, fold, backtest_options)
         oos_runs.append(oos)
         n_train, n_test = fold.train_end - fold.train_start, fold.test_end - fold.test_start
+        overlap, fold_warnings = model_overlap(oos.in_sample or fold_study.in_sample, times, fold)
         results.append(
             FoldResult(
                 number=fold.number,
@@ -255,8 +258,12 @@ def walk_forward(
                     annualised_return(oos.metrics["total_return"], n_test, tf),
                     annualised_return(in_sample["total_return"], n_train, tf),
                 ),
+                model_overlap=overlap,
+                warnings=fold_warnings,
             )
         )
+        for warning in fold_warnings:
+            say(f"[yellow]warning:[/] {warning}")
         best_text = "none feasible, flat" if params is None else json.dumps(params, default=str)
         say(
             f"fold {fold.number}: best {best_text}; in-sample return "
@@ -313,10 +320,44 @@ def walk_forward(
             "data": _plain(data_options),
             "storage": storage,
         },
+        settings=next((o.settings for o in oos_runs if o.settings), {}),
     )
     if save:
         result.save()
     return result
+
+
+def model_overlap(
+    window: Mapping[str, Any] | None, times: pd.DatetimeIndex, fold: Fold
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The bars of `fold`'s train and test windows (open times `times`) inside a fixed
+    model's training window (`window`: a backtest's `in_sample`, which names the model
+    and its window), and the fold's warning when its test window has any: a fold scored
+    by a model trained on its test bars is not out of sample."""
+    if window is None:
+        return None, []
+    lo, hi = pd.Timestamp(window["train_start"]), pd.Timestamp(window["train_end"])
+    inside = np.asarray((times >= lo) & (times <= hi))
+    train_n = int(inside[fold.train_start : fold.train_end].sum())
+    test = inside[fold.test_start : fold.test_end]
+    test_n = int(test.sum())
+    if not train_n and not test_n:
+        return None, []
+    overlap = {
+        "model": window["model"], "train_start": window["train_start"],
+        "train_end": window["train_end"], "train_window_bars": train_n,
+        "test_window_bars": test_n,
+    }  # fmt: skip
+    if not test_n:
+        return overlap, []
+    hits = times[fold.test_start : fold.test_end][test]
+    warning = (
+        f"fold {fold.number}: {test_n} of {len(test)} out-of-sample bars (from "
+        f"{hits[0].isoformat()} to {hits[-1].isoformat()}) are inside the training window of "
+        f"model {window['model']} ({window['train_start']} → {window['train_end']}): this "
+        "fold is in-sample for the model, not out of sample"
+    )
+    return overlap, [warning]
 
 
 def _in_sample(

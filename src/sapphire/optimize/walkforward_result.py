@@ -47,6 +47,13 @@ class FoldResult:
     out_of_sample: dict[str, float]
     efficiency: float | None
     scale: float = 1.0
+    #: a fixed model's training window against this fold's windows: {model, train_start,
+    #: train_end (the model's), train_window_bars, test_window_bars (bars of the fold's
+    #: train and test windows inside it)}; None when the strategy scores no fitted model
+    #: or no bar of the fold lies inside its training window
+    model_overlap: dict[str, Any] | None = None
+    #: what a reader must know about this fold (its test window is in-sample for the model)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-ready dict (NaN/inf are left to the caller's encoder)."""
@@ -67,6 +74,8 @@ class FoldResult:
             "in_sample": dict(self.in_sample),
             "out_of_sample": dict(self.out_of_sample),
             "efficiency": self.efficiency,
+            "model_overlap": self.model_overlap,
+            "warnings": list(self.warnings),
         }
 
 
@@ -95,6 +104,19 @@ class WalkForwardResult:
     efficiency: float | None
     elapsed_s: float
     config: dict[str, Any] = field(default_factory=dict)
+    #: the out-of-sample backtests' fees, size mode and size, leverage and intrabar model
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The folds' caveats (an out-of-sample window scored by a model trained on it)."""
+        return [w for f in self.folds for w in f.warnings]
+
+    def caption(self) -> str | None:
+        """`settings_caption` of the out-of-sample backtests (None when not stored)."""
+        from sapphire.backtest.result import settings_caption
+
+        return settings_caption(self.settings) if self.settings else None
 
     @property
     def best_params(self) -> dict[str, Any] | None:
@@ -130,6 +152,8 @@ class WalkForwardResult:
             "end": self.equity.index[-1].isoformat() if len(self.equity) else None,
             "folds": [f.to_json() for f in self.folds],
             "elapsed_s": round(self.elapsed_s, 3),
+            "warnings": self.warnings,
+            "settings": dict(self.settings),
         }
 
     def plot(self, path: str | Path | None = None) -> Path:
@@ -198,6 +222,8 @@ def load_walkforward(name: str) -> WalkForwardResult | None:
             in_sample=nan(f["in_sample"]),
             out_of_sample=nan(f["out_of_sample"]),
             efficiency=f["efficiency"],
+            model_overlap=f.get("model_overlap"),
+            warnings=list(f.get("warnings") or []),
         )
         for f in raw["folds"]
     ]
@@ -223,4 +249,5 @@ def load_walkforward(name: str) -> WalkForwardResult | None:
         efficiency=raw["efficiency"],
         elapsed_s=raw["elapsed_s"],
         config=raw.get("config", {}),
+        settings=raw.get("settings") or {},
     )
