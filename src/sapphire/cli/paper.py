@@ -62,10 +62,13 @@ def _settings(config: PaperConfig) -> dict[str, Any]:
     return {k: getattr(config, k) for k in keys}
 
 
-def _warn(denied: dict[str, int], stopped: str | None) -> None:
-    """The refused orders by main reason, and a stop at zero equity, as warnings."""
+def _warn(denied: dict[str, int], stopped: str | None, caveats: list[str]) -> None:
+    """The strategy's caveats (a model scoring its own training bars), the refused
+    orders by main reason, and a stop at zero equity, as warnings."""
     from sapphire.engine.risk_monitor import refusal_summary
 
+    for caveat in caveats:
+        err_console.print(f"[yellow]warning:[/] {caveat}", highlight=False, soft_wrap=True)
     summary = refusal_summary(denied)
     if summary is not None:
         err_console.print(f"[yellow]warning:[/] {summary}", highlight=False)
@@ -107,7 +110,7 @@ def _drive(session: Any, live: bool, as_json: bool, seconds: float | None) -> No
         from sapphire.backtest.result import settings_caption
 
         console.print(settings_caption(session.config.to_mapping()), highlight=False)
-    _warn(view.denied, view.stopped)
+    _warn(view.denied, view.stopped, view.warnings)
     if view.status != "finished":
         err_console.print(f"resume with: sapphire paper resume {view.run_id}", highlight=False)
 
@@ -235,8 +238,14 @@ def runs_show_command(
     balances = store.balances(run_id)
     orders = store.orders(run_id)
     fills = store.fills(run_id)
+    from sapphire.paper.session import read_in_sample
+
+    run_dir = info.config.get("run_dir")
+    caveats = read_in_sample(run_dir) if run_dir else {}
     if as_json:
         out = _run_json(info)
+        out["warnings"] = list(caveats.get("warnings", []))
+        out["in_sample"] = caveats.get("in_sample")
         out["positions"] = [
             {"instrument_id": str(p.instrument_id), "strategy_id": p.strategy_id,
              "quantity": str(p.quantity), "avg_px": None if p.avg_px is None else str(p.avg_px),
@@ -297,4 +306,4 @@ def runs_show_command(
 
         console.print(settings_caption(info.config), highlight=False)
     stopped = info.reason if info.reason and "equity reached zero" in info.reason else None
-    _warn(_refused(orders), stopped)
+    _warn(_refused(orders), stopped, list(caveats.get("warnings", [])))

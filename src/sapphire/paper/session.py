@@ -49,6 +49,7 @@ from sapphire.domain import (
     TradingState,
 )
 from sapphire.domain.instrument import to_decimal
+from sapphire.encoding import to_json
 from sapphire.engine import VectorAdapter
 from sapphire.engine.builder import build_node
 from sapphire.engine.risk_monitor import refusal_counts, zero_equity_warning
@@ -58,14 +59,17 @@ from sapphire.paper.config import PaperConfig, parse_speed
 from sapphire.portfolio import Account, Portfolio
 from sapphire.store import Store
 from sapphire.store.records import RunMode
-from sapphire.strategy.base import Bars
+from sapphire.strategy.base import Bars, Strategy
 from sapphire.strategy.signals import SignalArrays, normalize_signals
 
-__all__ = ["PaperSession", "SessionView", "paper_dir"]
+__all__ = ["IN_SAMPLE", "PaperSession", "SessionView", "paper_dir", "read_in_sample"]
 
 STRATEGY_ID = "s"
 ACCOUNT = AccountId("paper")
 FUNDING = "funding.npy"  # the run's per-bar funding rates (node and venue read it)
+#: the bars a fixed model scores inside its training window and the caveat about them
+#: (an `ml` strategy's `in_sample` and `caveats`), written at the start for `runs show`
+IN_SAMPLE = "in_sample.json"
 
 
 def paper_dir(run_id: str, home: Path | None = None) -> Path:
@@ -97,6 +101,10 @@ class SessionView:
     denied: dict[str, int] = field(default_factory=dict)
     #: why trading stopped for good (the equity reached zero), None while it trades
     stopped: str | None = None
+    #: the strategy's caveats (a fixed model scoring bars of its own training window)
+    warnings: list[str] = field(default_factory=list)
+    #: those bars: model, bars, of, first, last, train_start, train_end (None: none)
+    in_sample: dict[str, Any] | None = None
 
 
 class PaperSession:
@@ -113,6 +121,7 @@ class PaperSession:
         resumed: bool,
         bars: Bars | None = None,
         signals: SignalArrays | None = None,
+        strategy: Strategy | None = None,
     ) -> None:
         self.run_id = run_id
         self.config = config
@@ -134,7 +143,10 @@ class PaperSession:
         from sapphire.strategy.registry import get_strategy
 
         risk_profile = profile(config.risk_profile) if config.risk_profile else None
-        strategy = get_strategy(config.strategy)(**config.params)
+        if strategy is None:
+            strategy = get_strategy(config.strategy)(**config.params)
+        #: the instance that computed the signals (an `ml` strategy's scores and caveats)
+        self.strategy = strategy
         setup = build_node(
             config, mode="paper", venue=self.venue, instrument_id=self.iid, strategy=strategy,
             portfolio=self._new_portfolio(), run_id=run_id, bars=self.bars, signals=signals,
@@ -193,7 +205,7 @@ class PaperSession:
         # what can fail on bad input fails before anything is started or stored; the run
         # folder the checks began to fill (the bars' cache) goes again with the error
         try:
-            bars, sig = cls._checked_inputs(config, run_dir)
+            bars, sig, strategy = cls._checked_inputs(config, run_dir)
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
@@ -202,15 +214,23 @@ class PaperSession:
             {**config.to_mapping(), "run_dir": str(run_dir)},
         )  # fmt: skip
         store.save_instrument(config.instrument())
-        session = cls(run_id, config, store, run_dir, resumed=False, bars=bars, signals=sig)
+        session = cls(
+            run_id, config, store, run_dir, resumed=False, bars=bars, signals=sig,
+            strategy=strategy,
+        )  # fmt: skip
+        if session.in_sample is not None:
+            (run_dir / IN_SAMPLE).write_text(
+                to_json({"in_sample": session.in_sample, "warnings": session.warnings})
+            )
         session.node.start()
         session._save_state(time.time_ns())
         return session
 
     @staticmethod
-    def _checked_inputs(config: PaperConfig, run_dir: Path) -> tuple[Bars, SignalArrays]:
-        """The run's bars (cached in `run_dir`) and the strategy's checked signals; a
-        ValueError names what is wrong (strategy, data, funding file, signals)."""
+    def _checked_inputs(config: PaperConfig, run_dir: Path) -> tuple[Bars, SignalArrays, Strategy]:
+        """The run's bars (cached in `run_dir`), the strategy's checked signals and the
+        strategy that computed them; a ValueError names what is wrong (strategy, data,
+        funding file, signals)."""
         from sapphire.strategy.registry import get_strategy
 
         strategy = get_strategy(config.strategy)(**config.params)
@@ -233,7 +253,7 @@ class PaperSession:
                     f"{config.strategy!r} gives no stop-loss: use a strategy with one, or "
                     "size_mode fixed, notional or equity"
                 )
-        return bars, sig
+        return bars, sig, strategy
 
     @classmethod
     def resume(
@@ -468,7 +488,21 @@ class PaperSession:
                 if self.guard is not None and self.guard.stopped_ns is not None
                 else None
             ),
+            warnings=self.warnings,
+            in_sample=self.in_sample,
         )  # fmt: skip
+
+    @property
+    def in_sample(self) -> dict[str, Any] | None:
+        """The bars of this run a fixed model scores inside its own training window (an
+        `ml` strategy's `in_sample`; None: none): its figures are in-sample there."""
+        window = getattr(self.strategy, "in_sample", None)
+        return dict(window) if window else None
+
+    @property
+    def warnings(self) -> list[str]:
+        """The strategy's caveats (an `ml` strategy scoring its training bars)."""
+        return list(getattr(self.strategy, "caveats", ()))
 
     def refusals(self) -> list[str]:
         """The reason of every order refused so far: denied by the node's risk engine
@@ -479,6 +513,14 @@ class PaperSession:
             for e in o.events
             if isinstance(e, OrderDenied | OrderRejected)
         ]
+
+
+def read_in_sample(run_dir: Path) -> dict[str, Any]:
+    """What `IN_SAMPLE` holds for a run ({"in_sample", "warnings"}; empty: nothing)."""
+    import json
+
+    path = Path(run_dir) / IN_SAMPLE
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
 
 
 def denied(order_events: list[OrderEvent]) -> bool:

@@ -161,3 +161,44 @@ def test_drift_report_and_command_show_one_alert_rule_consistent_with_the_events
     assert "drifted" not in text and "alert" in text
     assert "at least 6 standard errors" in text and "raise nothing" in text
     assert "0 drift event(s) recorded" in text
+
+
+def test_a_paper_run_on_the_models_training_bars_says_it_is_in_sample(
+    tmp_path: Path, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from sapphire.cli.main import app
+    from sapphire.paper.session import read_in_sample
+
+    monkeypatch.setenv("SAPPHIRE_PAPER_VENUE_IDLE", "60")
+    rng = {"start": "2022-01-02", "end": "2022-01-02 04:00"}  # inside the training bars
+    config = PaperConfig(
+        **rng, strategy="ml", params={"model": model}, speed="max", size=0.01,
+        maker_fee=0.0005, taker_fee=0.0005, drift_every=100, drift_window=300,
+    )  # fmt: skip
+    session = PaperSession.start(config, home=tmp_path)  # the default store: `runs show`
+    session.run(max_seconds=0.5)
+    bt = Backtest(SAMPLE_PATH, "ml", **rng, engine="event", size=0.01, fee=0.0005, model=model)
+    expected = bt.run()
+    assert expected.in_sample is not None and expected.warnings
+    view = session.view()
+    assert view.in_sample == expected.in_sample and view.warnings == expected.warnings
+    assert read_in_sample(session.run_dir) == {
+        "in_sample": expected.in_sample,
+        "warnings": expected.warnings,
+    }
+    session.client.close()
+    resumed = PaperSession.resume(session.run_id)
+    assert resumed.view().warnings == expected.warnings  # the resumed strategy says it too
+    final = resumed.run()
+    assert final.status == "finished" and final.warnings == expected.warnings
+    shown = CliRunner().invoke(app, ["runs", "show", session.run_id, "--json"])
+    assert shown.exit_code == 0, shown.output
+    payload = _json.loads(shown.stdout)
+    assert payload["warnings"] == expected.warnings
+    assert payload["in_sample"] == expected.in_sample
+    text = CliRunner().invoke(app, ["runs", "show", session.run_id])
+    assert "in-sample" in text.stderr
