@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -154,7 +155,7 @@ def test_the_machine_learning_examples(workdir: Path) -> None:
 def test_the_local_exchange_example(workdir: Path) -> None:
     """Both commands serve on the documented port, stop by themselves after their bars,
     and the second goes on with the first's state."""
-    (block,) = [b for b in _blocks("bash") if "sapphire exchange serve" in b]
+    (block,) = [b for b in _blocks("bash") if "sapphire exchange serve" in b and "&" not in b]
     commands = _commands(block)
     assert len(commands) == 2
     for command in commands:
@@ -165,6 +166,39 @@ def test_the_local_exchange_example(workdir: Path) -> None:
     journal = workdir / "home" / "exchange" / "default" / "journal.jsonl"
     ops = [json.loads(line)["op"] for line in journal.read_text().splitlines()]
     assert ops.count("advance") == 120 + 60
+
+
+def test_the_live_rehearsal_example(workdir: Path) -> None:
+    """The offline rehearsal runs as a user's shell runs it (bash, the exchange in the
+    background, `kill %1`): the live run trades on the local exchange, stops after its
+    seconds leaving the run resumable, the resume goes on, and the exchange is stopped."""
+    (block,) = [b for b in _blocks("bash") if "sapphire live --env local" in b]
+    assert " &" in block and "kill %1" in block
+    env = {
+        **os.environ,
+        "SAPPHIRE_HOME": str(workdir / "home"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "COLUMNS": "200",
+    }
+    done = subprocess.run(
+        ["bash", "-e", "-c", block], cwd=workdir, env=env, capture_output=True, text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert "Local Bybit exchange on http://127.0.0.1:8787" in done.stdout
+    hint = "resume with: sapphire live resume rehearsal"
+    assert (done.stdout + done.stderr).count(hint) == 2, (done.stdout, done.stderr)
+    detail = json.loads(_run("sapphire runs show rehearsal --json", workdir).stdout)
+    assert detail["mode"] == "LIVE" and detail["status"] == "RUNNING", detail
+    assert detail["fills"] > 0, detail  # it traded on the exchange
+    journal = workdir / "home" / "exchange" / "rehearsal" / "journal.jsonl"
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    links = [r["params"].get("orderLinkId") for r in rows if r["op"] == "order.create"]
+    # every order of the run reached the exchange, none twice
+    stored = {o["client_order_id"] for o in detail["orders"]}
+    assert len(links) == len(set(links)) and set(links) == stored, (links, stored)
+    with socket.socket() as probe:  # kill %1 stopped the exchange
+        assert probe.connect_ex(("127.0.0.1", 8787)) != 0
 
 
 def test_the_python_examples(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
