@@ -223,6 +223,7 @@ class Model:
         self.classes: NDArray[np.float64] = np.empty(0)
         self.n_train = 0
         self._estimator: Any = None
+        self._row: _LightGBMRow | None = None
         self._median = self._scale = np.empty(0)
         self._nan_ok = np.empty(0, dtype=np.bool_)
         #: a sample of training feature rows, saved with the model (drift checks compare with it)
@@ -319,6 +320,7 @@ class Model:
         else:
             estimator.fit(A, fit_target, sample_weight=w)
         self._estimator, self.features, self.classes = estimator, names, classes
+        self._row = None  # the single-row predictor of the previous fit, if any
         self.n_train = A.shape[0]
         self._fit_ood(A)
         return self
@@ -362,7 +364,7 @@ class Model:
         """Class probabilities for a float matrix (columns follow `classes`)."""
         kind = self.spec.kind
         if kind == "lightgbm":
-            p = self._estimator.booster_.predict(A)
+            p = self._lightgbm_predict(A)
         elif kind == "xgboost":
             p = self._estimator.get_booster().inplace_predict(A)
         else:
@@ -370,11 +372,29 @@ class Model:
         p = np.asarray(p, dtype=np.float64)
         return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
 
+    def _lightgbm_predict(self, A: NDArray[np.float64]) -> NDArray[np.float64]:
+        # One row (live inference, `predict_row`): LightGBM's single-row fast path on one
+        # thread. `Booster.predict` starts an OpenMP team for the row, which costs more
+        # than the trees, and on a loaded machine a team thread that is not scheduled
+        # stalls the predict for a time slice (p99 of several ms); it also rebuilds its
+        # predictor on every call (~40 us). Batches keep the estimator's threads.
+        booster = self._estimator.booster_
+        if A.shape[0] == 1:
+            if self._row is None:
+                self._row = _LightGBMRow(booster, A.shape[1])
+            return self._row.predict(A[0])
+        return np.asarray(booster.predict(A), dtype=np.float64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_row"] = None  # a handle into this process's LightGBM: made again on use
+        return state
+
     def _score(self, A: NDArray[np.float64]) -> NDArray[np.float64]:
         if self.task == "regression":
             kind = self.spec.kind
             if kind == "lightgbm":
-                out = self._estimator.booster_.predict(A)
+                out = self._lightgbm_predict(A)
             elif kind == "xgboost":
                 out = self._estimator.get_booster().inplace_predict(A)
             else:
@@ -487,6 +507,49 @@ class Model:
         model._median, model._scale, model._nan_ok = ood["median"], ood["scale"], ood["nan_ok"]
         model.reference = payload.get("reference")
         return model
+
+
+class _LightGBMRow:
+    """LightGBM's single-row fast predict (`LGBM_BoosterPredictForMatSingleRowFast`, one
+    thread) for `booster`: the same values as `Booster.predict` on a one-row matrix
+    (shape (1,), or (1, classes) for a multiclass model). Not for concurrent use: the
+    fast configuration holds the row's buffers."""
+
+    def __init__(self, booster: Any, n_features: int) -> None:
+        import ctypes
+
+        from lightgbm.basic import _LIB, _c_str, _safe_call
+
+        self._ctypes, self._lib, self._check = ctypes, _LIB, _safe_call
+        self._booster = booster  # kept alive while the configuration points into it
+        self.config = ctypes.c_void_p()
+        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+            booster._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1),
+            ctypes.c_int(1), ctypes.c_int32(n_features), _c_str("num_threads=1"),
+            ctypes.byref(self.config),
+        ))  # fmt: skip
+        self.n_features = n_features
+        self.n_out = int(booster.num_model_per_iteration())
+        self._out = np.zeros(self.n_out, dtype=np.float64)
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._len = ctypes.c_int64(0)
+        self._len_ref = ctypes.byref(self._len)
+
+    def predict(self, row: NDArray[np.float64]) -> NDArray[np.float64]:
+        r = np.ascontiguousarray(row, dtype=np.float64)
+        if r.shape != (self.n_features,):
+            raise ValueError(f"row has shape {r.shape}, expected ({self.n_features},)")
+        self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+            self.config, r.ctypes.data_as(self._ctypes.c_void_p), self._len_ref,
+            self._out_ptr,
+        ))  # fmt: skip
+        out = self._out.copy()
+        return out.reshape(1, -1) if self.n_out > 1 else out
+
+    def __del__(self) -> None:
+        config = getattr(self, "config", None)
+        if config is not None and config.value:
+            self._lib.LGBM_FastConfigFree(config)
 
 
 def _check_finite_or_nan(A: NDArray[np.float64], names: list[str]) -> None:

@@ -123,6 +123,28 @@ def test_predict_row_matches_predict(spec, exact):
         model.predict_row(A[0, :5])
 
 
+@pytest.mark.parametrize(
+    ("task", "classes"),
+    [("classification", (-1.0, 1.0)), ("classification", (-1.0, 0.0, 1.0)), ("regression", ())],
+)
+def test_lightgbm_single_row_fast_path_gives_the_batch_values(tmp_path, task, classes):
+    # live inference goes through LightGBM's single-row C path on one thread: the same
+    # values as the batch predict, for binary, multiclass and regression models, after a
+    # save/load, a pickle round trip and a refit
+    import pickle
+
+    X, y, signal = _data(800, classes=classes or (-1.0, 0.0, 1.0))
+    target = signal if task == "regression" else y
+    model = make_model("lightgbm:n_estimators=40", task).fit(X, target)
+    A = X.to_numpy()
+    for m in (model, Model.load(tmp_path / "m.pkl", model.save(tmp_path / "m.pkl"))):
+        assert np.array_equal([m.predict_row(a) for a in A[:100]], m.predict(A[:100]))
+    again = pickle.loads(pickle.dumps(model))
+    assert np.array_equal([again.predict_row(a) for a in A[:50]], model.predict(A[:50]))
+    model.fit(X.iloc[:400], target[:400])  # refitted: the row path follows the new trees
+    assert np.array_equal([model.predict_row(a) for a in A[:50]], model.predict(A[:50]))
+
+
 def test_preprocessing_is_fitted_on_training_rows_only():
     X, y, _ = _data(1000)
     shifted = X.copy()
