@@ -7,7 +7,8 @@
 2. Training: LightGBM with CPCV (6 groups, 2 test groups: 15 splits) on the bundled BTC
    month with the default features and triple-barrier labels, plus the final fit.
 3. Live inference: per bar, the streaming feature row (`FeatureStream.update`), the OOD
-   gate and the single-row prediction (`LivePredictor.update`), for the trained model on
+   gate and the single-row prediction (`LivePredictor.update`; LightGBM's single-row fast
+   path on one thread, `Model.predict_row`), for the trained model on
    the bundled month, with the garbage collector on at its default thresholds, as in a
    user's process (`gc_on`), and, labelled beside it, off for the measured loop
    (`gc_off`). Target: p99 under 1 ms with the collector on.
