@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/optimize_speed.py
 	$(PY) benchmarks/event_speed.py
 	$(PY) benchmarks/tick_to_order_latency.py
+	$(PY) benchmarks/live_latency.py
 	$(PY) benchmarks/ml_speed.py
 
 clean:
