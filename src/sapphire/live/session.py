@@ -7,7 +7,11 @@ simulated venue (`sapphire.sim.SimulatedVenue`, in this process) fed the exchang
 bars. Bars come from `sapphire.venues.market_data` (confirmed klines, REST polling or
 the WebSocket): each goes through `node.process_bar` (the venue's events are taken
 first, the risk monitor sees the close, then the strategy acts); between bars the loop
-takes the venue's events (fills) as they come. A vectorised strategy is re-evaluated
+takes the venue's events (fills) as they come. A market order the exchange accepted
+and that is still working when a bar comes (its fill on its way: the local exchange
+fills it at that bar's open, as the backtest does) is waited for, up to
+`MARKET_WAIT_S`, so that the strategy acts on the position it made, not on the one
+before (a reversal would otherwise close twice or not at all). A vectorised strategy is re-evaluated
 at each bar on its last `warmup` bars (`VectorAdapter(window=...)`), read from the
 exchange's klines at start; an event strategy runs as it is.
 
@@ -50,6 +54,7 @@ from sapphire.domain import (
     OrderRejected,
     OrderSide,
     OrderStatus,
+    OrderType,
     RiskEvent,
     StrategyId,
     TradingState,
@@ -70,6 +75,8 @@ __all__ = ["RECONCILIATION", "LiveSession", "LiveView", "live_dir"]
 #: the kind of the `RiskEvent`s a reconciliation writes
 RECONCILIATION = "reconciliation"
 ACCOUNT = AccountId("live")
+#: seconds a bar waits for the market orders still working (their fills on the way)
+MARKET_WAIT_S = 5.0
 
 
 def live_dir(run_id: str, home: Path | None = None) -> Path:
@@ -423,8 +430,24 @@ class LiveSession:
         self.journal.save_state(ts)
 
     # ---------------------------------------------------------------- the loop
+    def _await_market_orders(self, timeout: float) -> None:
+        """Take the venue's events until no market order the exchange accepted is
+        working (or `timeout`); one whose creation is unanswered is not waited for."""
+        deadline = time.monotonic() + timeout
+        accepted = (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+        while True:
+            self._drain()
+            working = any(
+                o.type is OrderType.MARKET and o.status in accepted for o in self.node.open_orders()
+            )
+            if not working or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
     def _on_bar(self, bar: Bar) -> None:
         node = self.node
+        if not self.config.paper:  # the simulated venue fills in process_bar
+            self._await_market_orders(MARKET_WAIT_S)
         node.process_bar(bar, self.source.timeframe_ns)
         self.bars_seen += 1
         events = len(self.monitor.events) if self.monitor is not None else 0

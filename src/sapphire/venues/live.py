@@ -8,6 +8,13 @@ becomes `OrderEvent`s put on a queue, and `drain()` hands them to the node's `on
 on the node's thread: the node calls it at every bar (`process_bar`), and a live loop
 calls it from a clock timer.
 
+The creations of one market's orders are sent one after another, in the order
+`submit_order` was called (each waits for the previous one's answer, its failure, or
+its report by the private stream):
+a market order fills as it arrives, so a reversal's reduce-only close must reach the
+exchange before the new entry, or the entry closes the position and the close, left
+with nothing to reduce, is canceled.
+
 Order state comes from the private WebSocket stream (`sapphire.venues.streams.
 PrivateStream`, ccxt.pro: orders, executions, positions, wallet) and from REST polling:
 each working order is looked up by its client order id (Bybit's `orderLinkId`) and its
@@ -179,6 +186,7 @@ class BybitVenue:
         self._cash = Decimal(0)
         self._events: queue.SimpleQueue[OrderEvent] = queue.SimpleQueue()
         self._orders: dict[str, _Tracked] = {}
+        self._sending: dict[str, asyncio.Lock] = {}  # per symbol: creations in order
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="bybit")
         self._client: Any = None
@@ -517,6 +525,18 @@ class BybitVenue:
             self._emit(OrderUpdated(ts_ns=now, client_order_id=cid, quantity=t.quantity))
 
     async def _submit(self, t: _Tracked, sizer: Sizer | None) -> None:
+        # tasks start in the order they were spawned and the lock is fair (FIFO): the
+        # creations of one symbol go out in the order submitted (the module docstring)
+        lock = self._sending.setdefault(t.symbol, asyncio.Lock())
+        async with lock:
+            send = asyncio.ensure_future(self._send(t, sizer))
+            # the next creation goes once this one is answered, or once the stream
+            # reported the order (it is on the exchange; the answer may come late)
+            while not send.done() and t.state is OrderState.SENDING:
+                await asyncio.wait({send}, timeout=0.01)
+        await send
+
+    async def _send(self, t: _Tracked, sizer: Sizer | None) -> None:
         order = t.order
         last = None
         try:

@@ -13,6 +13,12 @@ read public data only (no credentials), on their own event-loop thread.
 
 `history(n)` reads the last `n` confirmed bars (the warm-up window of a vectorised
 strategy).
+
+Failures: a read the exchange did not answer (a timeout, a 5xx, a dropped connection) or
+refused before processing (a rate limit) is tried again, `retry` (`RetryPolicy`: 8
+tries, 0.2 s doubling to 2 s) for the start and `history`; a `KlinePoller.poll` that
+fails returns what it has and tries again at its next interval. Each such failure is
+kept in `errors` (the last 100). A definite refusal (an unlisted symbol...) is raised.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import ccxt.async_support as ccxt_async
@@ -29,6 +35,7 @@ import ccxt.pro as ccxt_pro
 from sapphire.data import parse_timeframe
 from sapphire.domain import Bar, Instrument, InstrumentId
 from sapphire.venues.bybit import BybitConnection, BybitEnvironment, _local_urls, instrument_of
+from sapphire.venues.resilience import FAILURES, Outcome, RetryPolicy, classify
 
 __all__ = ["KlinePoller", "KlineStream", "public_client"]
 
@@ -71,15 +78,16 @@ class _Source:
         self.instrument_id = instrument_id
         #: the open time (ns) of the last bar returned; only later ones come next
         self.last_ns = -1
-        #: errors of the WebSocket subscription (each followed by a new try)
+        #: failed reads and WebSocket subscriptions, each followed by a new try (last 100)
         self.errors: list[BaseException] = []
+        self.retry = RetryPolicy(attempts=8, base_s=0.2, cap_s=2.0)
         self._skew_ms = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="klines")
         self._thread.start()
         self._client = public_client(connection, pro=self.pro)
         try:
-            self._call(self._open(), 60.0)
+            self._read(self._open)
         except BaseException:
             self.close()
             raise
@@ -94,6 +102,25 @@ class _Source:
 
     def _call(self, coro: Coroutine[Any, Any, Any], timeout: float) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _failed(self, exc: BaseException) -> bool:
+        """Whether `exc` is worth another try (then it is kept in `errors`)."""
+        if classify(exc) is Outcome.REFUSED:
+            return False
+        self.errors.append(exc)
+        del self.errors[:-100]
+        return True
+
+    def _read(self, make: Callable[[], Coroutine[Any, Any, Any]], timeout: float = 60.0) -> Any:
+        """`make()`'s answer, tried again after a failure worth it (`retry`)."""
+        for attempt in range(self.retry.attempts):
+            try:
+                return self._call(make(), timeout)
+            except FAILURES as exc:
+                if attempt + 1 >= self.retry.attempts or not self._failed(exc):
+                    raise
+            time.sleep(self.retry.delay(attempt))
+        raise AssertionError("unreachable")
 
     def _now_ms(self) -> int:
         return int(time.time() * 1000) + self._skew_ms
@@ -129,9 +156,10 @@ class _Source:
         the next `poll` returns only bars after them."""
         if n < 1:
             raise ValueError(f"n={n!r} is invalid: expected at least 1 bar")
-        rows: list[list[Any]] = self._call(
-            self._client.fetch_ohlcv(self.symbol, self.timeframe, None, min(n + 1, _MAX_LIMIT)),
-            60.0,
+        rows: list[list[Any]] = self._read(
+            lambda: self._client.fetch_ohlcv(
+                self.symbol, self.timeframe, None, min(n + 1, _MAX_LIMIT)
+            )
         )
         self.last_ns = -1
         done = self._confirmed(rows)[-n:]
@@ -192,9 +220,14 @@ class KlinePoller(_Source):
                 time.sleep(wait)
             self._next = time.monotonic() + self.interval_s
             start = None if self.last_ns < 0 else self.last_ns // 1_000_000
-            rows = self._call(
-                self._client.fetch_ohlcv(self.symbol, self.timeframe, start, _MAX_LIMIT), 60.0
-            )
+            try:
+                rows = self._call(
+                    self._client.fetch_ohlcv(self.symbol, self.timeframe, start, _MAX_LIMIT), 60.0
+                )
+            except FAILURES as exc:
+                if not self._failed(exc):
+                    raise
+                rows = []  # tried again at the next interval
             bars = self._take(rows)
             if bars or time.monotonic() >= deadline:
                 return bars
