@@ -44,6 +44,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -162,6 +163,31 @@ def test_an_answer_held_up_does_not_hold_up_the_next_order(frame: pd.DataFrame) 
         assert links == [str(first.client_order_id), str(second.client_order_id)]
     finally:
         h.venue.close()
+        ex.server.stop()
+
+
+def test_the_venue_starts_through_an_exchange_restart(frame: pd.DataFrame) -> None:
+    """`sapphire live resume` started while the exchange restarts (every request answered
+    503 for 1.5 s): the venue asks again from the beginning and starts (it died with a
+    traceback: the chaos run's fourth failure)."""
+    ex = Exchange(frame, faults=True)
+    faults = ex.faults
+    assert faults is not None
+    faults.down = True
+    timer = threading.Timer(1.5, lambda: setattr(faults, "down", False))
+    timer.start()
+    started = time.monotonic()
+    try:
+        h = Harness(ex)
+        try:
+            assert time.monotonic() - started >= 1.5
+            assert h.venue.guard.breaker.allows_orders()
+            order = h.submit(market(OrderSide.BUY, "0.01"))
+            h.wait(lambda: order.status is OrderStatus.ACCEPTED)
+        finally:
+            h.venue.close()
+    finally:
+        timer.cancel()
         ex.server.stop()
 
 
@@ -377,11 +403,14 @@ def test_faults_and_ten_sigkills_lose_and_duplicate_nothing(
     # the position path
     fill_bars, path = reference(frame, bars)
     lost: list[int] = []  # bars of orders that never reached the exchange
+
+    def submitted(order: Any) -> int:
+        events = store.order_events(str(order.client_order_id))
+        return next(e.ts_ns for e in events if isinstance(e, OrderSubmitted))
+
     for o in orders:
         if o.status is OrderStatus.REJECTED:
-            sub = next(e for e in store.order_events(str(o.client_order_id))
-                       if isinstance(e, OrderSubmitted))  # fmt: skip
-            lost.append(tape.bar_at(sub.ts_ns))
+            lost.append(tape.bar_at(submitted(o)))
     blind = [(a - 1, b) for a, b in down]
     # the exchange's restarts: everything refused for restart_pause (4 bars), then the
     # node catches up on the bars it missed, late
@@ -393,7 +422,20 @@ def test_faults_and_ten_sigkills_lose_and_duplicate_nothing(
             continue
         if any(a <= signal_bar < b for a, b in blind) or any(signal_bar <= x <= at for x in lost):
             continue
-        assert tape.after[at] == path[at], (signal_bar, at, tape.after[at], path[at])
+        if tape.after[at] != path[at]:
+            sent = sorted(
+                (tape.bar_at(submitted(o)), str(o.client_order_id), o.side.value,
+                 o.status.value)
+                for o in orders
+            )  # fmt: skip
+            window = range(signal_bar - 8, at + 2)
+            raise AssertionError(
+                f"signal on bar {signal_bar}: position {tape.after[at]} at bar {at}, the "
+                f"uncrashed run's {path[at]}; down {down}, lost {lost}, orders sent "
+                f"{[x for x in sent if x[0] in window]}, reference fills at "
+                f"{[f for f in fill_bars if f in window]}, exchange path "
+                f"{[str(tape.after[i]) for i in window if i < bars]}"
+            )
         assert abs(tape.after[at]) == SIZE
         compared += 1
     fills = store.fills("chaos")

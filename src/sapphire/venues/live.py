@@ -204,15 +204,30 @@ class BybitVenue:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 60.0) -> BybitVenue:
+        """Connect: the clock, the markets, the key's permissions, the balance; then
+        the polling and the stream. An exchange that does not answer (a 5xx, a timeout,
+        a rate limit: during a restart, say) is asked again from the beginning, after 1 s
+        doubling to 8 s, until `timeout`; a refusal is raised at once."""
         self._thread.start()
+        deadline = time.monotonic() + timeout
+        delay = 1.0
         try:
-            self._call(self._start(), timeout)
+            while True:
+                try:
+                    self._call(self._start(), max(1.0, deadline - time.monotonic()))
+                    return self
+                except FAILURES as exc:
+                    if classify(exc) is Outcome.REFUSED or time.monotonic() + delay > deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(8.0, delay * 2)
         except BaseException:
             self.close()
             raise
-        return self
 
     async def _start(self) -> None:
+        if self._client is not None:
+            await self._client.close()  # an earlier try's
         self._client = self.guard.client = self.connection.client(self._environ, pro=True)
         await self.guard.sync_clock()
         markets = await self.guard.request("market", self._client.load_markets, repeatable=True)
@@ -227,6 +242,8 @@ class BybitVenue:
         )
         check_permissions(key["result"])
         self._cash = await self._equity()
+        # everything was answered: failures of an earlier try no longer count
+        self.guard.breaker.record_success()
         self._last_exec_ms = self.guard.server_ms()
         self._loop.create_task(self._poll_forever())
         if self._stream:
