@@ -62,6 +62,7 @@ from sapphire.live import LiveConfig, LiveSession
 from sapphire.store import Store
 from sapphire.venues.bybit import BybitConnection, BybitEnvironment
 from sapphire.venues.exchange import FaultPlan
+from sapphire.venues.live import OrderState
 from sapphire.venues.market_data import KlinePoller
 
 __all__ = ["frame", "no_internet"]  # the shared fixtures, used by name
@@ -388,7 +389,16 @@ def test_faults_and_ten_sigkills_lose_and_duplicate_nothing(
     # what was in flight settles on the exchange; a last resume takes it; store = exchange
     time.sleep(0.5)
     final = LiveSession.resume("chaos", store=store, environ=ex.environ())
-    final.settle(5.0)
+    venue = final.venue
+    in_flight = (OrderState.SENDING, OrderState.UNKNOWN)  # an unanswered creation: found,
+    # or rejected as not received once recvWindow has passed
+
+    def settled() -> bool:
+        final.settle(0.0)
+        opened = final.node.open_orders()
+        return all(venue.order_state(str(o.client_order_id)) not in in_flight for o in opened)
+
+    wait(settled, 20)
     final.stop(on_exit="leave")
     counts = dict(ex.app.state.faults.counts)
     ex.server.stop()
