@@ -46,12 +46,24 @@ if TYPE_CHECKING:
     from sapphire.engine.risk_monitor import EquityGuard, RiskMonitor
     from sapphire.store import Store
 
-__all__ = ["BRACKETS", "SessionJournal"]
+__all__ = ["BRACKETS", "SessionJournal", "session_dir"]
 
 #: the run directory's file of bracket specs (JSON lines, appended before the entry's
 #: first event is committed), read back on resume
 BRACKETS = "brackets.jsonl"
 _SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+
+
+def session_dir(mode: str, run_id: str, home: Path | None = None) -> Path:
+    """A session's run directory, `<home>/<mode>/<run_id>` (home: `$SAPPHIRE_HOME`); a run
+    id other than letters, digits and `. _ -` is refused, naming it."""
+    import re
+
+    from sapphire.config import home_subdir
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
+        raise ValueError(f"run id {run_id!r} is invalid: letters, digits, . _ - only")
+    return (home / mode if home is not None else home_subdir(mode)) / run_id
 
 
 class SessionJournal:

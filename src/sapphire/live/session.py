@@ -33,7 +33,6 @@ venue in memory, so it cannot be resumed (refused with that reason).
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -64,7 +63,7 @@ from sapphire.engine import VectorAdapter
 from sapphire.engine.builder import build_node
 from sapphire.engine.clock import WallClock
 from sapphire.engine.risk_monitor import refusal_counts
-from sapphire.engine.session import SessionJournal
+from sapphire.engine.session import SessionJournal, session_dir
 from sapphire.live.config import LiveConfig
 from sapphire.portfolio import Account, Portfolio
 from sapphire.store import Store
@@ -81,11 +80,7 @@ MARKET_WAIT_S = 5.0
 
 def live_dir(run_id: str, home: Path | None = None) -> Path:
     """The run's directory (its bracket specs)."""
-    from sapphire.config import home_subdir
-
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
-        raise ValueError(f"run id {run_id!r} is invalid: letters, digits, . _ - only")
-    return (home / "live" if home is not None else home_subdir("live")) / run_id
+    return session_dir("live", run_id, home)
 
 
 @dataclass
@@ -317,7 +312,7 @@ class LiveSession:
 
     def _restore(self) -> None:
         node = self.node
-        missing = self.journal.restore(self.monitor)
+        missing = self.journal.restore(self.monitor, guard=self.guard)
         self._warm_up()
         node.start()
         # the orders the store has open, brought to the exchange's state

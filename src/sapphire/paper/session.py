@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shutil
 import time
@@ -53,7 +52,7 @@ from sapphire.encoding import to_json
 from sapphire.engine import VectorAdapter
 from sapphire.engine.builder import build_node
 from sapphire.engine.risk_monitor import refusal_counts, zero_equity_warning
-from sapphire.engine.session import SessionJournal
+from sapphire.engine.session import SessionJournal, session_dir
 from sapphire.paper.client import RemoteVenue, VenueClient, ensure_venue
 from sapphire.paper.config import PaperConfig, parse_speed
 from sapphire.portfolio import Account, Portfolio
@@ -74,11 +73,7 @@ IN_SAMPLE = "in_sample.json"
 
 def paper_dir(run_id: str, home: Path | None = None) -> Path:
     """The run's directory: the venue's database, address and log."""
-    from sapphire.config import home_subdir
-
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
-        raise ValueError(f"run id {run_id!r} is invalid: letters, digits, . _ - only")
-    return (home / "paper" if home is not None else home_subdir("paper")) / run_id
+    return session_dir("paper", run_id, home)
 
 
 @dataclass

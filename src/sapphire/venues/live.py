@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
-import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
@@ -91,6 +90,7 @@ from sapphire.venues.bybit import (
     order_request,
     wallet_equity,
 )
+from sapphire.venues.loop import LoopThread
 from sapphire.venues.resilience import (
     FAILURES,
     CircuitBreaker,
@@ -187,8 +187,8 @@ class BybitVenue:
         self._events: queue.SimpleQueue[OrderEvent] = queue.SimpleQueue()
         self._orders: dict[str, _Tracked] = {}
         self._sending: dict[str, asyncio.Lock] = {}  # per symbol: creations in order
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="bybit")
+        self._runner = LoopThread("bybit")
+        self._loop = self._runner.loop
         self._client: Any = None
         self._stream = stream
         self._stream_backoff = stream_backoff
@@ -208,7 +208,7 @@ class BybitVenue:
         the polling and the stream. An exchange that does not answer (a 5xx, a timeout,
         a rate limit: during a restart, say) is asked again from the beginning, after 1 s
         doubling to 8 s, until `timeout`; a refusal is raised at once."""
-        self._thread.start()
+        self._runner.start()
         deadline = time.monotonic() + timeout
         delay = 1.0
         try:
@@ -257,22 +257,11 @@ class BybitVenue:
             self._loop.create_task(self.private.run())
 
     def close(self) -> None:
-        if not self._thread.is_alive():
-            return
-
-        async def shutdown() -> None:
-            me = asyncio.current_task()
-            tasks = [t for t in asyncio.all_tasks() if t is not me]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        async def close_client() -> None:
             if self._client is not None:
                 await self._client.close()
 
-        self._call(shutdown(), 30.0)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
+        self._runner.stop(close_client)
 
     def __enter__(self) -> BybitVenue:
         return self.start()
@@ -281,7 +270,7 @@ class BybitVenue:
         self.close()
 
     def _call(self, coro: Coroutine[Any, Any, Any], timeout: float) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        return self._runner.call(coro, timeout)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)

@@ -24,8 +24,8 @@ kept in `errors` (the last 100). A definite refusal (an unlisted symbol...) is r
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -35,6 +35,7 @@ import ccxt.pro as ccxt_pro
 from sapphire.data import parse_timeframe
 from sapphire.domain import Bar, Instrument, InstrumentId
 from sapphire.venues.bybit import BybitConnection, BybitEnvironment, _local_urls, instrument_of
+from sapphire.venues.loop import LoopThread
 from sapphire.venues.resilience import FAILURES, Outcome, RetryPolicy, classify
 
 __all__ = ["KlinePoller", "KlineStream", "public_client"]
@@ -60,7 +61,7 @@ def public_client(connection: BybitConnection, *, pro: bool = False) -> Any:
     return client
 
 
-class _Source:
+class _Source(ABC):
     """The event-loop thread, the client and the confirmation rule of both sources."""
 
     pro = False
@@ -82,9 +83,9 @@ class _Source:
         self.errors: list[BaseException] = []
         self.retry = RetryPolicy(attempts=8, base_s=0.2, cap_s=2.0)
         self._skew_ms = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="klines")
-        self._thread.start()
+        self._runner = LoopThread("klines")
+        self._loop = self._runner.loop
+        self._runner.start()
         self._client = public_client(connection, pro=self.pro)
         try:
             self._read(self._open)
@@ -101,7 +102,7 @@ class _Source:
         self._skew_ms = int(server - (before + time.time() * 1000) / 2)
 
     def _call(self, coro: Coroutine[Any, Any, Any], timeout: float) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        return self._runner.call(coro, timeout)
 
     def _failed(self, exc: BaseException) -> bool:
         """Whether `exc` is worth another try (then it is kept in `errors`)."""
@@ -167,27 +168,12 @@ class _Source:
             self.last_ns = int(done[-1][0]) * 1_000_000
         return [self._bar(r) for r in done]
 
+    @abstractmethod
     def poll(self, timeout_s: float) -> list[Bar]:
-        raise NotImplementedError
+        """The bars confirmed since the last call (waiting up to `timeout_s` for one)."""
 
     def close(self) -> None:
-        if not self._thread.is_alive():
-            return
-
-        async def shutdown() -> None:
-            me = asyncio.current_task()
-            tasks = [t for t in asyncio.all_tasks() if t is not me]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._client.close()
-
-        try:
-            self._call(shutdown(), 30.0)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._loop.close()
+        self._runner.stop(self._client.close)
 
 
 class KlinePoller(_Source):
