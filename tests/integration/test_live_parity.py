@@ -38,7 +38,7 @@ __all__ = ["frame", "no_internet"]  # the shared fixtures, used by name
 
 HISTORY = 1440  # the exchange's bars already replayed (`Exchange`)
 WARMUP = 30
-BARS = 400  # live bars: 100+ fills of sma_cross 3/8 with reversals
+BARS = 800  # live bars: 100+ closed trades of sma_cross 3/8 with reversals
 PARAMS: dict[str, Any] = {"fast": 3, "slow": 8, "short": True}
 #: the sizing and costs both runs share (the exchange's: Bybit's linear fee tier, tick, lot)
 RUN: dict[str, Any] = {"size": 0.01, "size_mode": "fixed", "risk_profile": None}
@@ -102,6 +102,18 @@ def compared(rows: list[Row], first_live_ns: int) -> list[Row]:
     return []
 
 
+def closed_trades(rows: list[Row]) -> int:
+    """How many trades the fills close: each time the position returns to zero or
+    changes sign (a reversal closes one trade and opens the next)."""
+    closed, pos = 0, Decimal(0)
+    for _, side, qty, _, _ in rows:
+        after = pos + (qty if side == "BUY" else -qty)
+        if pos != 0 and (after == 0 or (after > 0) != (pos > 0)):
+            closed += 1
+        pos = after
+    return closed
+
+
 def _is_entry(rows: list[Row], i: int) -> bool:
     """Whether fill `i` opens a position (the signed sum of the fills before it is 0)."""
     pos = sum((q if s == "BUY" else -q for _, s, q, _, _ in rows[:i]), Decimal(0))
@@ -114,7 +126,7 @@ def test_sma_cross_live_ends_with_the_backtests_fills(frame: pd.DataFrame, tmp_p
     live, seconds = live_fills(frame, store, tmp_path)
     replay_ns = pd.DatetimeIndex(frame["timestamp"]).as_unit("ns").asi8
     expected = compared(backtest_fills(frame), int(replay_ns[HISTORY]))
-    print(f"parity: {len(live)} live fills vs {len(expected)} backtest fills, {BARS} bars "
-          f"in {seconds:.1f} s")  # fmt: skip
+    print(f"parity: {len(live)} live fills ({closed_trades(live)} closed trades) vs "
+          f"{len(expected)} backtest fills, {BARS} bars in {seconds:.1f} s")  # fmt: skip
     assert live == expected
-    assert len(live) >= 100
+    assert closed_trades(live) >= 100
