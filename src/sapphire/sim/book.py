@@ -122,6 +122,20 @@ class PriceLevels(Generic[N]):
                 bisect.insort(self.prices, price)
             self.sizes[price] = size
 
+    def highest(self) -> tuple[N, N] | None:
+        """(price, size) of the highest price (a bid side's best), or None when empty."""
+        if not self.prices:
+            return None
+        price = self.prices[-1]
+        return price, self.sizes[price]
+
+    def lowest(self) -> tuple[N, N] | None:
+        """(price, size) of the lowest price (an ask side's best), or None when empty."""
+        if not self.prices:
+            return None
+        price = self.prices[0]
+        return price, self.sizes[price]
+
     def update(self, levels: Iterable[tuple[N, N]]) -> None:
         """`set` each (price, size) in order (the batch form, for whole messages)."""
         sizes, prices = self.sizes, self.prices
@@ -167,18 +181,12 @@ class L2Book:
     @property
     def best_bid(self) -> Level | None:
         """(price, size) of the highest bid, or None."""
-        if not self._bids.prices:
-            return None
-        price = self._bids.prices[-1]
-        return price, self._bids.sizes[price]
+        return self._bids.highest()
 
     @property
     def best_ask(self) -> Level | None:
         """(price, size) of the lowest ask, or None."""
-        if not self._asks.prices:
-            return None
-        price = self._asks.prices[0]
-        return price, self._asks.sizes[price]
+        return self._asks.lowest()
 
     @property
     def mid(self) -> float | None:

@@ -134,18 +134,12 @@ class BybitOrderBook:
     @property
     def best_bid(self) -> Level | None:
         """(price, size) of the highest bid, or None."""
-        if not self._bids.prices:
-            return None
-        price = self._bids.prices[-1]
-        return price, self._bids.sizes[price]
+        return self._bids.highest()
 
     @property
     def best_ask(self) -> Level | None:
         """(price, size) of the lowest ask, or None."""
-        if not self._asks.prices:
-            return None
-        price = self._asks.prices[0]
-        return price, self._asks.sizes[price]
+        return self._asks.lowest()
 
     def bids(self, depth: int | None = None) -> list[Level]:
         """The bids best (highest) first, at most `depth` of them."""
