@@ -380,4 +380,7 @@ class TrialRow(Base):
     )
 
 
+# the service's tables, in modules of their own (they register on Base.metadata)
+from sapphire.store import models_audit, models_auth  # noqa: E402, F401
+
 metadata = Base.metadata
