@@ -28,6 +28,7 @@ ALLOWED = {
     "engine": {"domain", "data", "strategy", "risk", "portfolio", "store"},
     # the local exchange replays recorded bars (the sample, the catalog) through `data`
     "venues": {"domain", "data", "engine", "sim"},
+    "compliance": {"domain", "store"},
 }
 HELPERS = {"encoding", "config", "gc_tuning", "__init__"}
 
