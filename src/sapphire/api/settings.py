@@ -219,6 +219,13 @@ class ServiceSettings(BaseSettings):
             settings_cls, os.environ if environ is None else environ
         )
 
+    def replace(self, **changes: Any) -> ServiceSettings:
+        """These settings with `changes` (validated: a SettingsError naming each bad one)."""
+        try:
+            return type(self).model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc, {}, prefix="")) from None
+
     def resolved_home(self) -> Path:
         """The data directory (created): `home`, else ~/.sapphire."""
         home = (self.home or Path.home() / ".sapphire").expanduser()
@@ -241,12 +248,12 @@ class _MappingEnvSource(EnvSettingsSource):
         return {key.lower(): value for key, value in self._environ.items()}
 
 
-def _describe(exc: ValidationError, environ: Mapping[str, str]) -> str:
-    """One line per bad setting: the variable, its value and what is wrong."""
+def _describe(exc: ValidationError, environ: Mapping[str, str], prefix: str = ENV_PREFIX) -> str:
+    """One line per bad setting: the variable (or field), its value and what is wrong."""
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
-        variable = f"{ENV_PREFIX}{field.upper()}"
+        variable = f"{prefix}{field.upper()}" if prefix else field
         raw = next((v for k, v in environ.items() if k.upper() == variable), error.get("input"))
         message = str(error["msg"]).removeprefix("Value error, ")
         lines.append(f"{variable}={raw!r}: {message}")

@@ -80,3 +80,10 @@ def test_every_bad_setting_is_named_at_once() -> None:
 def test_a_wildcard_origin_is_refused_in_code_too() -> None:
     with pytest.raises(ValueError, match="never a wildcard"):
         ServiceSettings(cors_origins=["*"])
+
+
+def test_replace_validates_and_names_the_field() -> None:
+    s = ServiceSettings.from_environ({}).replace(host="0.0.0.0", port=9002)
+    assert (s.host, s.port) == ("0.0.0.0", 9002)
+    with pytest.raises(SettingsError, match=r"port=0: Input should be greater than or equal"):
+        s.replace(port=0)
