@@ -16,6 +16,15 @@ and the trading state is the recorded one (a halt sticks), the risk limits' peak
 rebuilt from the stored equity snapshots; a stop at zero equity sticks too.
 `restore_adapter` then gives a vectorised strategy's adapter its position, pending
 entry and bracket legs back.
+
+Events (`sapphire.engine.stream`): with a `StreamPublisher`, the journal also publishes
+what it commits on the node's channel `node.<run_id>` (orders, fills, positions and
+balances, risk events and trading-state changes) and, from the session, the equity, the
+session's status and its bars (`candles.<instrument>.<timeframe>`). The stream is the
+one `$SAPPHIRE_REDIS_URL` names, else the local files under `$SAPPHIRE_HOME/events/`
+(`open_node_stream`). Publishing only queues the event: the node never waits on it.
+While a session's loop runs, its process id is in the run directory's `node.pid`
+(`write_pid`), which is how the service finds the nodes that are running.
 """
 
 from __future__ import annotations
@@ -30,8 +39,10 @@ from sapphire.domain import (
     AccountBalance,
     AccountId,
     AccountState,
+    Bar,
     ClientOrderIdGenerator,
     OrderEvent,
+    OrderFilled,
     RiskEvent,
     StrategyId,
     TimeInForce,
@@ -40,18 +51,37 @@ from sapphire.domain import (
 )
 from sapphire.engine.adapter import VectorAdapter
 from sapphire.engine.builder import STRATEGY_ID
+from sapphire.engine.stream import (
+    EventStream,
+    LocalStream,
+    StreamPublisher,
+    candles_channel,
+    node_channel,
+    open_stream,
+    timeframe_label,
+)
 
 if TYPE_CHECKING:
     from sapphire.engine.node import TradingNode
     from sapphire.engine.risk_monitor import EquityGuard, RiskMonitor
+    from sapphire.portfolio.portfolio import EquitySnapshot
     from sapphire.store import Store
 
-__all__ = ["BRACKETS", "SessionJournal", "session_dir"]
+__all__ = [
+    "BRACKETS", "PID_FILE", "REDIS_ENV", "SessionJournal", "clear_pid", "open_node_stream",
+    "read_pid", "session_dir", "write_pid",
+]  # fmt: skip
 
 #: the run directory's file of bracket specs (JSON lines, appended before the entry's
 #: first event is committed), read back on resume
 BRACKETS = "brackets.jsonl"
 _SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+#: the environment variable naming the Redis of the event stream (else local files)
+REDIS_ENV = "SAPPHIRE_REDIS_URL"
+#: the run directory's file holding the process id of the node while its loop runs
+PID_FILE = "node.pid"
+#: seconds between two equity events of a session (a fill or a snapshot publishes too)
+EQUITY_EVERY_S = 1.0
 
 
 def session_dir(mode: str, run_id: str, home: Path | None = None) -> Path:
@@ -66,6 +96,40 @@ def session_dir(mode: str, run_id: str, home: Path | None = None) -> Path:
     return (home / mode if home is not None else home_subdir(mode)) / run_id
 
 
+def open_node_stream(run_dir: Path) -> EventStream:
+    """The event stream of a node whose run directory is `run_dir` (`<home>/<mode>/<id>`):
+    Redis when `$SAPPHIRE_REDIS_URL` is set, else `<home>/events/`."""
+    home = Path(run_dir).parent.parent
+    url = os.environ.get(REDIS_ENV)
+    if url:
+        return open_stream(url, home)
+    return LocalStream(home / "events", poll_s=0.1)  # the control channel's pace
+
+
+def write_pid(run_dir: Path) -> None:
+    """Record this process as the one running the node of `run_dir`."""
+    path = Path(run_dir) / PID_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{PID_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "ts_ns": time.time_ns()}))
+    os.replace(tmp, path)
+
+
+def read_pid(run_dir: Path) -> int | None:
+    """The process id in `run_dir`'s `node.pid` (None: none)."""
+    try:
+        value = json.loads((Path(run_dir) / PID_FILE).read_text())
+        return int(value["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def clear_pid(run_dir: Path) -> None:
+    """Remove `node.pid` if it is this process's."""
+    if read_pid(run_dir) == os.getpid():
+        (Path(run_dir) / PID_FILE).unlink(missing_ok=True)
+
+
 class SessionJournal:
     """The store side of one paper or live run of `node` (see the module docstring)."""
 
@@ -77,8 +141,14 @@ class SessionJournal:
         node: TradingNode,
         account: AccountId,
         strategy_id: str = STRATEGY_ID,
+        events: StreamPublisher | None = None,
     ) -> None:
         self.store = store
+        #: publishes what is committed on the node's channel (None: nothing published)
+        self.events = events
+        self.channel = node_channel(run_id)
+        self._candles: dict[tuple[str, int], str] = {}
+        self._equity_at = 0.0
         #: the run's one trading strategy (its orders' client ids carry it)
         self.strategy_id = strategy_id
         self.run_id = run_id
@@ -113,10 +183,109 @@ class SessionJournal:
                     fh.flush()
                     os.fsync(fh.fileno())
         self.store.record_order_event(order, event, run_id=self.run_id)
+        if self.events is not None:
+            self.events.publish(self.channel, self._order_payload(order, event))
+            if type(event) is OrderFilled:
+                self.events.publish(self.channel, self._fill_payload(order, event))
+
+    def _order_payload(self, order: Any, event: OrderEvent) -> dict[str, Any]:
+        # the order's values now (Decimals and enums are immutable: encoded later)
+        return {
+            "type": "order", "run_id": self.run_id, "event": type(event).__name__,
+            "event_id": event.event_id, "ts_ns": event.ts_ns,
+            "client_order_id": str(order.client_order_id),
+            "strategy_id": str(order.strategy_id), "instrument_id": str(order.instrument_id),
+            "side": order.side.value, "order_type": order.type.value,
+            "status": order.status.value, "quantity": order.quantity, "price": order.price,
+            "trigger_price": order.trigger_price, "filled_qty": order.filled_qty,
+            "avg_px": order.avg_px, "reduce_only": order.reduce_only,
+            "reason": getattr(event, "reason", None),
+        }  # fmt: skip
+
+    def _fill_payload(self, order: Any, fill: OrderFilled) -> dict[str, Any]:
+        return {
+            "type": "fill", "run_id": self.run_id, "event_id": fill.event_id,
+            "ts_ns": fill.ts_ns, "client_order_id": str(fill.client_order_id),
+            "trade_id": str(fill.trade_id), "strategy_id": str(order.strategy_id),
+            "instrument_id": str(order.instrument_id), "side": order.side.value,
+            "last_qty": fill.last_qty, "last_px": fill.last_px, "fee": fill.fee,
+            "fee_currency": fill.fee_currency, "liquidity": fill.liquidity.value,
+        }  # fmt: skip
 
     def record_risk(self, event: RiskEvent | TradingStateChanged) -> None:
         """Commit a risk event or trading-state change before the node acts on it."""
         self.store.record_risk_event(event, run_id=self.run_id)
+        if self.events is None:
+            return
+        common = {
+            "run_id": self.run_id,
+            "event_id": event.event_id,
+            "ts_ns": event.ts_ns,
+            "reason": event.reason,
+            "strategy_id": None if event.strategy_id is None else str(event.strategy_id),
+        }
+        if isinstance(event, RiskEvent):
+            payload = {"type": "risk", "kind": event.kind, "detail": dict(event.detail), **common}
+        else:
+            payload = {
+                "type": "trading_state", "state": event.state.value,
+                "previous": None if event.previous is None else event.previous.value, **common,
+            }  # fmt: skip
+        self.events.publish(self.channel, payload)
+
+    # ---------------------------------------------------------------- events only
+    def publish_bar(self, bar: Bar, timeframe_ns: int) -> None:
+        """A bar the node took, on `candles.<instrument>.<timeframe>`."""
+        if self.events is None:
+            return
+        key = (str(bar.instrument_id), int(timeframe_ns))
+        channel = self._candles.get(key)
+        if channel is None:
+            channel = self._candles[key] = candles_channel(key[0], timeframe_label(key[1]))
+        self.events.publish(channel, {
+            "type": "bar", "instrument_id": key[0], "timeframe": channel.rsplit(".", 1)[1],
+            "ts_ns": bar.ts_ns, "open": bar.open, "high": bar.high, "low": bar.low,
+            "close": bar.close, "volume": bar.volume,
+        })  # fmt: skip
+
+    def publish_equity(
+        self, snapshot: EquitySnapshot | None = None, *, force: bool = False
+    ) -> None:
+        """The equity: `snapshot` (one the session stores), else the node's equity at its
+        last prices, at most every `EQUITY_EVERY_S` seconds unless `force`."""
+        if self.events is None:
+            return
+        now = time.monotonic()
+        if snapshot is None and not force and now - self._equity_at < EQUITY_EVERY_S:
+            return
+        self._equity_at = now
+        if snapshot is not None:
+            payload: dict[str, Any] = {
+                "ts_ns": snapshot.ts_ns, "currency": snapshot.currency,
+                "equity": snapshot.equity, "balance": snapshot.balance,
+                "unrealized_pnl": snapshot.unrealized_pnl,
+                "gross_exposure": snapshot.gross_exposure,
+            }  # fmt: skip
+        else:
+            node = self.node
+            marks = node._marks()
+            account = node.portfolio.account
+            if any(p.instrument_id not in marks for p in node.portfolio.open_positions()):
+                return  # a position without a price cannot be valued yet
+            payload = {
+                "ts_ns": node.clock.now_ns(), "currency": account.base_currency,
+                "equity": node.portfolio.equity(marks),
+                "balance": account.balance(account.base_currency),
+            }  # fmt: skip
+        self.events.publish(self.channel, {"type": "equity", "run_id": self.run_id, **payload})
+
+    def publish_status(self, status: dict[str, Any]) -> None:
+        """The session's status (running, stopped, finished...) and its figures."""
+        if self.events is not None:
+            self.events.publish(self.channel, {
+                "type": "status", "run_id": self.run_id, "ts_ns": time.time_ns(),
+                "pid": os.getpid(), "stream": self.events.stats(), **status,
+            })  # fmt: skip
 
     def save_state(self, ts_ns: int) -> None:
         """The node's positions and balances, in one transaction."""
@@ -128,10 +297,25 @@ class SessionJournal:
             balances=tuple(AccountBalance(c, t) for c, t in sorted(account.balances.items())),
             base_currency=account.base_currency,
         )  # fmt: skip
+        positions = self.node.portfolio.positions()
         with self.store.atomic():
-            for pos in self.node.portfolio.positions():
+            for pos in positions:
                 self.store.save_position(pos, run_id=self.run_id)
             self.store.save_balances(state, run_id=self.run_id)
+        if self.events is not None:
+            for pos in positions:
+                self.events.publish(self.channel, {
+                    "type": "position", "run_id": self.run_id, "ts_ns": ts_ns,
+                    "instrument_id": str(pos.instrument_id),
+                    "strategy_id": None if pos.strategy_id is None else str(pos.strategy_id),
+                    "quantity": pos.quantity, "avg_px": pos.avg_px,
+                    "realized_pnl": pos.realized_pnl, "fees": pos.fees,
+                })  # fmt: skip
+            self.events.publish(self.channel, {
+                "type": "balance", "run_id": self.run_id, "ts_ns": ts_ns,
+                "account_id": str(self.account),
+                "balances": {b.currency: b.total for b in state.balances},
+            })  # fmt: skip
 
     def load_brackets(self) -> dict[str, dict[str, Any]]:
         """The bracket specs written by `persist` (a torn last line is ignored: its

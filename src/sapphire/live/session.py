@@ -29,6 +29,12 @@ reconciliation gets such a record too.
 Stop (`stop`, on Ctrl-C): the open orders are cancelled (`on_exit="cancel"`) or left;
 the run stays RUNNING in the store, to be resumed. A `paper` run keeps its simulated
 venue in memory, so it cannot be resumed (refused with that reason).
+
+Events and control (`sapphire.engine.stream`, `sapphire.engine.control`): the session
+publishes what it commits, its bars, equity and status on the event stream (never
+waiting on it), and its loop applies the commands of its control channel between two
+polls: stop (`run` returns; then `stop` as on Ctrl-C), pause and resume entries, the
+kill switch, cancel and amend an open order.
 """
 
 from __future__ import annotations
@@ -62,8 +68,16 @@ from sapphire.domain.instrument import to_decimal
 from sapphire.engine import VectorAdapter
 from sapphire.engine.builder import build_node
 from sapphire.engine.clock import WallClock
+from sapphire.engine.control import NodeControl
 from sapphire.engine.risk_monitor import refusal_counts
-from sapphire.engine.session import SessionJournal, session_dir
+from sapphire.engine.session import (
+    SessionJournal,
+    clear_pid,
+    open_node_stream,
+    session_dir,
+    write_pid,
+)
+from sapphire.engine.stream import StreamPublisher
 from sapphire.live.config import LiveConfig
 from sapphire.portfolio import Account, Portfolio
 from sapphire.store import Store
@@ -76,6 +90,8 @@ RECONCILIATION = "reconciliation"
 ACCOUNT = AccountId("live")
 #: seconds a bar waits for the market orders still working (their fills on the way)
 MARKET_WAIT_S = 5.0
+#: seconds between two status events of a running session
+STATUS_EVERY_S = 5.0
 
 
 def live_dir(run_id: str, home: Path | None = None) -> Path:
@@ -173,10 +189,20 @@ class LiveSession:
         self.monitor = setup.monitor
         self.guard = setup.guard
         self.strategy_id = StrategyId(str(self.trader.strategy_id))
+        #: the event stream (what the node does, out; its control channel, in)
+        self.stream = open_node_stream(run_dir)
+        self.events = StreamPublisher(self.stream)
         self.journal = SessionJournal(
-            store, run_id, run_dir, self.node, ACCOUNT, strategy_id=self.strategy_id
-        )
+            store, run_id, run_dir, self.node, ACCOUNT, strategy_id=self.strategy_id,
+            events=self.events,
+        )  # fmt: skip
         self.journal.attach()
+        #: the commands of the control channel, applied by `run`'s loop
+        self.control = NodeControl(
+            self.node, run_id, run_dir, trader=self.trader, monitor=self.monitor,
+            stream=self.stream, events=self.events, on_stop=self._stop_asked,
+        )  # fmt: skip
+        self._status_at = 0.0
         self.node.bus.subscribe(OrderFilled, self._after_fill)
         self.node.bus.subscribe(OrderEvent, self._on_order_event)
         self._reconciling: str | None = None  # why events are being applied now
@@ -452,6 +478,10 @@ class LiveSession:
                 bar.ts_ns + self.source.timeframe_ns, {self.iid: to_decimal(bar.close, "close")}
             )
             self.store.save_equity_snapshot(snap, run_id=self.run_id)
+            self.journal.publish_equity(snap)
+        else:
+            self.journal.publish_equity()
+        self.journal.publish_bar(bar, self.source.timeframe_ns)
 
     def run(
         self,
@@ -468,25 +498,51 @@ class LiveSession:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         last_view = 0.0
         every = self.config.reconcile_every
-        while self.status == "running":
-            for bar in self.source.poll(0.2):
-                self._on_bar(bar)
-            self._drain()
-            now = time.monotonic()
-            if now >= self._next_reconcile:
-                self.reconcile_account()
-                self._next_reconcile = time.monotonic() + every
-            if on_update is not None and now - last_view > 0.25:
-                on_update(self.view())
-                last_view = now
-            if (deadline is not None and now > deadline) or (
-                max_bars is not None and self.bars_seen >= max_bars
-            ):
-                self.status = "stopped"
+        write_pid(self.run_dir)
+        try:
+            self._publish_status()
+            while self.status == "running":
+                self.control.poll()  # the commands that arrived (a stop ends the loop)
+                if self.status != "running":
+                    break
+                for bar in self.source.poll(0.2):
+                    self._on_bar(bar)
+                self._drain()
+                now = time.monotonic()
+                if now >= self._next_reconcile:
+                    self.reconcile_account()
+                    self._next_reconcile = time.monotonic() + every
+                if on_update is not None and now - last_view > 0.25:
+                    on_update(self.view())
+                    last_view = now
+                if now - self._status_at > STATUS_EVERY_S:
+                    self._publish_status()
+                if (deadline is not None and now > deadline) or (
+                    max_bars is not None and self.bars_seen >= max_bars
+                ):
+                    self.status = "stopped"
+        finally:
+            clear_pid(self.run_dir)
+            self._publish_status()
+            self.events.flush(1.0)
         view = self.view()
         if on_update is not None:
             on_update(view)
         return view
+
+    def _stop_asked(self) -> None:
+        """The control channel's `stop`: `run` returns after this step."""
+        self.status = "stopped"
+
+    def _publish_status(self) -> None:
+        self._status_at = time.monotonic()
+        self.journal.publish_status({
+            "mode": "live", "env": self.config.env, "paper": self.config.paper,
+            "status": "closed" if self._closed else self.status,
+            "trading_state": self.control.trading_state.value,
+            "operator_state": self.control.operator_state.value,
+            "bars": self.bars_seen, "reconciliations": self.reconciliations,
+        })  # fmt: skip
 
     def stop(self, on_exit: str | None = None, timeout: float = 15.0) -> list[str]:
         """Stop: cancel the open orders (`on_exit` "cancel", the config's by default)
@@ -512,12 +568,19 @@ class LiveSession:
             self.close()
 
     def close(self) -> None:
-        """Disconnect the venue and the market data (nothing else)."""
+        """Disconnect the venue, the market data and the event stream (nothing else)."""
+        already = self._closed
         self._closed = True
         for part in (self.venue, self.source):
             closer = getattr(part, "close", None)
             if closer is not None:
                 closer()
+        control = getattr(self, "control", None)  # None when the set-up failed before it
+        if control is not None and not already:
+            self._publish_status()
+            control.close()
+            self.events.close(1.0)
+            self.stream.close()
 
     def view(self) -> LiveView:
         node = self.node
@@ -540,7 +603,7 @@ class LiveSession:
                 for o in node.open_orders()
             ],
             fills=sum(1 for o in orders for e in o.events if isinstance(e, OrderFilled)),
-            status=self.status, trading_state=node.trading_state.value,
+            status=self.status, trading_state=self.control.trading_state.value,
             reconciliations=self.reconciliations,
             denied=refusal_counts(
                 e.reason for o in orders for e in o.events

@@ -20,6 +20,12 @@ that it can never appear later. A cancel the node recorded but the venue never g
 sent again. Only then does the node take the venue's stream again, from its current
 head: bars that went by while the node was down are not replayed to the strategy (as
 with a live exchange); their fills are not lost, they arrive by reconciliation.
+
+Events and control (`sapphire.engine.stream`, `sapphire.engine.control`): the session
+publishes what it commits, its bars, equity and status on the event stream (never
+waiting on it), and its loop applies the commands of its control channel between two
+steps: stop (the loop ends, the venue is shut down, the run stays resumable), pause and
+resume entries, the kill switch, cancel and amend an open order.
 """
 
 from __future__ import annotations
@@ -51,8 +57,16 @@ from sapphire.domain.instrument import to_decimal
 from sapphire.encoding import to_json
 from sapphire.engine import VectorAdapter
 from sapphire.engine.builder import build_node
+from sapphire.engine.control import NodeControl
 from sapphire.engine.risk_monitor import refusal_counts, zero_equity_warning
-from sapphire.engine.session import SessionJournal, session_dir
+from sapphire.engine.session import (
+    SessionJournal,
+    clear_pid,
+    open_node_stream,
+    session_dir,
+    write_pid,
+)
+from sapphire.engine.stream import StreamPublisher
 from sapphire.paper.client import RemoteVenue, VenueClient, ensure_venue
 from sapphire.paper.config import PaperConfig, parse_speed
 from sapphire.portfolio import Account, Portfolio
@@ -69,6 +83,8 @@ FUNDING = "funding.npy"  # the run's per-bar funding rates (node and venue read 
 #: the bars a fixed model scores inside its training window and the caveat about them
 #: (an `ml` strategy's `in_sample` and `caveats`), written at the start for `runs show`
 IN_SAMPLE = "in_sample.json"
+#: seconds between two status events of a running session
+STATUS_EVERY_S = 5.0
 
 
 def paper_dir(run_id: str, home: Path | None = None) -> Path:
@@ -154,9 +170,21 @@ class PaperSession:
         self.monitor = setup.monitor
         #: stops trading for good when the equity at a bar's close reaches zero
         self.guard = setup.guard
+        #: the event stream (what the node does, out; its control channel, in)
+        self.stream = open_node_stream(run_dir)
+        self.events = StreamPublisher(self.stream)
         #: the write-ahead into the store and the rebuild from it (shared with live)
-        self.journal = SessionJournal(store, run_id, run_dir, self.node, ACCOUNT)
+        self.journal = SessionJournal(
+            store, run_id, run_dir, self.node, ACCOUNT, events=self.events
+        )
         self.journal.attach()
+        #: the commands of the control channel, applied by `run`'s loop
+        self.control = NodeControl(
+            self.node, run_id, run_dir, trader=self.adapter, monitor=self.monitor,
+            stream=self.stream, events=self.events, on_stop=self._stop_asked,
+        )  # fmt: skip
+        self._stopped_by_control = False
+        self._status_at = 0.0
         self._risk_events = 0
         #: drift checks of an `ml` strategy (sapphire.ml.live), None for other strategies
         self.drift: Any = None
@@ -376,6 +404,10 @@ class PaperSession:
                 bar.ts_ns + b.timeframe_ns, {self.iid: to_decimal(bar.close, "close")}
             )
             self.store.save_equity_snapshot(snap, run_id=self.run_id)
+            self.journal.publish_equity(snap)
+        else:
+            self.journal.publish_equity()
+        self.journal.publish_bar(bar, b.timeframe_ns)
         if self.drift is not None:
             self.drift.on_bar(i)
 
@@ -387,9 +419,9 @@ class PaperSession:
         end = int(self.bars.time[-1]) + self.bars.timeframe_ns
         self._save_state(end)
         marks = {self.iid: to_decimal(float(self.bars.close[-1]))}
-        self.store.save_equity_snapshot(
-            self.node.portfolio.snapshot(end, marks), run_id=self.run_id
-        )
+        snap = self.node.portfolio.snapshot(end, marks)
+        self.store.save_equity_snapshot(snap, run_id=self.run_id)
+        self.journal.publish_equity(snap)
         guard = self.guard
         stopped = guard.stopped_ns if guard is not None else None
         # a stop at zero equity is kept with the run (`runs show` prints its reason)
@@ -408,24 +440,65 @@ class PaperSession:
         lockstep = parse_speed(self.speed) is None
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         last_view = 0.0
-        done = self.client.call("snapshot")["done"]
-        if done and self.cursor >= self.client.call("snapshot")["head"]:
-            self._finish()
-        while self.status == "running":
-            if not self.pump(lockstep):
-                time.sleep(0.01)
-            now = time.monotonic()
-            if on_update is not None and now - last_view > 0.25:
-                on_update(self.view())
-                last_view = now
-            if deadline is not None and now > deadline:
-                self.status = "stopped"
-        if self.status == "finished" and shutdown_venue:
-            self.shutdown_venue()
+        write_pid(self.run_dir)
+        try:
+            self._publish_status()
+            done = self.client.call("snapshot")["done"]
+            if done and self.cursor >= self.client.call("snapshot")["head"]:
+                self._finish()
+            while self.status == "running":
+                self.control.poll()  # the commands that arrived (a stop ends the loop)
+                if self.status != "running":
+                    break
+                if not self.pump(lockstep):
+                    time.sleep(0.01)
+                now = time.monotonic()
+                if on_update is not None and now - last_view > 0.25:
+                    on_update(self.view())
+                    last_view = now
+                if now - self._status_at > STATUS_EVERY_S:
+                    self._publish_status()
+                if deadline is not None and now > deadline:
+                    self.status = "stopped"
+            if shutdown_venue and (self.status == "finished" or self._stopped_by_control):
+                self.shutdown_venue()
+        finally:
+            clear_pid(self.run_dir)
+            self._publish_status()
+            if self.status == "finished" or self._stopped_by_control:
+                self.close_events()
+            else:
+                self.events.flush(1.0)
         view = self.view()
         if on_update is not None:
             on_update(view)
         return view
+
+    def close_events(self) -> None:
+        """Stop following the control channel; write what is queued and close the stream
+        (the run has finished or was stopped)."""
+        self.control.close()
+        self.events.close(1.0)
+        self.stream.close()
+
+    def _stop_asked(self) -> None:
+        """The control channel's `stop`: the loop ends after this step."""
+        self._stopped_by_control = True
+        self.status = "stopped"
+
+    def _publish_status(self) -> None:
+        self._status_at = time.monotonic()
+        self.journal.publish_status({
+            "mode": "paper", "status": self.status,
+            "trading_state": self.control.trading_state.value,
+            "operator_state": self.control.operator_state.value,
+            "bar": self.bar, "bars": len(self.bars), "fills": self._fill_count(),
+        })  # fmt: skip
+
+    def _fill_count(self) -> int:
+        return sum(
+            1 for o in self.node.orders.values() for e in o.events if isinstance(e, OrderFilled)
+        )
 
     def pump(self, advance: bool) -> int:
         """Take the venue's stream entries after the cursor (`advance`: lockstep, ask for
@@ -474,8 +547,7 @@ class PaperSession:
                 )
                 for o in node.open_orders()
             ],
-            fills=sum(1 for o in node.orders.values() for e in o.events
-                      if isinstance(e, OrderFilled)),
+            fills=self._fill_count(),
             status=self.status,
             denied=refusal_counts(self.refusals()),
             stopped=(
