@@ -34,7 +34,7 @@ STORE_TABLES = {
     "instruments", "strategy_runs", "orders", "order_events", "fills", "positions",
     "balances", "equity_snapshots", "equity_snapshot_strategies", "risk_events",
     "ml_model_versions", "ml_model_aliases", "ml_alias_history",
-    "optimize_studies", "optimize_trials",
+    "optimize_studies", "optimize_trials", "users", "refresh_tokens", "api_keys",
 }  # fmt: skip
 _diff = schema_diff
 
