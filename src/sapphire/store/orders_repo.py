@@ -3,6 +3,10 @@
 An order is stored as its events (appended, never rewritten) plus a row of its latest
 state; reading it back replays the events (`Order.from_events`) and checks the replay
 against the row, so damage to either is caught rather than traded on.
+
+Every order's submission, denial, rejection, amendment, cancel, expiry and fill is also
+appended to the audit log (`AUDITED_EVENTS`), in the transaction that stores the event:
+actor `<run_id>/<strategy_id>`, target the client order id.
 """
 
 from __future__ import annotations
@@ -13,7 +17,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sapphire.domain.enums import LiquiditySide, OrderSide
-from sapphire.domain.events import OrderEvent, OrderFilled
+from sapphire.domain.events import (
+    OrderCanceled,
+    OrderDenied,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+    OrderUpdated,
+)
 from sapphire.domain.identifiers import (
     ClientOrderId,
     InstrumentId,
@@ -22,16 +35,29 @@ from sapphire.domain.identifiers import (
     VenueOrderId,
 )
 from sapphire.domain.orders import Order
-from sapphire.store.base import StoreBase, StoreIntegrityError, id_text, upsert
+from sapphire.store.audit_repo import AuditRepo, append_audit
+from sapphire.store.base import StoreIntegrityError, id_text, upsert
 from sapphire.store.codec import decode_event, encode_event
 from sapphire.store.models import FillRow, OrderEventRow, OrderRow
 from sapphire.store.records import FillRecord
 
-__all__ = ["OrdersRepo"]
+__all__ = ["AUDITED_EVENTS", "OrdersRepo"]
+
+#: the order events that go to the audit log, and their audit actions (an acceptance or a
+#: cancel request is the venue's or the node's bookkeeping; what it led to is audited)
+AUDITED_EVENTS: dict[type[OrderEvent], str] = {
+    OrderSubmitted: "order.submitted",
+    OrderDenied: "order.denied",
+    OrderRejected: "order.rejected",
+    OrderUpdated: "order.amended",
+    OrderCanceled: "order.canceled",
+    OrderExpired: "order.expired",
+    OrderFilled: "order.filled",
+}
 
 
-class OrdersRepo(StoreBase):
-    """The orders, order_events and fills tables."""
+class OrdersRepo(AuditRepo):
+    """The orders, order_events and fills tables (and the audit records of the orders)."""
 
     def record_order_event(
         self, order: Order, event: OrderEvent, *, run_id: str | None = None
@@ -92,6 +118,12 @@ class OrdersRepo(StoreBase):
     def _insert_event(
         self, conn: Connection, run: str, order: Order, seq: int, event: OrderEvent
     ) -> None:
+        action = AUDITED_EVENTS.get(type(event))
+        if action is not None:
+            append_audit(
+                conn, f"{run}/{order.strategy_id}", action, str(order.client_order_id),
+                _audit_detail(run, order, event),
+            )  # fmt: skip
         conn.execute(
             sa.insert(OrderEventRow).values(
                 client_order_id=str(order.client_order_id),
@@ -285,6 +317,42 @@ def _order_values(run: str, order: Order) -> dict[str, Any]:
         "ts_init": order.ts_init,
         "ts_last": order.ts_last,
     }
+
+
+def _audit_detail(run: str, order: Order, event: OrderEvent) -> dict[str, Any]:
+    """What the audit record of `event` says: the order's terms on submission, the
+    execution on a fill, the reason of a denial or rejection, the amended fields."""
+
+    def text(value: object) -> str | None:
+        return None if value is None else str(value)
+
+    detail: dict[str, Any] = {
+        "run_id": run,
+        "event_id": event.event_id,
+        "event_ts_ns": event.ts_ns,
+        "instrument_id": str(order.instrument_id),
+        "side": order.side.value,
+    }
+    if isinstance(event, OrderSubmitted | OrderDenied):
+        detail.update(
+            type=order.type.value, quantity=str(order.quantity), price=text(order.price),
+            trigger_price=text(order.trigger_price), time_in_force=order.time_in_force.value,
+            reduce_only=order.reduce_only, parent_order_id=text(order.parent_order_id),
+        )  # fmt: skip
+    if isinstance(event, OrderDenied | OrderRejected):
+        detail["reason"] = event.reason
+    elif isinstance(event, OrderUpdated):
+        detail.update(
+            quantity=text(event.quantity), price=text(event.price),
+            trigger_price=text(event.trigger_price),
+        )  # fmt: skip
+    elif isinstance(event, OrderFilled):
+        detail.update(
+            trade_id=str(event.trade_id), last_qty=str(event.last_qty),
+            last_px=str(event.last_px), fee=str(event.fee), fee_currency=event.fee_currency,
+            liquidity=event.liquidity.value, venue_order_id=text(event.venue_order_id),
+        )  # fmt: skip
+    return detail
 
 
 def _check_row(row: Any, order: Order) -> None:
