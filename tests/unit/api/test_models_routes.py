@@ -100,11 +100,12 @@ def client(home: Path) -> TestClient:
 
 
 @pytest.fixture
-def registry(home: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
+def registry(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelRegistry]:
     """The registry `sapphire ml models` opens for this home."""
     monkeypatch.setenv("SAPPHIRE_HOME", str(home))
     assert default_url() == f"sqlite:///{home / 'sapphire.db'}"
-    return ModelRegistry(root=home / "models")
+    with ModelRegistry(root=home / "models") as registry:
+        yield registry
 
 
 def _get(client: TestClient, path: str) -> Any:

@@ -80,8 +80,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         mp.setenv("SAPPHIRE_PAPER_VENUE_IDLE", "60")
         store = Store(f"sqlite:///{home / 'sapphire.db'}")
         session = PaperSession.start(PAPER, store=store, home=home, run_id="paper")
-        for _ in range(200):
+        for _ in range(10 * 200):  # lockstep: a bar per poll, until bar 199 is taken
+            if session.bar >= 199:
+                break
             session.pump(advance=True)
+        assert session.bar == 199
         session.shutdown_venue()  # the node stops; the run stays RUNNING
         store.start_run("api-1", "paper", T0, ["mm"])
         order = Order.limit(

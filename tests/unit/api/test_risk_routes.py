@@ -68,8 +68,11 @@ def store(home: Path) -> Iterator[Store]:
             params={"fast": "5", "slow": "20"}, risk_profile=str(profile_file),
         )  # fmt: skip
         session = PaperSession.start(config, store=store, home=home, run_id="paper")
-        for _ in range(150):
+        for _ in range(10 * 150):  # lockstep: a bar per poll, until bar 149 is taken
+            if session.bar >= 149:
+                break
             session.pump(advance=True)
+        assert session.bar == 149
         session.shutdown_venue()
         store.start_run("daily", "paper", T0, [S], {"risk_profile": "conservative", "cash": 1000})
         for day in range(30):
