@@ -40,8 +40,9 @@ __all__ = [
 
 #: the `prev_hash` of the first record
 ZERO_HASH = "0" * 64
-#: longest actor and action (the columns' sizes)
-NAME_MAX = 200
+#: longest actor (a username, or an order's `<run_id>/<strategy_id>`: 100 + 1 + 100) and
+#: longest action (the columns' sizes)
+ACTOR_MAX, ACTION_MAX = 250, 200
 
 
 def canonical_json(value: Any) -> str:
@@ -137,8 +138,8 @@ def append_audit(
     ts_ns: int | None = None,
 ) -> int:
     """Append one record through `conn` (inside its transaction) and return its seq."""
-    actor = _text(actor, "actor", NAME_MAX)
-    action = _text(action, "action", NAME_MAX)
+    actor = _text(actor, "actor", ACTOR_MAX)
+    action = _text(action, "action", ACTION_MAX)
     target = _text(target, "target", None)
     if ip is not None:
         ip = _text(ip, "ip", 64)

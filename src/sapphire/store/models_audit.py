@@ -28,7 +28,7 @@ class AuditRecordRow(Base):
 
     seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
     ts_ns: Mapped[int]
-    actor: Mapped[str] = mapped_column(sa.String(200))
+    actor: Mapped[str] = mapped_column(sa.String(250))
     action: Mapped[str] = mapped_column(sa.String(200))
     target: Mapped[str] = mapped_column(sa.Text)
     detail: Mapped[str] = mapped_column(sa.Text)

@@ -62,7 +62,7 @@ def test_canonical_json_is_one_spelling_and_refuses_what_json_cannot_hold() -> N
 
 def test_bad_appends_are_refused_naming_the_value(store: Store) -> None:
     log = AuditLog(store)
-    with pytest.raises(ValueError, match=r"actor must be 1\.\.200 characters, got ''"):
+    with pytest.raises(ValueError, match=r"actor must be 1\.\.250 characters, got ''"):
         log.append("", "a", "t", {})
     with pytest.raises(ValueError, match="NUL"):
         log.append("a", "b\x00", "t", {})

@@ -157,3 +157,15 @@ def test_events_recorded_together_are_audited_in_order(store: Store) -> None:
         order.apply(event)
     store.record_order_event(order, order.events[-1], run_id=RUN)  # one call stores all three
     assert [r.action for r in AuditLog(store).records()] == ["order.submitted", "order.filled"]
+
+
+def test_the_longest_run_and_strategy_ids_still_audit(store: Store) -> None:
+    run, strategy = "r" * 100, StrategyId("s" * 100)  # the store's longest ids
+    store.start_run(run, "paper", 1, strategy_ids=[strategy])
+    order = Order.market(ClientOrderId("c-1"), strategy, BTC, OrderSide.BUY, Decimal(1), ts_init=5)
+    store.record_order_event(order, order.init_event, run_id=run)
+    event = OrderSubmitted(ts_ns=6, client_order_id=order.client_order_id)
+    order.apply(event)
+    store.record_order_event(order, event, run_id=run)
+    (record,) = AuditLog(store).records()
+    assert record.actor == f"{run}/{strategy}" and len(record.actor) == 201

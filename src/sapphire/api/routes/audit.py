@@ -166,7 +166,7 @@ def list_audit(
     ] = None,
     actor: Annotated[
         str | None,
-        Query(min_length=1, max_length=200, pattern=_PRINTABLE, description="Only this actor's."),
+        Query(min_length=1, max_length=250, pattern=_PRINTABLE, description="Only this actor's."),
     ] = None,
     action: Annotated[
         str | None,

@@ -24,7 +24,7 @@ def upgrade() -> None:
         "audit_log",
         sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("ts_ns", sa.BigInteger(), nullable=False),
-        sa.Column("actor", sa.String(length=200), nullable=False),
+        sa.Column("actor", sa.String(length=250), nullable=False),
         sa.Column("action", sa.String(length=200), nullable=False),
         sa.Column("target", sa.Text(), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
