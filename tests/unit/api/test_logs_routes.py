@@ -1,5 +1,5 @@
-"""The logs route against a real paper run's directory: the node processes' `*.log` files
-there, by level, the last lines only, never a link or a file outside the service's home."""
+"""The logs route against a real paper run: the node's output and the `*.log` files of its
+run directory, by level, the last lines only, never a link or a file outside the home."""
 
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ plain line without a level
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Path]]:
-    """`paper`: a paper session started and left RUNNING, its venue's log and a node log
-    in its run directory; `away`: a run that says its directory is outside the home."""
+    """`paper`: a paper session started and left RUNNING, its node's output and its
+    venue's and another log in its run directory; `away`: a run that says its directory is
+    outside the home."""
     home = tmp_path_factory.mktemp("home")
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret.log").write_text("ERROR the contents of a file outside the home\n")
@@ -47,7 +48,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Pat
         session.shutdown_venue()
         folder = session.run_dir
         assert (folder / "venue.log").is_file()  # the venue process's output goes there
-        (folder / "node.log").write_text(NODE_LOG)
+        (home / "nodes").mkdir()
+        (home / "nodes" / "paper.log").write_text(NODE_LOG)  # where the service's nodes write
         records = [
             {"timestamp": "2022-01-03T10:00:04Z", "level": "info", "event": "tick"},
             {"timestamp": "2022-01-03T10:00:05Z", "level": "critical", "event": "halted"},

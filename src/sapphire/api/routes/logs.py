@@ -1,8 +1,10 @@
 """The /api/v1 logs route (scope `read`): the log lines the node processes of a run wrote,
-read only. A paper or live run keeps its processes' logs as `*.log` files in its run
-directory (`<home>/paper/<run_id>/venue.log`, ...); only regular files directly in a
-directory under the service's home are read (never a link, never a path from the request),
-and only the last `MAX_BYTES` of each, so an answer stays small however big a log grows.
+read only. A node the service started writes its output to `<home>/nodes/<run_id>.log`
+(`sapphire.api.nodes`; shown as `node.log`), and a paper or live run keeps its other
+processes' logs as `*.log` files in its run directory (`<home>/paper/<run_id>/venue.log`,
+...). Only regular files under the service's home are read (never a link, never a path
+from the request), and only the last `MAX_BYTES` of each, so an answer stays small however
+big a log grows.
 
 A line's level is its JSON `level` (structlog), else the first DEBUG / INFO / WARNING /
 ERROR / CRITICAL word in it ("Traceback" is an ERROR), else the level of the line before
@@ -22,15 +24,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from sapphire.api.queries import RunIdQuery, run_dir, runs_for, unprocessable
+from sapphire.api.queries import RUN_ID_PATTERN, RunIdQuery, run_dir, runs_for, unprocessable
 from sapphire.api.schemas import ErrorDetail
 from sapphire.api.security.deps import require
-from sapphire.store import Store
+from sapphire.store import RunInfo, Store
 
 router = APIRouter(tags=["logs"])
 
 #: how much of the end of each log file is read
 MAX_BYTES = 1 << 20
+#: where the service's nodes write their output (`<home>/nodes/<run_id>.log`), and the
+#: source name it is shown under
+NODES, NODE_LOG = "nodes", "node.log"
 #: longest line returned (longer ones are cut, marked with "…")
 MAX_LINE = 4000
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -41,6 +46,7 @@ _LEADING_TIME = re.compile(
     r"^\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?)"
 )
 _SOURCE = r"^[A-Za-z0-9._-]{1,100}\.log$"
+_RUN_ID = re.compile(RUN_ID_PATTERN)
 _ANSWERS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorDetail, "description": "No run with that id."},
     422: {"model": ErrorDetail, "description": "A bad query value (named in the message)."},
@@ -74,7 +80,9 @@ class LogFileOut(BaseModel):
     )  # fmt: skip
 
     run_id: str = Field(description="The run.")
-    source: str = Field(description="The log file's name in the run directory.")
+    source: str = Field(
+        description="node.log (the node's output) or a log file's name in the run directory."
+    )
     size: int = Field(description="The file's size, bytes.")
     truncated: bool = Field(description="Only its last 1 MiB was read.")
     lines: list[LogLineOut] = Field(description="The last `limit` matching lines, in order.")
@@ -158,13 +166,23 @@ def _tail(path: Path) -> tuple[list[str], int]:
     return lines, size
 
 
-def _log_files(folder: Path | None) -> Iterator[Path]:
-    """The regular `*.log` files directly in `folder` (links are not followed)."""
+def _regular(path: Path) -> bool:
+    return not path.is_symlink() and path.is_file()
+
+
+def _log_files(home: Path, run: RunInfo) -> Iterator[tuple[str, Path]]:
+    """(source, path) of the run's logs: the node's output, then the regular `*.log`
+    files directly in its run directory (links are not followed)."""
+    if _RUN_ID.fullmatch(run.run_id):  # a run id that cannot leave the folder
+        node = home.resolve() / NODES / f"{run.run_id}.log"
+        if _regular(node):
+            yield NODE_LOG, node
+    folder = run_dir(home, run)
     if folder is None or not folder.is_dir() or folder.is_symlink():
         return
     for path in sorted(folder.iterdir()):
-        if path.suffix == ".log" and not path.is_symlink() and path.is_file():
-            yield path
+        if path.suffix == ".log" and _regular(path):
+            yield path.name, path
 
 
 @router.get("/logs", dependencies=[Depends(require("read"))], responses=_ANSWERS, summary="Logs")
@@ -202,8 +220,8 @@ def get_logs(
     home = Path(service.home)
     out = []
     for run in runs_for(store, run_id):
-        for path in _log_files(run_dir(home, run)):
-            if source is not None and path.name != source:
+        for name, path in _log_files(home, run):
+            if source is not None and name != source:
                 continue
             try:
                 raw, size = _tail(path)
@@ -211,7 +229,7 @@ def get_logs(
                 continue
             lines = _lines(raw, wanted)[-limit:]
             item = LogFileOut(
-                run_id=run.run_id, source=path.name, size=size, truncated=size > MAX_BYTES,
+                run_id=run.run_id, source=name, size=size, truncated=size > MAX_BYTES,
                 lines=[LogLineOut(ts=x.ts, level=x.level, text=x.text) for x in lines],
             )  # fmt: skip
             out.append(item)
