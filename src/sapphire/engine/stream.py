@@ -44,6 +44,7 @@ from sapphire.encoding import to_json
 
 __all__ = [
     "END",
+    "JOBS",
     "START",
     "EventStream",
     "LocalStream",
