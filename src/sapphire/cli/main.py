@@ -14,6 +14,7 @@ from sapphire.cli.ml import ml_app
 from sapphire.cli.optimize import optimize_app
 from sapphire.cli.optimize_report import report_command
 from sapphire.cli.paper import paper_app, runs_app
+from sapphire.cli.tax import tax_app
 from sapphire.cli.users import users_app
 from sapphire.cli.walkforward import walkforward_command
 
@@ -38,6 +39,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(live_app, name="live")
 app.add_typer(users_app, name="users")
+app.add_typer(tax_app, name="tax")
 
 
 def main() -> None:
