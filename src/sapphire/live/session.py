@@ -502,7 +502,8 @@ class LiveSession:
         try:
             self._publish_status()
             while self.status == "running":
-                self.control.poll()  # the commands that arrived (a stop ends the loop)
+                if self.control.poll():  # the commands that arrived (a stop ends the loop)
+                    self._publish_status()
                 if self.status != "running":
                     break
                 for bar in self.source.poll(0.2):

@@ -447,7 +447,8 @@ class PaperSession:
             if done and self.cursor >= self.client.call("snapshot")["head"]:
                 self._finish()
             while self.status == "running":
-                self.control.poll()  # the commands that arrived (a stop ends the loop)
+                if self.control.poll():  # the commands that arrived (a stop ends the loop)
+                    self._publish_status()
                 if self.status != "running":
                     break
                 if not self.pump(lockstep):
