@@ -14,6 +14,7 @@ from sapphire.cli.ml import ml_app
 from sapphire.cli.optimize import optimize_app
 from sapphire.cli.optimize_report import report_command
 from sapphire.cli.paper import paper_app, runs_app
+from sapphire.cli.surveil import surveil_app
 from sapphire.cli.tax import tax_app
 from sapphire.cli.users import users_app
 from sapphire.cli.walkforward import walkforward_command
@@ -40,6 +41,7 @@ app.add_typer(exchange_app, name="exchange")
 app.add_typer(live_app, name="live")
 app.add_typer(users_app, name="users")
 app.add_typer(tax_app, name="tax")
+app.add_typer(surveil_app, name="surveil")
 
 
 def main() -> None:
