@@ -381,6 +381,6 @@ class TrialRow(Base):
 
 
 # the service's tables, in modules of their own (they register on Base.metadata)
-from sapphire.store import models_audit, models_auth  # noqa: E402, F401
+from sapphire.store import models_audit, models_auth, models_graduation  # noqa: E402, F401
 
 metadata = Base.metadata
