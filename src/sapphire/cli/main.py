@@ -9,6 +9,7 @@ from sapphire.cli.check import check_app
 from sapphire.cli.data import data_app
 from sapphire.cli.demo import demo_command
 from sapphire.cli.exchange import exchange_app
+from sapphire.cli.graduate import graduate_app
 from sapphire.cli.live import live_app
 from sapphire.cli.ml import ml_app
 from sapphire.cli.optimize import optimize_app
@@ -42,6 +43,7 @@ app.add_typer(live_app, name="live")
 app.add_typer(users_app, name="users")
 app.add_typer(tax_app, name="tax")
 app.add_typer(surveil_app, name="surveil")
+app.add_typer(graduate_app, name="graduate")
 
 
 def main() -> None:

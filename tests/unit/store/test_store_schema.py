@@ -35,7 +35,7 @@ STORE_TABLES = {
     "balances", "equity_snapshots", "equity_snapshot_strategies", "risk_events",
     "ml_model_versions", "ml_model_aliases", "ml_alias_history",
     "optimize_studies", "optimize_trials", "users", "refresh_tokens", "api_keys",
-    "graduation_decisions",
+    "audit_log", "exchange_keys", "graduation_decisions",
 }  # fmt: skip
 _diff = schema_diff
 
