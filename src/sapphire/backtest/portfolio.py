@@ -61,6 +61,9 @@ def align_bars(frames: Mapping[str, pd.DataFrame]) -> dict[str, Bars]:
     assert times is not None
     out = {}
     for name, frame in frames.items():
+        if len(frame) == len(times):  # every time shared already
+            out[name] = bars_from_frame(frame)
+            continue
         aligned = frame.set_index(pd.DatetimeIndex(frame["timestamp"])).loc[times]
         out[name] = bars_from_frame(aligned.reset_index(drop=True))
     return out
