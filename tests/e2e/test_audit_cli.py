@@ -3,9 +3,6 @@ with a fresh `$SAPPHIRE_HOME`: a key added from standard input (never the comman
 the master key file made owner-only, the key listed masked and removed, every change
 audited; `audit verify` exits 0 on the intact chain and 1 naming the first record edited
 or deleted in SQL, and against an anchor when the tail is cut off.
-
-The commands run through their Typer apps (`sapphire.cli.keys.keys_app`,
-`sapphire.cli.audit.audit_app`), as `sapphire keys ...` / `sapphire audit ...` run them.
 """
 
 from __future__ import annotations
@@ -23,20 +20,18 @@ import pytest
 pytestmark = pytest.mark.slow
 
 KEY, SECRET = "CliKey0000000007Qx2", "cli-secret-Zq9vWw8Rr7Tt6"
-_APPS = {"keys": "sapphire.cli.keys:keys_app", "audit": "sapphire.cli.audit:audit_app"}
+EXE = Path(sys.executable).parent / "sapphire"
 
 
 def run(home: Path, group: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """`sapphire <group> <args>` with `home` as $SAPPHIRE_HOME and `stdin` piped."""
-    module, app = _APPS[group].split(":")
-    code = f"from {module} import {app}; {app}(prog_name='sapphire {group}')"
     env = {
         k: v for k, v in os.environ.items()
         if not k.startswith(("SAPPHIRE_MASTER_KEY", "SAPPHIRE_DATABASE_URL"))
     }  # fmt: skip
     env.update(SAPPHIRE_HOME=str(home), COLUMNS="200")
     return subprocess.run(
-        [sys.executable, "-c", code, *args], input=stdin, env=env, text=True,
+        [str(EXE), group, *args], input=stdin, env=env, text=True,
         capture_output=True, timeout=120,
     )  # fmt: skip
 

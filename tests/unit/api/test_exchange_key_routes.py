@@ -188,3 +188,36 @@ def test_no_log_line_or_audit_record_holds_a_secret(
     assert body["api_key"] == body["api_secret"] == "[redacted]"
     with vault.store.engine.connect() as conn:
         _no_secret(str(conn.execute(sa.text("SELECT * FROM audit_log")).all()))
+
+
+# -- the whole service (`create_app`, the `api` fixture of conftest.py) ----------------------
+
+
+def test_the_service_audits_logins_and_key_changes_without_secrets(api: Any) -> None:
+    """Through the real auth (tokens, TOTP), the middleware stack and the vault that
+    `create_app` builds: a failed and a good login, a key added and removed, then the
+    log read and verified by the admin."""
+    client, admin = api.client, api.users["admin"]
+    wrong = {"username": "admin1", "password": "not the password", "totp_code": "000000"}
+    assert client.post("/api/v1/auth/login", json=wrong).status_code == 401
+    added = client.post(URL, json=_new(), headers=api.totp())
+    assert added.status_code == 201, added.text
+    assert api.service.vault.decrypt("bybit-test") == (KEY, SECRET)
+    assert client.post(URL, json=_new(), headers=admin.headers).status_code == 403  # no TOTP
+    assert client.delete(f"{URL}/bybit-test", headers=api.totp()).status_code == 204
+
+    page = client.get("/api/v1/audit", params={"order": "asc"}, headers=admin.headers)
+    assert page.status_code == 200
+    records = page.json()["records"]
+    assert [(r["actor"], r["action"], r["detail"]["status"]) for r in records] == [
+        ("admin1", "POST /api/v1/auth/login", 401),
+        ("admin1", "POST /api/v1/exchange-keys", 201),
+        ("admin1", "POST /api/v1/exchange-keys", 403),
+        ("admin1", "DELETE /api/v1/exchange-keys/{name}", 204),
+    ]
+    assert records[0]["detail"]["body"]["password"] == "[redacted]"
+    assert records[1]["detail"]["body"]["api_secret"] == "[redacted]"
+    _no_secret(page.text)
+    assert "not the password" not in page.text and admin.access_token not in page.text
+    verified = client.get("/api/v1/audit/verify", headers=admin.headers).json()
+    assert verified["ok"] is True and verified["checked"] == 4
