@@ -17,6 +17,7 @@ from sapphire.cli.ml import ml_app
 from sapphire.cli.optimize import optimize_app
 from sapphire.cli.optimize_report import report_command
 from sapphire.cli.paper import paper_app, runs_app
+from sapphire.cli.portfolio import portfolio_app
 from sapphire.cli.serve import serve_command
 from sapphire.cli.surveil import surveil_app
 from sapphire.cli.tax import tax_app
@@ -49,6 +50,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(tax_app, name="tax")
 app.add_typer(surveil_app, name="surveil")
+app.add_typer(portfolio_app, name="portfolio")
 app.add_typer(graduate_app, name="graduate")
 
 
