@@ -1,0 +1,1 @@
+"""Operations: configuration, metrics, alerts and notifiers, logging and health."""
