@@ -1,10 +1,12 @@
 """`sapphire serve` as an operator runs it: a subprocess on a free port that answers over
 HTTP with its security headers and stops on Ctrl-C; it refuses to start without a signing
 secret or with a bad setting (exit 2, a clear message, no traceback), warns when bound
-beyond loopback."""
+beyond loopback; and the curl and Python examples of docs/api.md run against it as
+written (their printed lines are the ones the page shows)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +24,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 EXE = Path(sys.executable).parent / "sapphire"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 SECRET = "5f0c2a9be3d14f7786a1c0de42b9e8f1" * 2
 PASSWORD = "correct horse battery staple"
 
@@ -150,3 +154,64 @@ def test_serve_warns_when_bound_beyond_loopback(tmp_path: Path) -> None:
     assert "warning: binding 0.0.0.0: the API is reachable from the network" in " ".join(
         err.split()
     )
+
+
+# -- docs/api.md ----------------------------------------------------------------------------
+
+
+def doc_blocks(language: str) -> list[str]:
+    """The ```language blocks of docs/api.md, in order."""
+    return re.findall(rf"^```{language}\n(.*?)^```$", DOCS.read_text(), re.S | re.M)
+
+
+def expected_prints(code: str) -> list[str]:
+    """What each `print(...)  # shown` line of the examples says it prints (the text
+    before a colon: after it comes an explanation)."""
+    shown = []
+    for line in code.splitlines():
+        if line.lstrip().startswith("print(") and "  # " in line:
+            shown.append(line.split("  # ", 1)[1].split(":", 1)[0].strip())
+    return shown
+
+
+def test_the_docs_examples_run_against_the_service(tmp_path: Path) -> None:
+    env = environ(tmp_path)  # no secret: create-admin makes the file
+    made = subprocess.run(
+        [str(EXE), "users", "create-admin", "--username", "root", "--password-stdin"],
+        input=f"{PASSWORD}\n", env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    recovery = re.findall(r"^\s+([A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4})$", made.stdout, re.M)
+    assert len(recovery) == 10, made.stdout
+    server = Serving(env, "--port", str(free_port()))
+    try:
+        shell = {**env, "SAPPHIRE_URL": server.url, "ADMIN_PASSWORD": PASSWORD,
+                 "ALICE_PASSWORD": "alice's long passphrase"}  # fmt: skip
+        curls = doc_blocks("bash")
+        assert len(curls) >= 10
+        for block in curls:
+            if "$TOTP_CODE" in block:  # a recovery code stands in for the authenticator
+                shell["TOTP_CODE"] = recovery.pop()
+            ran = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", block],
+                env=shell, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert ran.returncode == 0, f"{block}\n{ran.stdout}\n{ran.stderr}"
+            answer: Any = json.loads(ran.stdout)
+            if isinstance(answer, dict) and "access_token" in answer:
+                shell["ACCESS_TOKEN"] = answer["access_token"]
+                shell["REFRESH_TOKEN"] = answer["refresh_token"]
+            if isinstance(answer, dict) and str(answer.get("key", "")).startswith("sk_"):
+                shell["API_KEY"], shell["API_KEY_ID"] = answer["key"], str(answer["id"])
+        code = "\n\n".join(doc_blocks("python"))
+        ran = subprocess.run(
+            [sys.executable, "-c", code], env=shell, capture_output=True, text=True, timeout=300
+        )
+        assert ran.returncode == 0, ran.stderr
+        printed = ran.stdout.splitlines()
+        assert len(printed) >= 10 and printed == expected_prints(code), ran.stdout
+        code_, err = server.stop()
+        assert code_ == 0, err
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()

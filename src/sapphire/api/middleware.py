@@ -45,9 +45,9 @@ log = logging.getLogger(__name__)
 
 #: where the stricter login limits apply (POST only)
 LOGIN_PATH = "/api/v1/auth/login"
-#: order routes (state-changing methods only): submitting, changing and cancelling orders,
-#: and a node's kill switch
-_ORDER_ROUTE = re.compile(r"^/api/v1/(nodes/[^/]+/(orders|kill)|portfolio/orders)(/|$|-)")
+#: order routes (state-changing methods only): a node's orders (cancel, amend) and its kill
+#: switch
+_ORDER_ROUTE = re.compile(r"^/api/v1/nodes/[^/]+/(orders|kill)(/|$)")
 _CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 #: CSP of the API's answers: they are JSON, nothing in them may load or run anything
@@ -69,7 +69,7 @@ def client_address(scope: Scope) -> str:
 
 
 def is_order_route(method: str, path: str) -> bool:
-    """True for a request that submits, changes or cancels orders or kills a node."""
+    """True for a request that changes or cancels a node's orders or kills the node."""
     return method in _CHANGING and _ORDER_ROUTE.match(path) is not None
 
 

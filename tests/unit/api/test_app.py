@@ -4,6 +4,7 @@ proxies, health and readiness)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from sapphire import __version__
-from sapphire.api.app import create_app
+from sapphire.api.app import create_app, operations
 from sapphire.api.security.secrets import SigningSecretError
 from sapphire.api.settings import ServiceSettings, SettingsError
 from sapphire.engine.stream import RedisStream
@@ -345,3 +346,13 @@ def test_version_needs_read(api: Api) -> None:
     body = answer.json()
     assert body["version"] == __version__ and body["api"] == "v1"
     assert body["schema_revision"] == head_revision()
+
+
+def test_the_docs_list_every_operation_with_its_scope(api: Api) -> None:
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "api.md").read_text()
+    rows = re.findall(r"^\| (GET|POST|PUT|PATCH|DELETE) \| `([^`]+)` \| (\w+) \|", docs, re.M)
+    listed = {(method, "/api/v1" + path): scope for method, path, scope in rows}
+    served = {
+        (op.method, op.path): ",".join(sorted(op.scopes)) or "public" for op in operations(api.app)
+    }
+    assert listed == served
