@@ -1,6 +1,7 @@
 """Rate limits in the real Redis (SAPPHIRE_TEST_REDIS_URL, default redis://127.0.0.1:6379/0):
 two service processes (two limiters) share one count, the keys live under the configured
-prefix and expire, and the service answers 429 with Retry-After from the shared count.
+prefix and expire, the service answers 429 with Retry-After from the shared count, and
+`create_app` keeps its limits there when SAPPHIRE_REDIS_URL is set (a restart remembers).
 
 Skipped when Redis is unreachable, except in CI (CI=true), where that fails. Each test
 uses a prefix of its own and deletes its keys afterwards.
@@ -12,11 +13,13 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
+from sapphire.api.app import create_app
 from sapphire.api.middleware import RateLimiter, RateLimitMiddleware
 from sapphire.api.security.deps import Principal
 from sapphire.api.settings import ServiceSettings
@@ -24,6 +27,7 @@ from sapphire.api.settings import ServiceSettings
 redis = pytest.importorskip("redis")
 
 URL = os.environ.get("SAPPHIRE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SECRET = {"SAPPHIRE_API_SECRET": "5f0c2a9be3d14f7786a1c0de42b9e8f1" * 2}
 
 
 @pytest.fixture
@@ -108,3 +112,17 @@ def test_the_service_refuses_from_the_shared_count(prefix: str) -> None:
         detail = refused.json()["detail"]
         assert detail.startswith("rate limit exceeded: 2 per 1 minute per user")
         assert two.get("/api/v1/thing").status_code == 200  # anonymous: the address only
+
+
+def test_the_service_keeps_its_limits_in_redis_when_configured(prefix: str, tmp_path: Path) -> None:
+    config = settings(prefix, rate_limit_ip="2/minute").replace(home=tmp_path)
+    app = create_app(config, environ=SECRET)
+    assert app.state.service.limiter.where == "redis"
+    with TestClient(app) as client:
+        ready = client.get("/api/v1/ready")
+        assert ready.json()["checks"]["rate_limits"] == {"ok": True, "detail": "ok (redis)"}
+        assert client.get("/api/v1/health").status_code == 200
+        assert client.get("/api/v1/health").status_code == 429
+    again = create_app(config, environ=SECRET)
+    with TestClient(again) as client:  # a restarted service remembers the count
+        assert client.get("/api/v1/health").status_code == 429
