@@ -315,6 +315,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             answers.pop("422", None)  # FastAPI's list-shaped body: ours is ErrorDetail
         for code in codes:
             answers.setdefault(str(code), error_response(code))
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, APIRoute) and route.summary is None and route.endpoint.__doc__:
+            # a summary from the docstring's first sentence, not the function's name
+            summary = route.endpoint.__doc__.strip().split("\n\n")[0].split(". ")[0]
+            for method in context.methods or ():
+                found = schema["paths"].get(str(context.path_format), {}).get(method.lower())
+                if found is not None:
+                    found["summary"] = " ".join(summary.split()).rstrip(".:")
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     app.openapi_schema = schema

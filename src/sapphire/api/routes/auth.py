@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from sapphire.api.schemas import ErrorDetail
@@ -19,15 +19,19 @@ from sapphire.api.security.deps import Principal, require, second_factor
 from sapphire.api.security.service import AuthService, TokenPair
 from sapphire.store.auth_repo import ApiKeyRecord
 
-__all__ = ["ROUTE_ERRORS", "error_answers", "router"]
+__all__ = ["ROUTE_ERRORS", "RowId", "error_answers", "router"]
 
 router = APIRouter(tags=["auth"])
 
 ScopeName = Literal["read", "trade", "admin"]
 Reader = Annotated[Principal, Depends(require("read"))]
+#: a stored row's id in a path: a positive 64-bit integer (a larger one is a 422, not a
+#: database overflow)
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The row's id.")]
 
 #: what the route-specific error answers mean (the app documents 401, 403, 422, 429...)
 ROUTE_ERRORS = {
+    401: "Wrong, expired, revoked or reused credentials (the message never says which part).",
     400: "The request cannot be carried out as sent (the message says why).",
     404: "No such resource (or not one the caller may see).",
     409: "The resource is not in a state that allows this (the message says why).",
@@ -318,7 +322,9 @@ class ApiKeyCreatedResponse(ApiKeyResponse):
 # -- routes -----------------------------------------------------------------------------------
 
 
-@router.post("/auth/login", response_model=TokenResponse)
+@router.post(
+    "/auth/login", response_model=TokenResponse, responses=error_answers(401), summary="Log in"
+)
 def login(body: LoginRequest, request: Request) -> TokenResponse:
     """Log in: a new session's access token (15 minutes) and refresh token (14 days)."""
     pair = _auth(request).login(body.username, body.password, body.totp_code)
@@ -329,7 +335,12 @@ def login(body: LoginRequest, request: Request) -> TokenResponse:
     return TokenResponse.of(pair)
 
 
-@router.post("/auth/refresh", response_model=TokenResponse)
+@router.post(
+    "/auth/refresh",
+    response_model=TokenResponse,
+    responses=error_answers(401),
+    summary="Refresh a session",
+)
 def refresh(body: RefreshRequest, request: Request) -> TokenResponse:
     """Exchange a refresh token (once) for a new pair; a reused one ends its session."""
     return TokenResponse.of(_auth(request).refresh(body.refresh_token))
@@ -419,7 +430,7 @@ def create_api_key(
 @router.delete(
     "/auth/api-keys/{key_id}", response_model=ApiKeyResponse, responses=error_answers(404, 409)
 )
-def revoke_api_key(key_id: int, request: Request, principal: Reader) -> ApiKeyResponse:
+def revoke_api_key(key_id: RowId, request: Request, principal: Reader) -> ApiKeyResponse:
     """Revoke one of the caller's API keys (an admin may revoke anyone's): it stops
     working at once."""
     return ApiKeyResponse.of(_auth(request).revoke_api_key(principal, key_id))

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from sapphire.api.routes.auth import error_answers
+from sapphire.api.routes.auth import RowId, error_answers
 from sapphire.api.security.accounts import UserAccounts, utc
 from sapphire.api.security.deps import Principal, require, second_factor
 from sapphire.api.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
@@ -155,7 +155,7 @@ def create_user(body: UserCreateRequest, request: Request, principal: Admin) -> 
 
 @router.patch("/users/{user_id}", response_model=UserResponse, responses=error_answers(404, 409))
 def update_user(
-    user_id: int, body: UserUpdateRequest, request: Request, principal: Admin
+    user_id: RowId, body: UserUpdateRequest, request: Request, principal: Admin
 ) -> UserResponse:
     """Change a user's role or disable/enable it (needs the current TOTP code in
     `X-Sapphire-TOTP`); disabling ends its sessions; the last enabled admin stays one."""
@@ -170,7 +170,7 @@ def update_user(
     response_model=SessionsRevokedResponse,
     responses=error_answers(404),
 )
-def revoke_sessions(user_id: int, request: Request, principal: Admin) -> SessionsRevokedResponse:
+def revoke_sessions(user_id: RowId, request: Request, principal: Admin) -> SessionsRevokedResponse:
     """End every session of a user: its access and refresh tokens stop working at once
     (its API keys are revoked one by one with DELETE /api/v1/auth/api-keys/{id})."""
     count = _auth(request).revoke_sessions(user_id)
