@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/tick_to_order_latency.py
 	$(PY) benchmarks/live_latency.py
 	$(PY) benchmarks/ml_speed.py
+	$(PY) benchmarks/api_load.py
+	$(PY) benchmarks/portfolio_speed.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
