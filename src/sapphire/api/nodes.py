@@ -451,8 +451,19 @@ class NodeManager:
 
     def open_orders(self, run_id: str) -> list[Any]:
         """The node's open orders, as the store has them."""
+        from sapphire.store import StoreIntegrityError
+
         self.info(run_id)  # NodeNotFound for an unknown node
-        return [o for o in self.store.orders(run_id) if o.is_open]
+        for attempt in range(5):
+            try:
+                return self.store.open_orders(run_id)
+            except StoreIntegrityError:
+                # the store reads an order's row and its events in two statements: the
+                # node may commit between them (SQLite); read again
+                if attempt == 4:
+                    raise
+                time.sleep(0.02)
+        return []
 
     # ---------------------------------------------------------------- controlling
     def _require_running(self, run_id: str) -> NodeInfo:

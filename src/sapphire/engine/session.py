@@ -243,7 +243,8 @@ class SessionJournal:
         if channel is None:
             channel = self._candles[key] = candles_channel(key[0], timeframe_label(key[1]))
         self.events.publish(channel, {
-            "type": "bar", "instrument_id": key[0], "timeframe": channel.rsplit(".", 1)[1],
+            "type": "bar", "run_id": self.run_id, "instrument_id": key[0],
+            "timeframe": channel.rsplit(".", 1)[1],
             "ts_ns": bar.ts_ns, "open": bar.open, "high": bar.high, "low": bar.low,
             "close": bar.close, "volume": bar.volume,
         })  # fmt: skip
