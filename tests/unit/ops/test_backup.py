@@ -189,9 +189,8 @@ def test_backup_is_consistent_while_a_node_writes(db: str, tmp_path: Path) -> No
         target = f"sqlite:///{tmp_path / (path.name + '.db')}"
         restore(path, target)
         rows = snapshot(target)
-        newest = max(
-            int(r[0].split("-")[1]) for r in rows["strategy_runs"] if r[0].startswith("w-")
-        )
+        ids = [str(r[0]) for r in rows["strategy_runs"]]
+        newest = max(int(i.split("-")[1]) for i in ids if i.startswith("w-"))
         assert rows["instruments"][0][1] == f"S{newest}"  # both writes of a commit, or neither
         assert len(rows["strategy_runs"]) == manifest.tables["strategy_runs"].rows
     assert paths[-1][1].tables["strategy_runs"].rows > 3
