@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi import FastAPI
@@ -17,6 +17,9 @@ from sapphire.api.routes.logs import MAX_BYTES, router
 from sapphire.api.security.deps import Principal, authenticated
 from sapphire.paper import PaperConfig, PaperSession
 from sapphire.store import Store
+
+if TYPE_CHECKING:
+    from conftest import Api  # the service harness (tests/unit/api/conftest.py)
 
 NODE_LOG = """\
 2022-01-03T10:00:00Z INFO node: started run paper-1
@@ -54,7 +57,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Pat
             {"timestamp": "2022-01-03T10:00:04Z", "level": "info", "event": "tick"},
             {"timestamp": "2022-01-03T10:00:05Z", "level": "critical", "event": "halted"},
         ]
-        (folder / "structured.log").write_text("".join(json.dumps(r) + "\n" for r in records))
+        console = "2022-01-03T10:00:06.000000Z [warning  ] slow poll  [sapphire.paper]\n"
+        lines = "".join(json.dumps(r) + "\n" for r in records) + console
+        (folder / "structured.log").write_text(lines)
         (folder / "drift.jsonl").write_text('{"kind": "feature"}\n')  # not a log
         (folder / "linked.log").symlink_to(outside / "secret.log")
         store.start_run("away", "paper", 1, ["s"], {"run_dir": str(outside)})
@@ -99,6 +104,7 @@ def test_the_runs_log_files_and_nothing_else(client: TestClient) -> None:
     structured = files["paper/structured.log"]["lines"]
     assert [(x["level"], x["ts"]) for x in structured] == [
         ("INFO", "2022-01-03T10:00:04Z"), ("CRITICAL", "2022-01-03T10:00:05Z"),
+        ("WARNING", "2022-01-03T10:00:06Z"),
     ]  # fmt: skip
 
 
@@ -107,7 +113,7 @@ def test_level_limit_and_source_filter(client: TestClient) -> None:
     node = [x["text"] for x in files["paper/node.log"]["lines"]]
     assert node[0].endswith("slow answer 1.2 s") and "started run" not in " ".join(node)
     assert len(node) == 7
-    assert [x["level"] for x in files["paper/structured.log"]["lines"]] == ["CRITICAL"]
+    assert [x["level"] for x in files["paper/structured.log"]["lines"]] == ["CRITICAL", "WARNING"]
     last = _files(client, run_id="paper", source="node.log", limit=2)
     assert list(last) == ["paper/node.log"]
     assert [x["text"] for x in last["paper/node.log"]["lines"]] == NODE_LOG.splitlines()[-2:]
@@ -159,3 +165,16 @@ def test_bad_values_are_named(
 def test_logs_need_the_read_scope(setup: tuple[Store, Path]) -> None:
     answer = _client(setup, frozenset()).get("/api/v1/logs")
     assert answer.status_code == 403 and "'read' scope" in answer.json()["detail"]
+
+
+def test_through_the_service_with_real_credentials(api: Api) -> None:
+    home = api.service.home
+    api.service.store.start_run("svc-1", "paper", 1, ["s"])
+    (home / "nodes").mkdir(exist_ok=True)
+    (home / "nodes" / "svc-1.log").write_text("2022-01-03T10:00:00Z INFO up\n")
+    viewer = api.users["viewer"]
+    answer = api.client.get("/api/v1/logs", headers=viewer.headers)
+    assert answer.status_code == 200, answer.text
+    (log,) = answer.json()["files"]
+    assert (log["source"], log["lines"][0]["level"]) == ("node.log", "INFO")
+    assert api.client.get("/api/v1/logs").status_code == 401

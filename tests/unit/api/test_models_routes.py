@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ from sapphire.ml.registry import ModelRegistry
 from sapphire.ml.strategy import MLStrategy
 from sapphire.paper.session import paper_dir
 from sapphire.store import Store, default_url
+
+if TYPE_CHECKING:
+    from conftest import Api  # the service harness (tests/unit/api/conftest.py)
 
 CONFIG = TrainConfig(
     model=ModelSpec.parse("lightgbm:n_estimators=10,num_leaves=7"), n_groups=3,
@@ -246,3 +249,22 @@ def test_drift_of_the_runs_trading_the_model(client: TestClient, home: Path) -> 
     assert (quiet["status"], quiet["bar"], quiet["alerts"]) == ("unchecked", None, [])
     (alpha,) = _get(client, "/alpha/drift")["runs"]
     assert (alpha["run_id"], alpha["model_ref"]) == ("ml-alpha", "alpha")
+
+
+def test_through_the_service_with_real_credentials(api: Api) -> None:
+    admin, trader, viewer = (api.users[r] for r in ("admin", "trader", "viewer"))
+    assert api.client.get("/api/v1/models", headers=viewer.headers).json() == {"models": []}
+    missing = api.client.post(
+        "/api/v1/models/syn/promote", json={"version": 1}, headers=admin.headers
+    )
+    assert missing.status_code == 404 and "unknown model 'syn'" in missing.json()["detail"]
+    refused = api.client.post(
+        "/api/v1/models/syn/promote", json={"version": 1}, headers=trader.headers
+    )
+    assert refused.status_code == 403
+    bad = api.client.post(
+        "/api/v1/models/syn/promote", json={"version": True}, headers=admin.headers
+    )
+    assert bad.status_code == 422
+    assert "body.version: expected a version number from 1" in bad.json()["detail"]
+    assert api.client.get("/api/v1/models").status_code == 401

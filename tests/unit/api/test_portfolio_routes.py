@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi import FastAPI
@@ -34,6 +34,9 @@ from sapphire.domain import (
 from sapphire.paper import PaperConfig, PaperSession
 from sapphire.portfolio import Position
 from sapphire.store import Store
+
+if TYPE_CHECKING:
+    from conftest import Api  # the service harness (tests/unit/api/conftest.py)
 
 PAPER = PaperConfig(
     start="2022-01-03 22:00", end="2022-01-04 02:00", speed="max", size=0.01,
@@ -392,3 +395,18 @@ def test_a_window_wider_than_the_ledger_reads_it_all(store: Store, client: TestC
     for path in ("fills", "trades", "equity"):
         body = _get(client, path, **empty)
         assert not body[next(k for k in body if isinstance(body[k], list))], path
+
+
+def test_through_the_service_with_real_credentials(api: Api) -> None:
+    store = api.service.store
+    store.start_run("svc-1", "paper", T0, ["mm"])
+    store.save_equity_snapshot(Snap(T0, Decimal("1000.50")), run_id="svc-1")
+    viewer = api.users["viewer"]
+    for headers in (viewer.headers, viewer.key_headers):
+        answer = api.client.get("/api/v1/portfolio/equity", headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert [p["equity"] for p in answer.json()["points"]] == ["1000.50"]
+    assert api.client.get("/api/v1/portfolio/equity").status_code == 401
+    bad = api.client.get("/api/v1/portfolio/fills", params={"limit": 0}, headers=viewer.headers)
+    assert bad.status_code == 422 and "query.limit" in bad.json()["detail"]
+    assert "(got '0')" in bad.json()["detail"]

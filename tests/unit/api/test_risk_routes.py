@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi import FastAPI
@@ -21,6 +21,9 @@ from sapphire.paper import PaperConfig, PaperSession
 from sapphire.portfolio import EquitySnapshot, StrategyPnl
 from sapphire.risk import CONSERVATIVE, PROFILES, value_at_risk
 from sapphire.store import Store
+
+if TYPE_CHECKING:
+    from conftest import Api  # the service harness (tests/unit/api/conftest.py)
 
 TIGHT = """\
 name: tight
@@ -235,3 +238,15 @@ def test_the_risk_routes_need_the_read_scope(store: Store, home: Path) -> None:
     client = _client(store, home, scopes=frozenset({"trade"}))
     for path in ("profiles", "limits", "events"):
         assert client.get(f"/api/v1/risk/{path}").status_code == 403
+
+
+def test_through_the_service_with_real_credentials(api: Api) -> None:
+    api.service.store.start_run("svc-1", "paper", T0, [S], {"risk_profile": "aggressive"})
+    viewer = api.users["viewer"]
+    answer = api.client.get("/api/v1/risk/limits", headers=viewer.headers)
+    assert answer.status_code == 200, answer.text
+    (run,) = answer.json()["runs"]
+    assert (run["run_id"], run["profile"]) == ("svc-1", "aggressive")
+    names = [x["name"] for x in run["limits"]]
+    assert names[:3] == ["max_drawdown", "daily_loss_limit", "daily_var_limit"]
+    assert api.client.get("/api/v1/risk/events").status_code == 401

@@ -6,9 +6,10 @@ processes' logs as `*.log` files in its run directory (`<home>/paper/<run_id>/ve
 from the request), and only the last `MAX_BYTES` of each, so an answer stays small however
 big a log grows.
 
-A line's level is its JSON `level` (structlog), else the first DEBUG / INFO / WARNING /
-ERROR / CRITICAL word in it ("Traceback" is an ERROR), else the level of the line before
-(a traceback's lines, a message's continuation).
+A line's level is its JSON `level` (`sapphire.ops.logging`'s JSON lines), else its
+console `[level]`, else the first DEBUG / INFO / WARNING / ERROR / CRITICAL word in it
+("Traceback" is an ERROR), else the level of the line before (a traceback's lines, a
+message's continuation).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _RANK = {name: i for i, name in enumerate(LEVELS)}
 _ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL", "EXCEPTION": "ERROR"}
 _WORD = re.compile(r"\b(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL|EXCEPTION)\b")
+#: the level as structlog's console renderer writes it (`[warning  ]`)
+_CONSOLE = re.compile(r"\[(debug|info|warning|error|critical)\s*\]")
 _LEADING_TIME = re.compile(
     r"^\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?)"
 )
@@ -129,7 +132,7 @@ def _parse(raw: str, previous: str | None) -> _Line:
             level = _level(record.get("level") or record.get("levelname"))
             ts = _time(record.get("timestamp") or record.get("ts") or record.get("time"))
             return _Line(ts, level or previous, text)
-    word = _WORD.search(raw)
+    word = _CONSOLE.search(raw) or _WORD.search(raw)
     if word is not None:
         level = _level(word.group(1))
     elif raw.startswith("Traceback (most recent call last)"):
