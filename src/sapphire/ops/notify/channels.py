@@ -122,12 +122,13 @@ class TelegramAPI:
     def __repr__(self) -> str:
         return f"TelegramAPI({self.base_url!r}, token=***)"
 
-    def call(self, method: str, *, timeout: float | None = None, **params: Any) -> Any:
-        """The `result` of `method` (`DeliveryError` when the call failed)."""
+    def call(self, method: str, *, http_timeout: float | None = None, **params: Any) -> Any:
+        """The `result` of `method` with `params` (`DeliveryError` when the call failed);
+        `http_timeout` bounds the request (a long poll needs more than the default)."""
         url = f"{self.base_url}/bot{self._token}/{method}"
         answer = post_json(
             url, json.dumps(params).encode(), what=f"telegram {method}",
-            timeout=timeout if timeout is not None else self.timeout,
+            timeout=http_timeout if http_timeout is not None else self.timeout,
         )  # fmt: skip
         try:
             reply = json.loads(answer)

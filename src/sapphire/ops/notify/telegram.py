@@ -94,7 +94,7 @@ class TelegramBot:
         params: dict[str, Any] = {"timeout": wait, "allowed_updates": ["message"]}
         if self.offset is not None:
             params["offset"] = self.offset
-        updates = self.api.call("getUpdates", timeout=wait + 10, **params) or []
+        updates = self.api.call("getUpdates", http_timeout=wait + 10, **params) or []
         for update in updates:
             self.offset = int(update.get("update_id", 0)) + 1
             message = update.get("message") or {}
