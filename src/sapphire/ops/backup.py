@@ -159,7 +159,7 @@ def _ordered(table: sa.Table) -> sa.Select[Any]:
 
 
 def _rows(conn: Connection, table: sa.Table) -> Iterator[str]:
-    result = conn.execution_options(yield_per=_BATCH).execute(_ordered(table))
+    result = conn.execute(_ordered(table), execution_options={"yield_per": _BATCH})
     for row in result:
         yield _line(row)
 
