@@ -29,6 +29,25 @@ ALLOWED = {
     # the local exchange replays recorded bars (the sample, the catalog) through `data`
     "venues": {"domain", "data", "engine", "sim"},
     "compliance": {"domain", "store"},
+    # operations: anything below the API (the nodes' events, their run directories)
+    "ops": {
+        "domain",
+        "data",
+        "indicators",
+        "strategy",
+        "risk",
+        "portfolio",
+        "sim",
+        "store",
+        "report",
+        "engine",
+        "venues",
+        "backtest",
+        "paper",
+        "ml",
+        "optimize",
+        "compliance",
+    },
 }
 HELPERS = {"encoding", "config", "gc_tuning", "__init__"}
 
