@@ -63,6 +63,7 @@ from sapphire.api.service import Service
 from sapphire.api.settings import ServiceSettings
 from sapphire.compliance.audit import AuditLog
 from sapphire.engine.stream import open_stream
+from sapphire.ops.logging import RequestIdMiddleware
 from sapphire.store import Store
 from sapphire.store.keyvault import KeyVault, load_master_key
 
@@ -192,6 +193,9 @@ def _install_middleware(app: FastAPI, service: Service) -> None:
     app.add_middleware(SecurityHeadersMiddleware, docs_paths=docs)
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    # outermost: every answer (413, 429 and 500 included) carries its X-Request-ID, and
+    # the request's log lines its correlation id
+    app.add_middleware(RequestIdMiddleware)
 
 
 # -- errors -------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from sapphire.cli.audit import audit_app
 from sapphire.cli.backtest import backtest_command, strategies_command
 from sapphire.cli.check import check_app
 from sapphire.cli.data import data_app
+from sapphire.cli.db import db_app
 from sapphire.cli.demo import demo_command
 from sapphire.cli.exchange import exchange_app
 from sapphire.cli.graduate import graduate_app
@@ -48,6 +49,7 @@ app.add_typer(live_app, name="live")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
 app.add_typer(tax_app, name="tax")
 app.add_typer(surveil_app, name="surveil")
 app.add_typer(portfolio_app, name="portfolio")
