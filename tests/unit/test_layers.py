@@ -49,7 +49,7 @@ ALLOWED = {
         "compliance",
     },
 }
-HELPERS = {"encoding", "config", "gc_tuning", "__init__"}
+HELPERS = {"encoding", "config", "gc_tuning", "correlation", "__init__"}
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:

@@ -5,7 +5,7 @@ set-up). structlog and the standard library share one pipeline: a library's
 `logging.getLogger(...)` record (ccxt, uvicorn, SQLAlchemy, `warnings.warn`) is rendered
 exactly like `structlog.get_logger().info(...)`, with a UTC timestamp, the level, the
 logger's name, the context's bound variables and the correlation id
-(`sapphire.ops.correlation`).
+(`sapphire.correlation`).
 
 `RequestIdMiddleware` gives every service request an id (the client's `X-Request-ID` if
 it sent a usable one), binds it as the correlation id and returns it in the answer.
@@ -24,7 +24,7 @@ import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sapphire.ops.correlation import (
+from sapphire.correlation import (
     add_correlation_id,
     bind_correlation,
     check_correlation_id,

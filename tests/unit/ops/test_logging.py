@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from sapphire.ops.correlation import (
+from sapphire.correlation import (
     bind_correlation,
     correlated,
     correlation_id,
