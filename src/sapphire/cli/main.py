@@ -15,6 +15,7 @@ from sapphire.cli.graduate import graduate_app
 from sapphire.cli.keys import keys_app
 from sapphire.cli.live import live_app
 from sapphire.cli.ml import ml_app
+from sapphire.cli.notify import notify_app
 from sapphire.cli.optimize import optimize_app
 from sapphire.cli.optimize_report import report_command
 from sapphire.cli.paper import paper_app, runs_app
@@ -50,6 +51,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
+app.add_typer(notify_app, name="notify")
 app.add_typer(tax_app, name="tax")
 app.add_typer(surveil_app, name="surveil")
 app.add_typer(portfolio_app, name="portfolio")
