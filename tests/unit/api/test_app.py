@@ -221,6 +221,14 @@ def test_an_oversized_body_is_refused_before_the_route_and_the_audit(api: Api) -
     assert len(api.service.audit.records(1000)) == before
 
 
+def test_every_answer_carries_a_request_id(api: Api) -> None:
+    """Refusals too (413 here): a client's usable id is kept, otherwise one is made."""
+    mine = api.client.get("/api/v1/health", headers={"X-Request-ID": "client-42"})
+    assert mine.headers["x-request-id"] == "client-42"
+    made = api.client.post("/api/v1/auth/login", content=b"x" * (2 * 1024 * 1024))
+    assert made.status_code == 413 and len(made.headers["x-request-id"]) >= 16
+
+
 def test_state_changing_requests_are_audited(api: Api) -> None:
     answer = api.client.post(
         "/api/v1/auth/api-keys",
