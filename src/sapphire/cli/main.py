@@ -7,11 +7,13 @@ import typer
 from sapphire.cli.audit import audit_app
 from sapphire.cli.backtest import backtest_command, strategies_command
 from sapphire.cli.check import check_app
+from sapphire.cli.config import config_app
 from sapphire.cli.data import data_app
 from sapphire.cli.db import db_app
 from sapphire.cli.demo import demo_command
 from sapphire.cli.exchange import exchange_app
 from sapphire.cli.graduate import graduate_app
+from sapphire.cli.init import init_command
 from sapphire.cli.keys import keys_app
 from sapphire.cli.live import live_app
 from sapphire.cli.ml import ml_app
@@ -38,6 +40,7 @@ app.command("demo")(demo_command)
 app.command("strategies")(strategies_command)
 app.command("walkforward")(walkforward_command)
 app.command("serve")(serve_command)
+app.command("init")(init_command)
 app.add_typer(data_app, name="data", help="Import, download, list and inspect market data.")
 app.add_typer(check_app, name="check", help="Check strategies for look-ahead.")
 optimize_app.command("report")(report_command)
@@ -52,6 +55,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
 app.add_typer(notify_app, name="notify")
+app.add_typer(config_app, name="config")
 app.add_typer(tax_app, name="tax")
 app.add_typer(surveil_app, name="surveil")
 app.add_typer(portfolio_app, name="portfolio")
