@@ -44,6 +44,7 @@ __all__ = [
     "JobsCollector",
     "metrics_route",
     "metrics_token",
+    "route_template",
 ]
 
 TOKEN_ENV = "SAPPHIRE_METRICS_TOKEN"
@@ -115,10 +116,21 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            template = str(getattr(route, "path", UNMATCHED)) if route is not None else UNMATCHED
+            template = UNMATCHED
+            if route is not None:
+                template = route_template(str(scope.get("path", "")), str(route.path))
             method = str(scope.get("method", "GET"))
             self.requests.labels(method, template, str(status)).inc()
             self.latency.labels(method, template).observe(time.perf_counter() - start)
+
+
+def route_template(path: str, route_path: str) -> str:
+    """The request's route template: `route_path` (`/nodes/{run_id}`) after the static
+    prefix it was included under, taken from the request's `path` (`/api/v1/nodes/x`
+    gives `/api/v1/nodes/{run_id}`; a route holding its whole path is kept as it is)."""
+    below = len(path.rstrip("/").split("/")) - len(route_path.rstrip("/").split("/"))
+    prefix = "/".join(path.split("/")[: below + 1]) if below > 0 else ""
+    return prefix + route_path
 
 
 class JobsCollector(Collector):

@@ -11,7 +11,14 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sapphire.domain import Bar, ContractType, Instrument, InstrumentId, OrderStatus
+from sapphire.domain import (
+    Bar,
+    ContractType,
+    Instrument,
+    InstrumentId,
+    OrderFilled,
+    OrderStatus,
+)
 from sapphire.engine import EventStrategy, TradingNode
 from sapphire.ops.metrics import NodeMetrics, new_registry, reason_label, start_metrics_server
 from sapphire.ops.metrics_venue import VenueMetrics
@@ -89,7 +96,7 @@ def test_a_trading_node_counts_orders_fills_fees_and_values_its_book() -> None:
     registry = CollectorRegistry()
     NodeMetrics(node, "t", registry=registry, refresh_s=0).attach()
     feed(node, CLOSES)
-    fills = [e for o in node.orders.values() for e in o.events if type(e).__name__ == "OrderFilled"]
+    fills = [e for o in node.orders.values() for e in o.events if isinstance(e, OrderFilled)]
     assert fills
     assert value(registry, "sapphire_fills_total", run_id="t", strategy="flip",
                  instrument=str(BTC)) == len(fills)  # fmt: skip
@@ -115,7 +122,7 @@ def test_a_trading_node_counts_orders_fills_fees_and_values_its_book() -> None:
 
 
 def test_risk_denials_are_counted_by_their_main_reason() -> None:
-    node = node_with(RiskEngine(RiskConfig(max_notional_per_order=50)))
+    node = node_with(RiskEngine(RiskConfig(max_notional_per_order=Decimal(50))))
     node.add_strategy(Flipper(), bars=[BTC])
     registry = CollectorRegistry()
     NodeMetrics(node, "t", registry=registry).attach()
