@@ -122,9 +122,9 @@ def test_serve_refuses_without_a_signing_secret(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "args", "message"),
     [
-        ({"SAPPHIRE_CORS_ORIGINS": "*"}, [], "SAPPHIRE_CORS_ORIGINS='*': origin '*' is refused"),
+        ({"SAPPHIRE_CORS_ORIGINS": "*"}, [], "origin '*' is refused"),
         ({"SAPPHIRE_API_SECRET": "short"}, [], "has 5 bytes; at least 32 are needed"),
-        ({}, ["--host", "bad host"], "host='bad host': host 'bad host' is not an address"),
+        ({}, ["--host", "bad host"], "service.host: host 'bad host' is not an address"),
         ({}, ["--port", "0"], "Invalid value for '--port'"),
     ],
 )

@@ -64,6 +64,8 @@ from sapphire.api.settings import ServiceSettings
 from sapphire.compliance.audit import AuditLog
 from sapphire.engine.stream import open_stream
 from sapphire.ops.logging import RequestIdMiddleware
+from sapphire.ops.notify.config import NotificationsConfig
+from sapphire.ops.notify.service import NotifyService
 from sapphire.store import Store
 from sapphire.store.keyvault import KeyVault, load_master_key
 
@@ -108,12 +110,23 @@ each operation names the scope it needs in `x-required-scope`.
 """
 
 
+def has_channels(config: NotificationsConfig) -> bool:
+    """Whether the notifications name at least one channel to send to."""
+    chosen = (config.telegram, config.slack, config.discord, config.email)
+    return bool(config.webhooks) or any(c is not None for c in chosen)
+
+
 def create_app(
-    settings: ServiceSettings | None = None, *, environ: Mapping[str, str] | None = None
+    settings: ServiceSettings | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    notifications: NotificationsConfig | None = None,
 ) -> FastAPI:
     """The service app, its components built from `settings` (default: from `environ`,
     itself defaulting to `os.environ`). Raises `SigningSecretError` (a ValueError saying
-    how to set one) without a signing secret, and `SettingsError` on a bad setting."""
+    how to set one) without a signing secret, and `SettingsError` on a bad setting.
+    With `notifications` that name a channel, the service sends the nodes' messages and
+    watches their heartbeats while it runs (`sapphire.ops.notify.NotifyService`)."""
     settings = settings or ServiceSettings.from_environ(environ)
     home = settings.resolved_home()
     secret = load_signing_secret(home, environ)
@@ -135,11 +148,21 @@ def create_app(
         limiter=RateLimiter(settings),
     )
 
+    notifier = (
+        NotifyService(notifications, events, home)
+        if notifications is not None and notifications.enabled and has_channels(notifications)
+        else None
+    )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if notifier is not None:
+            notifier.start()
         try:
             yield
         finally:
+            if notifier is not None:
+                notifier.stop()
             service.jobs.close()
             service.nodes.close()  # the nodes keep running: only the service's side closes
             events.close()

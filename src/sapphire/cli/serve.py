@@ -37,22 +37,25 @@ def is_loopback(host: str) -> bool:
 def serve_command(host: HostOpt = None, port: PortOpt = None) -> None:
     """Run the Sapphire API service until Ctrl-C.
 
-    Settings come from SAPPHIRE_* variables (docs/api.md); it refuses to start without a
+    Settings come from the configuration (sapphire.yaml, SAPPHIRE_* variables, these
+    flags: docs/operations.md); it refuses to start without a
     signing secret (SAPPHIRE_API_SECRET, SAPPHIRE_API_SECRET_FILE, or the file `sapphire
     users create-admin` makes)."""
     import uvicorn
 
     from sapphire.api.app import create_app
-    from sapphire.api.settings import ServiceSettings
+    from sapphire.ops.config_sources import load_config
+    from sapphire.ops.logging import configure_logging
 
+    flags = {f"service.{k}": v for k, v in (("host", host), ("port", port)) if v is not None}
     try:
-        settings = ServiceSettings.from_environ()
-        changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-        if changes:
-            settings = settings.replace(**changes)
-        app = create_app(settings)
+        config = load_config(flags=flags).config
+        settings = config.service_settings()
+        app = create_app(settings, notifications=config.notifications)
     except ValueError as exc:  # a bad setting, no signing secret, a bad database URL
         raise fail(str(exc)) from None
+    logs = config.logging
+    configure_logging(logs.level, logs.format, logs.file, logs.rotation, logs.retention)
     bound = f"[{settings.host}]" if ":" in settings.host else settings.host
     if not is_loopback(settings.host):
         err_console.print(
@@ -77,4 +80,5 @@ def serve_command(host: HostOpt = None, port: PortOpt = None) -> None:
         server_header=False,
         ws_max_size=settings.max_body_bytes,
         log_level="info",
+        log_config=None,  # uvicorn's lines go through configure_logging's handlers
     )
