@@ -64,6 +64,8 @@ from sapphire.api.settings import ServiceSettings
 from sapphire.compliance.audit import AuditLog
 from sapphire.engine.stream import open_stream
 from sapphire.ops.logging import RequestIdMiddleware
+from sapphire.ops.metrics import new_registry
+from sapphire.ops.metrics_service import metrics_route, metrics_token
 from sapphire.ops.notify.config import NotificationsConfig
 from sapphire.ops.notify.service import NotifyService
 from sapphire.store import Store
@@ -182,6 +184,11 @@ def create_app(
     for module in ROUTERS:
         app.include_router(module.router, prefix=API_PREFIX)
     _install_middleware(app, service)
+    # GET /metrics for Prometheus (a bearer metrics token, or loopback clients only), and
+    # every request counted and timed by route template; a registry of its own per app
+    app.state.metrics_registry = metrics_route(
+        app, service, registry=new_registry(), token=metrics_token(environ)
+    )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

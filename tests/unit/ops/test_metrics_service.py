@@ -15,10 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sapphire.api.app import create_app
 from sapphire.api.jobs import JobInfo
 from sapphire.ops.config_service import ServiceSettings
-from sapphire.ops.metrics import new_registry
 from sapphire.ops.metrics_service import (
     JobsCollector,
-    metrics_route,
     metrics_token,
     route_template,
 )
@@ -28,10 +26,13 @@ TOKEN = "metrics-token-0123456789"
 
 
 def service_app(home: Path, token: str | None) -> tuple[TestClient, object]:
-    app = create_app(ServiceSettings(home=home), environ={"SAPPHIRE_API_SECRET": SECRET})
-    registry = new_registry()
-    metrics_route(app, app.state.service, registry=registry, token=token, loop_lag_s=0.05)
-    return TestClient(app), registry
+    """The app as `create_app` builds it: `/metrics` mounted, the token from the
+    environment given."""
+    environ = {"SAPPHIRE_API_SECRET": SECRET}
+    if token is not None:
+        environ["SAPPHIRE_METRICS_TOKEN"] = token
+    app = create_app(ServiceSettings(home=home), environ=environ)
+    return TestClient(app), app.state.metrics_registry
 
 
 def scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -51,7 +52,7 @@ def test_metrics_need_the_token_and_count_requests_by_route_template(tmp_path: P
         assert client.get("/api/v1/auth/me").status_code == 401
         assert client.get("/api/v1/nodes/run-123").status_code == 401
         assert client.get("/no/such/path/42").status_code == 404
-        time.sleep(0.2)  # the loop-lag watch ticks meanwhile
+        time.sleep(0.6)  # the loop-lag watch (every 0.25 s) ticks meanwhile
         answer = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
