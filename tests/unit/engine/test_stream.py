@@ -247,14 +247,11 @@ class BlockedStream(EventStream):
         self.fail = fail
         self.written: list[tuple[str, Mapping[str, Any]]] = []
 
-    def publish(self, channel: str, event: Mapping[str, Any]) -> None:
-        self.publish_many([(channel, event)])
-
-    def publish_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    def publish_encoded(self, items: Sequence[tuple[str, str]]) -> None:
         if self.fail:
             raise ConnectionError("Redis is down")
         self.release.wait(10)
-        self.written.extend(items)
+        self.written.extend((channel, json.loads(text)) for channel, text in items)
 
     def head(self, channel: str) -> str:
         return START
