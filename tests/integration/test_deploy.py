@@ -262,9 +262,10 @@ def test_dockerfile_install_steps_in_a_fresh_venv(tmp_path: Path) -> None:
     then the installed `sapphire` (ENTRYPOINT + CMD) serves, and the HEALTHCHECK passes.
 
     With every dependency the two steps take ~100 s here (253 MB of wheels), so they run
-    with `--no-deps`: the wheel is built (its build backend fetched from the package
-    index, as `docker build` does), installed alone, and the dependencies are taken from
-    this test's environment through a .pth line placed after the venv's own packages."""
+    with `--no-deps`: the wheel is built by this environment's setuptools (no build
+    isolation, so nothing is fetched: `docker build` fetches it), installed alone in the
+    fresh venv, and the dependencies are taken from this test's environment through a
+    .pth line placed after the venv's own packages."""
     stages, args = _stages()
     builder, final = stages[0], stages[-1]
     context = tmp_path / "context"
@@ -285,6 +286,8 @@ def test_dockerfile_install_steps_in_a_fresh_venv(tmp_path: Path) -> None:
     (install_run,) = [r for r in final.all("RUN") if "pip install" in r]
     for run in (wheel_run, install_run):
         cmd = _pip_command(run, python, wheels, args)
+        if run is wheel_run:  # offline: this environment's setuptools builds it
+            cmd = [sys.executable, *cmd[1:4], "--no-build-isolation", *cmd[4:]]
         done = subprocess.run(cmd, cwd=context, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{shlex.join(cmd)}\n{done.stdout}\n{done.stderr}"
     assert [w.name for w in wheels.glob("sapphire-*.whl")], "the builder made no wheel"
