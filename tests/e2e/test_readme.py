@@ -120,6 +120,12 @@ def _check(command: str, done: subprocess.CompletedProcess[str], workdir: Path) 
         assert "PSI" in out or "psi" in out, out
     if command.startswith("sapphire data show"):
         assert "BTC/USDT:USDT" in out
+    if command.startswith("sapphire surveil"):
+        assert out.startswith("no alerts:") and "2 run(s)" in out, out
+    if command.startswith("sapphire audit verify"):
+        assert "chain intact" in out and not out.startswith("0 records"), out
+    if command.startswith("sapphire db backup"):
+        assert "verified" in out and (workdir / "backup.tar.gz").stat().st_size > 1000, out
     if command.startswith("sapphire runs show"):
         run_id = command.split()[3]
         shown = _run(f"sapphire runs show {run_id} --json", workdir)
@@ -199,6 +205,31 @@ def test_the_live_rehearsal_example(workdir: Path) -> None:
     assert len(links) == len(set(links)) and set(links) == stored, (links, stored)
     with socket.socket() as probe:  # kill %1 stopped the exchange
         assert probe.connect_ex(("127.0.0.1", 8787)) != 0
+
+
+def test_the_service_example(workdir: Path) -> None:
+    """As a user's shell runs it: the first admin (and the signing secret) made, the
+    service up on the documented port, health public, a resource refused without
+    credentials, and the service stopped by `kill %1`."""
+    (block,) = [b for b in _blocks("bash") if "sapphire serve &" in b]
+    home = workdir / "service-home"
+    env = {
+        **os.environ,
+        "SAPPHIRE_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        ["bash", "-e", "-c", block], cwd=workdir, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert "Created admin 'admin'" in done.stdout and "otpauth://totp/" in done.stdout
+    assert '"status":"ok"' in done.stdout.replace(" ", ""), done.stdout
+    assert done.stdout.rstrip().endswith("401"), done.stdout
+    secret = home / "secrets" / "api.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    with socket.socket() as probe:  # kill %1 stopped the service
+        assert probe.connect_ex(("127.0.0.1", 8000)) != 0
 
 
 def test_the_python_examples(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
