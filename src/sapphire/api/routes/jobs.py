@@ -17,12 +17,29 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.convertors import Convertor, register_url_convertor
 
 from sapphire.api.jobs import JobConflict, JobInfo, JobManager, JobNotFound
 from sapphire.api.schemas import ErrorDetail
 from sapphire.api.security.deps import require
 
 router = APIRouter(tags=["jobs"])
+
+
+class _JobIdConvertor(Convertor[str]):
+    """A path segment that is a job id: /jobs/backtest is then the POST route only (a
+    GET there is a 405), never a job named 'backtest'."""
+
+    regex = "(?:backtest|optimize|walkforward|download)-[0-9]{8}-[0-9]{6}-[0-9a-f]{6}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("sapphire_job_id", _JobIdConvertor())
 
 T = TypeVar("T")
 _READ = [Depends(require("read"))]
@@ -67,7 +84,7 @@ class RunOptionsIn(BaseModel):
     """The run settings of a backtest (those of `sapphire backtest`; files excluded)."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="forbid", strict=True,
         json_schema_extra={"examples": [{"start": "2022-01-03", "end": "2022-01-10",
                                          "fee": 0.001, "stop_loss": 0.02}]},
     )  # fmt: skip
@@ -121,7 +138,7 @@ class BacktestJobIn(BaseModel):
     """A backtest to run."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="forbid", strict=True,
         json_schema_extra={"examples": [{
             "strategy": "sma_cross", "data": "sample", "params": {"fast": 10, "slow": 30},
             "options": {"start": "2022-01-03", "end": "2022-01-10", "fee": 0.001},
@@ -139,7 +156,9 @@ class RangeIn(BaseModel):
     """A parameter's search range: low..high (step, or log), or choices."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"low": 5, "high": 50, "step": 5}]}
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"low": 5, "high": 50, "step": 5}]},
     )
 
     low: float | None = Field(default=None, description="Lowest value.")
@@ -179,7 +198,7 @@ def _number(value: float | None) -> float | int | None:
 class _StudyFields(BaseModel):
     """What optimisation and walk-forward jobs share."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     data: str = Field(default="sample", pattern=_DATA, description="'sample' or a symbol.")
     params: Params = Field(default_factory=dict)
@@ -211,10 +230,11 @@ class OptimizeJobIn(_StudyFields):
     and, optionally, `trials`: the new total)."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="forbid", strict=True,
         json_schema_extra={"examples": [
-            {"strategy": "sma_cross", "trials": 50, "objectives": ["sharpe"],
-             "space": {"fast": {"low": 5, "high": 50}}, "options": {"end": "2022-01-10"}},
+            {"strategy": "sma_cross", "trials": 20, "objectives": ["sharpe"],
+             "space": {"fast": {"low": 5, "high": 50}},
+             "options": {"start": "2022-01-03", "end": "2022-01-06"}},
             {"resume": "sma_cross-20240101T120000Z-ab12", "trials": 200},
         ]},
     )  # fmt: skip
@@ -245,9 +265,10 @@ class WalkForwardJobIn(_StudyFields):
     """A walk-forward analysis to run."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="forbid", strict=True,
         json_schema_extra={"examples": [{
-            "strategy": "sma_cross", "train": "7d", "test": "2d", "trials": 20,
+            "strategy": "sma_cross", "train": "2d", "test": "1d", "trials": 10,
+            "options": {"start": "2022-01-03", "end": "2022-01-10"},
             "space": {"fast": {"low": 5, "high": 30}},
         }]},
     )  # fmt: skip
@@ -263,7 +284,7 @@ class DownloadJobIn(BaseModel):
     """Bars (and funding rates) to download into the catalog."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="forbid", strict=True,
         json_schema_extra={"examples": [{
             "exchange": "bybit", "symbol": "BTC/USDT:USDT", "timeframe": "1h",
             "start": "2024-01-01", "end": "2024-02-01", "funding": True,
@@ -396,14 +417,16 @@ def list_jobs(request: Request) -> JobListOut:
     return JobListOut(jobs=[_out(j) for j in _call(lambda: _jobs(request).list_jobs())])
 
 
-@router.get("/jobs/{job_id}", dependencies=_READ, responses=_ANSWERS, summary="A job")
+@router.get(
+    "/jobs/{job_id:sapphire_job_id}", dependencies=_READ, responses=_ANSWERS, summary="A job"
+)
 def get_job(request: Request, job_id: JobId) -> JobOut:
     """A job's status and progress."""
     return _out(_call(lambda: _jobs(request).get(job_id)))
 
 
 @router.get(
-    "/jobs/{job_id}/result",
+    "/jobs/{job_id:sapphire_job_id}/result",
     dependencies=_READ,
     responses={**_ANSWERS, 409: {"model": ErrorDetail, "description": "No result (yet)."}},
     summary="A job's result",
@@ -416,7 +439,7 @@ def job_result(request: Request, job_id: JobId) -> JobResultOut:
 
 
 @router.get(
-    "/jobs/{job_id}/report",
+    "/jobs/{job_id:sapphire_job_id}/report",
     dependencies=_READ,
     response_class=FileResponse,
     responses={
@@ -437,7 +460,7 @@ def job_report(request: Request, job_id: JobId) -> FileResponse:
 
 
 @router.delete(
-    "/jobs/{job_id}",
+    "/jobs/{job_id:sapphire_job_id}",
     dependencies=_TRADE,
     responses={**_ANSWERS, 409: {"model": ErrorDetail, "description": "Already finished."}},
     summary="Cancel a job",

@@ -106,7 +106,7 @@ class NodeOptionsIn(BaseModel):
     both take the sizing, exits, cash, leverage, timeframe and risk profile."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="forbid", strict=True,
         json_schema_extra={"examples": [{"data": "sample", "speed": "100x", "size": 0.01,
                                          "size_mode": "fixed", "stop_loss": 0.02}]},
     )  # fmt: skip
@@ -186,10 +186,11 @@ class NodeStartIn(BaseModel):
     """A node to start."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="forbid", strict=True,
         json_schema_extra={"examples": [{
             "mode": "paper", "strategy": "sma_cross", "params": {"fast": 10, "slow": 30},
-            "options": {"data": "sample", "speed": "100x", "size": 0.01, "size_mode": "fixed"},
+            "options": {"data": "sample", "start": "2022-01-03", "end": "2022-01-03 06:00",
+                        "speed": "max", "size": 0.01, "size_mode": "fixed"},
         }]},
     )  # fmt: skip
 
@@ -272,7 +273,9 @@ class AckOut(BaseModel):
 class KillIn(BaseModel):
     """The kill switch's option."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"flatten": True}]})
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"flatten": True}]}
+    )
 
     flatten: bool = Field(
         default=False, description="Also close every open position (market orders)."
@@ -283,7 +286,9 @@ class AmendIn(BaseModel):
     """An open order's new price and/or quantity (decimal strings)."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"price": "41250.5", "quantity": "0.02"}]}
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"price": "41250.5", "quantity": "0.02"}]},
     )
 
     price: str | None = Field(default=None, pattern=_DECIMAL, description="New limit price.")
