@@ -27,10 +27,11 @@ router = APIRouter(tags=["jobs"])
 
 
 class _JobIdConvertor(Convertor[str]):
-    """A path segment that is a job id: /jobs/backtest is then the POST route only (a
-    GET there is a 405), never a job named 'backtest'."""
+    """A path segment that can be a job id: any but the names of the POST routes, so that
+    a GET on /jobs/backtest is a 405, never a lookup of a job named 'backtest' (the id's
+    own pattern is checked after the credentials, as every parameter)."""
 
-    regex = "(?:backtest|optimize|walkforward|download)-[0-9]{8}-[0-9]{6}-[0-9a-f]{6}"
+    regex = "(?!(?:backtest|optimize|walkforward|download)(?:/|$))[^/]+"
 
     def convert(self, value: str) -> str:
         return value
