@@ -172,3 +172,22 @@ def test_every_alert_rule_reads_only_registered_metrics(known: set[str]) -> None
     assert exprs
     unknown = {(expr, m) for expr in exprs for m in metric_names(expr) if m not in known}
     assert not unknown
+
+
+def test_the_docs_list_every_metric_and_have_a_runbook_entry_for_every_alert(
+    known: set[str],
+) -> None:
+    text = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    metrics = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(sapphire_\w+)` \|", metrics, flags=re.M))
+    families = {
+        re.sub(r"_(bucket|count|sum)$", "", m) if m.endswith(("_bucket", "_count", "_sum")) else m
+        for m in known
+        if m.startswith("sapphire_") and not m.endswith("_created")
+    }
+    assert listed == families
+    runbook = text.split("\n## Alert runbook\n", 1)[1]
+    groups = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+    for rule in (r for g in groups for r in g["rules"]):
+        heading = f"### {rule['alert']} ({rule['labels']['severity']})"
+        assert heading in runbook
