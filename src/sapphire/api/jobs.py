@@ -405,10 +405,11 @@ class JobManager:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.RLock()
         self._closed = threading.Event()
-        self._monitor = threading.Thread(
-            target=self._watch, args=(monitor_s,), name="sapphire-jobs", daemon=True
-        )
-        self._monitor.start()
+        self._monitor_s = monitor_s
+        #: reaps workers and starts queued jobs while there are some (None: idle)
+        self._monitor: threading.Thread | None = None
+        if self._schedule():  # jobs a previous service left queued or running
+            self._watch_jobs()
 
     # ---------------------------------------------------------------- records
     def _job_dir(self, job_id: str) -> Path:
@@ -457,6 +458,7 @@ class JobManager:
         self._set_status(job_dir, status="queued", progress={}, message="queued")
         self._publish(job_id, kind, "queued", {}, "queued")
         self._schedule()
+        self._watch_jobs()
         return self._info(job_dir)
 
     def list_jobs(self) -> list[JobInfo]:
@@ -577,19 +579,23 @@ class JobManager:
                     )  # fmt: skip
         return running
 
-    def _schedule(self) -> None:
-        """Start queued jobs, oldest first, while fewer than `max_workers` run."""
+    def _schedule(self) -> int:
+        """Start queued jobs, oldest first, while fewer than `max_workers` run; returns
+        how many jobs are running or queued."""
         with self._lock:
             running = self._reap()
             queued = []
             for path in self.dir.iterdir():
                 if _JOB_ID.fullmatch(path.name) and self._status(path).get("status") == "queued":
                     queued.append((_read_json(path / "job.json").get("created_ns") or 0, path))
+            waiting = len(queued)
             for _created, path in sorted(queued):
                 if running >= self.max_workers:
-                    return
+                    break
                 if self._launch(path):
                     running += 1
+                    waiting -= 1
+            return running + waiting
 
     def _launch(self, job_dir: Path) -> bool:
         try:  # one service claims a job (two sharing a home never start it twice)
@@ -617,10 +623,24 @@ class JobManager:
         )  # fmt: skip
         return True
 
-    def _watch(self, every: float) -> None:
-        while not self._closed.wait(every):
-            with contextlib.suppress(Exception):  # never let the watcher die
-                self._schedule()
+    def _watch_jobs(self) -> None:
+        """Make sure the watcher runs (it stops when no job is running or queued)."""
+        with self._lock:
+            if self._closed.is_set() or (self._monitor is not None and self._monitor.is_alive()):
+                return
+            self._monitor = threading.Thread(target=self._watch, name="sapphire-jobs", daemon=True)
+            self._monitor.start()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self._monitor_s):
+            with self._lock:  # `submit` starts a watcher under the same lock
+                try:
+                    active = self._schedule()
+                except Exception:  # never let the watcher die on a bad file
+                    active = 1
+                if active == 0:
+                    self._monitor = None
+                    return
 
 
 def _is_worker(pid: int, job_id: str) -> bool:

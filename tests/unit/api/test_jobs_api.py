@@ -315,3 +315,7 @@ def test_job_records_are_plain_files(client: TestClient, manager: JobManager) ->
                                                    "worker.log"}  # fmt: skip
     assert json.loads((folder / "job.json").read_text())["kind"] == "backtest"
     assert folder.stat().st_mode & 0o777 == 0o700
+    deadline = time.monotonic() + 5
+    while manager._monitor is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert manager._monitor is None  # nothing queued or running: no thread watching
