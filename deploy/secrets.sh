@@ -7,7 +7,7 @@ dir="$(cd "$(dirname "$0")" && pwd)/secrets"
 umask 077
 mkdir -p "$dir"
 chmod 700 "$dir"
-for name in api_secret master_key postgres_password grafana_admin_password; do
+for name in api_secret master_key postgres_password grafana_admin_password metrics_token; do
     file="$dir/$name"
     if [ -e "$file" ]; then
         echo "kept $file"
