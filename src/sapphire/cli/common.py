@@ -76,3 +76,15 @@ ML_STAGES = {
 def format_number(value: Any) -> str:
     """A number in 3 significant digits, or a dash for anything else."""
     return "—" if not isinstance(value, int | float) else f"{value:.3g}"
+
+
+def serve_metrics(session: Any, mode: str, port: int | None, host: str) -> None:
+    """Serve a node process's Prometheus metrics when `--metrics-port` is given."""
+    if port is None:
+        return
+    from sapphire.ops.metrics import serve_node_metrics
+
+    try:
+        serve_node_metrics(session, mode, port, host)
+    except OSError as exc:
+        raise fail(f"--metrics-port {port}: cannot serve metrics on {host}: {exc}") from None

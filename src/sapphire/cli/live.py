@@ -13,8 +13,14 @@ import typer
 from rich.console import Group
 from rich.table import Table
 
-from sapphire.cli.common import console, err_console, fail, parse_params
-from sapphire.cli.options import JsonOpt, ParamOpt, run_options
+from sapphire.cli.common import console, err_console, fail, parse_params, serve_metrics
+from sapphire.cli.options import (
+    JsonOpt,
+    MetricsHostOpt,
+    MetricsPortOpt,
+    ParamOpt,
+    run_options,
+)
 from sapphire.live.config import LiveConfig
 
 live_app = typer.Typer(
@@ -127,6 +133,8 @@ def live_command(
     run_id: Annotated[str | None, typer.Option(help="Name the run (default: generated).")] = None,
     seconds: SecondsOpt = None,
     confirm_mainnet: ConfirmOpt = False,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
     as_json: JsonOpt = False,
 ) -> None:
     """Start a live session: the node trades STRATEGY on the exchange (or, with --paper,
@@ -144,6 +152,7 @@ def live_command(
         session = LiveSession.start(config, run_id=run_id, confirm_mainnet=confirmed)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
+    serve_metrics(session, "paper" if session.config.paper else "live", metrics_port, metrics_host)
     _drive(session, seconds, None, as_json)
 
 
@@ -153,6 +162,8 @@ def live_resume_command(
     seconds: SecondsOpt = None,
     on_exit: OnExitOpt = None,
     confirm_mainnet: ConfirmOpt = False,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
     as_json: JsonOpt = False,
 ) -> None:
     """Resume a live run after a stop or a crash: rebuild from the store, reconcile with
@@ -173,4 +184,5 @@ def live_resume_command(
         session = LiveSession.resume(run_id, confirm_mainnet=confirmed)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
+    serve_metrics(session, "paper" if session.config.paper else "live", metrics_port, metrics_host)
     _drive(session, seconds, on_exit, as_json)

@@ -48,6 +48,20 @@ ParamOpt = Annotated[
     list[str] | None, typer.Option("--param", "-p", help="Strategy parameter name=value.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=65535, envvar="SAPPHIRE_NODE_METRICS_PORT",
+        help="Serve the node's Prometheus metrics on this port (/metrics).",
+    ),
+]  # fmt: skip
+MetricsHostOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="SAPPHIRE_NODE_METRICS_HOST",
+        help="Address the metrics are served on (loopback unless told otherwise).",
+    ),
+]
 StartOpt = Annotated[str | None, typer.Option(help=option_help(RunConfig, "start"))]
 EndOpt = Annotated[str | None, typer.Option(help=option_help(RunConfig, "end"))]
 

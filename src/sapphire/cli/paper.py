@@ -11,8 +11,14 @@ import typer
 from rich.console import Group
 from rich.table import Table
 
-from sapphire.cli.common import console, err_console, fail, parse_params
-from sapphire.cli.options import JsonOpt, ParamOpt, run_options
+from sapphire.cli.common import console, err_console, fail, parse_params, serve_metrics
+from sapphire.cli.options import (
+    JsonOpt,
+    MetricsHostOpt,
+    MetricsPortOpt,
+    ParamOpt,
+    run_options,
+)
 from sapphire.paper.config import PaperConfig
 
 paper_app = typer.Typer(
@@ -130,6 +136,8 @@ def paper_command(
     run_id: Annotated[str | None, typer.Option(help="Name the run (default: generated).")] = None,
     seconds: SecondsOpt = None,
     live: LiveOpt = True,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
     as_json: JsonOpt = False,
 ) -> None:
     """Start a paper session: the node trades STRATEGY against the simulated venue,
@@ -147,6 +155,7 @@ def paper_command(
         session = PaperSession.start(config, run_id=run_id)
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
+    serve_metrics(session, "paper", metrics_port, metrics_host)
     _drive(session, live, as_json, seconds)
 
 
@@ -158,6 +167,8 @@ def paper_resume_command(
     ] = None,
     seconds: SecondsOpt = None,
     live: LiveOpt = True,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
     as_json: JsonOpt = False,
 ) -> None:
     """Resume a paper run after a stop or a crash: restore from the store, reconcile
@@ -168,6 +179,7 @@ def paper_resume_command(
         session = PaperSession.resume(run_id, speed=speed)
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
+    serve_metrics(session, "paper", metrics_port, metrics_host)
     _drive(session, live, as_json, seconds)
 
 
@@ -195,6 +207,8 @@ def _ts(ns: int | None) -> str:
 @runs_app.command("list")
 def runs_list_command(
     status: Annotated[str | None, typer.Option(help="Only RUNNING, FINISHED or FAILED.")] = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
     as_json: JsonOpt = False,
 ) -> None:
     """Every stored run, oldest first."""
@@ -224,6 +238,8 @@ def runs_list_command(
 @runs_app.command("show")
 def runs_show_command(
     run_id: Annotated[str, typer.Argument(help="The run to show.")],
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
     as_json: JsonOpt = False,
 ) -> None:
     """A run's configuration, positions, balances, orders and fills."""

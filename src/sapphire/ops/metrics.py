@@ -470,3 +470,14 @@ class NodeMetrics:
             self.limit_usage.labels(run, "daily_loss").set(usage)
         if limits.var_limit and limits.last_var is not None:
             self.limit_usage.labels(run, "var").set(float(limits.last_var) / limits.var_limit)
+
+
+def serve_node_metrics(session: Any, mode: str, port: int, host: str = "127.0.0.1") -> Any:
+    """A paper or live node process's metrics: the node's and its venue's, with the
+    process metrics, served at `http://host:port/metrics`; returns the server."""
+    from sapphire.ops.metrics_venue import VenueMetrics
+
+    registry = new_registry()
+    NodeMetrics(session.node, session.run_id, mode=mode, registry=registry).attach()
+    VenueMetrics(session.venue, "bybit" if mode == "live" else mode, registry=registry).attach()
+    return start_metrics_server(port, addr=host, registry=registry)
