@@ -38,6 +38,11 @@ class LiveConfig(RunConfig):
     exchange: str = option("bybit", "The exchange (bybit).")
     env: str = option("testnet", "Bybit environment: testnet, demo, mainnet or local.")
     url: str | None = option(None, "The local exchange's URL (--env local).")
+    key: str | None = option(
+        None,
+        "A stored exchange key (sapphire keys add) to trade with, decrypted in this process "
+        "only; default: the environment's BYBIT_<ENV>_API_KEY/_SECRET.",
+    )
     symbol: str = option("BTC/USDT:USDT", "The market (ccxt symbol), e.g. BTC/USDT:USDT.")
     timeframe: str | None = option("1m", "Bar timeframe (a Bybit kline interval), e.g. 1m.")
     paper: bool = option(

@@ -39,6 +39,7 @@ kill switch, cancel and amend an open order.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -152,6 +153,8 @@ class LiveSession:
         if not config.paper:
             from sapphire.venues.bybit import credentials_from_env
 
+            if config.key is not None:
+                environ = self._stored_key(config.key, environ)
             credentials_from_env(connection.environment, environ)  # before any request
         source_cls = KlineStream if config.market_data == "ws" else KlinePoller
         options = {"interval_s": config.poll_interval} if source_cls is KlinePoller else {}
@@ -208,6 +211,22 @@ class LiveSession:
         self._reconciling: str | None = None  # why events are being applied now
         self._risk_events = 0
         self._next_reconcile = time.monotonic() + config.reconcile_every
+
+    def _stored_key(self, name: str, environ: dict[str, str] | None) -> dict[str, str]:
+        """`environ` (default: the process's) with the credentials of the stored key `name`,
+        decrypted here (the only place they are): the key store of issue 12."""
+        from sapphire.store.keyvault import KeyVault, credentials_environ, load_master_key
+
+        base = dict(os.environ if environ is None else environ)
+        home = self.run_dir.parent.parent  # <home>/live/<run_id>
+        vault = KeyVault(self.store, load_master_key(home, base))
+        stored = vault.get(name)
+        if stored.env != self.config.env:
+            raise ValueError(
+                f"stored key {name!r} is for {stored.exchange} {stored.env}, not "
+                f"{self.config.env}: add one for {self.config.env} (sapphire keys add)"
+            )
+        return {**base, **credentials_environ(vault, name)}
 
     def _venue(self, connection: Any, environ: dict[str, str] | None) -> Any:
         config = self.config
