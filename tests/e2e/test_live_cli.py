@@ -146,10 +146,27 @@ def test_mainnet_without_confirmation_is_refused() -> None:
     result = runner.invoke(app, ["live", "--env", "mainnet"])
     assert result.exit_code == 2
     assert "Bybit mainnet trades real money: pass --confirm-mainnet" in result.stderr
-    # confirmed, it goes on to the key, which is checked before any request is made
+    # confirmed, real money still needs the strategy to have graduated to live
     confirmed = runner.invoke(app, ["live", "--env", "mainnet", "--confirm-mainnet"])
     assert confirmed.exit_code == 2
-    assert "$BYBIT_MAINNET_API_KEY is not set" in confirmed.stderr
+    said = " ".join(confirmed.stderr.split())
+    assert "sma_cross (default parameters) has not graduated to live" in said
+    assert "sapphire graduate check --strategy sma_cross" in said
+    # a failed decision does not let it through; its audited override does
+    from sapphire.compliance.graduation import GateRecord, GraduationDecision, GraduationLog
+    from sapphire.store import Store
+
+    log = GraduationLog(Store())
+    gate = GateRecord("deflated_sharpe", 0.4, 0.95, ">=", False)
+    failed = log.record(GraduationDecision.new("sma_cross", {}, "live", [gate], {}, actor="a"))
+    again = runner.invoke(app, ["live", "--env", "mainnet", "--confirm-mainnet"])
+    assert "has not graduated to live" in " ".join(again.stderr.split())
+    assert failed.id is not None
+    log.override(failed.id, reason="accepted by the risk committee", actor="b")
+    # then it goes on to the key, which is checked before any request is made
+    keyless = runner.invoke(app, ["live", "--env", "mainnet", "--confirm-mainnet"])
+    assert keyless.exit_code == 2
+    assert "$BYBIT_MAINNET_API_KEY is not set" in keyless.stderr
 
 
 def test_bad_options_are_refused_naming_the_value() -> None:

@@ -242,3 +242,19 @@ class GraduationLog:
             ts_ns=ts,
         )  # fmt: skip
         return self.get(decision_id)
+
+
+def _same_params(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return {k: str(v) for k, v in a.items()} == {k: str(v) for k, v in b.items()}
+
+
+def graduated(
+    store: Store, strategy: str, params: Mapping[str, Any], stage: str = "live"
+) -> GraduationDecision | None:
+    """The newest decision that lets `strategy` with `params` move to `stage` (every gate
+    passed, or an override), or None: a newer failed decision for the same setup wins
+    over an older pass, so a strategy that stopped passing is stopped too."""
+    for decision in GraduationLog(store).history(strategy, limit=1000):
+        if decision.stage == stage and _same_params(decision.params, params):
+            return decision if decision.allowed else None
+    return None

@@ -95,6 +95,21 @@ MARKET_WAIT_S = 5.0
 STATUS_EVERY_S = 5.0
 
 
+def _require_graduation(store: Store, config: LiveConfig) -> None:
+    """Real money only for a strategy that passed its gates to live, or was let through
+    by an audited override (docs/governance.md); a ValueError saying how otherwise."""
+    from sapphire.compliance.graduation import graduated
+
+    if graduated(store, config.strategy, config.params, "live") is None:
+        shown = " ".join(f"-p {k}={v}" for k, v in config.params.items())
+        raise ValueError(
+            f"{config.strategy} {shown or '(default parameters)'} has not graduated to live: "
+            f"no passed or overridden decision for it (run sapphire graduate check "
+            f"--strategy {config.strategy} {shown} --to live --paper-run RUN_ID; "
+            "docs/governance.md)"
+        )
+
+
 def live_dir(run_id: str, home: Path | None = None) -> Path:
     """The run's directory (its bracket specs)."""
     return session_dir("live", run_id, home)
@@ -275,6 +290,8 @@ class LiveSession:
         run_dir = live_dir(run_id, home)
         if any(r.run_id == run_id for r in store.runs()) or run_dir.exists():
             raise ValueError(f"run {run_id!r} already exists: resume it or pick another id")
+        if config.env == "mainnet" and not config.paper:
+            _require_graduation(store, config)
         session = cls(
             run_id, config, store, run_dir, start_cash=None,
             confirm_mainnet=confirm_mainnet, environ=environ,
