@@ -11,6 +11,7 @@ actor `<run_id>/<strategy_id>`, target the client order id.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -202,6 +203,19 @@ class OrdersRepo(AuditRepo):
         return self.orders(run_id, strategy_id=strategy_id, open_only=True)
 
     def _rebuild(self, query: sa.Select[Any]) -> list[Order]:
+        # an order's row and its events are read in two statements: a node committing
+        # between them (another process) leaves them a step apart, so a disagreement is
+        # read again before it is called damage
+        for attempt in range(3):
+            try:
+                return self._rebuild_once(query)
+            except StoreIntegrityError:
+                if attempt == 2 or getattr(self._local, "conn", None) is not None:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _rebuild_once(self, query: sa.Select[Any]) -> list[Order]:
         with self._read() as conn:
             rows = conn.execute(query).all()
             ids = [row.client_order_id for row in rows]
