@@ -88,3 +88,11 @@ def serve_metrics(session: Any, mode: str, port: int | None, host: str) -> None:
         serve_node_metrics(session, mode, port, host)
     except OSError as exc:
         raise fail(f"--metrics-port {port}: cannot serve metrics on {host}: {exc}") from None
+
+
+def surveil_node(session: Any) -> None:
+    """Surveil a paper or live node process's orders as it trades (alerts become its
+    risk events: stored, published, notified)."""
+    from sapphire.compliance.surveillance.monitor import watch_node
+
+    watch_node(session.node, session.run_id)

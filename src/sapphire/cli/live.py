@@ -13,7 +13,14 @@ import typer
 from rich.console import Group
 from rich.table import Table
 
-from sapphire.cli.common import console, err_console, fail, parse_params, serve_metrics
+from sapphire.cli.common import (
+    console,
+    err_console,
+    fail,
+    parse_params,
+    serve_metrics,
+    surveil_node,
+)
 from sapphire.cli.options import (
     JsonOpt,
     MetricsHostOpt,
@@ -153,6 +160,7 @@ def live_command(
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
     serve_metrics(session, "paper" if session.config.paper else "live", metrics_port, metrics_host)
+    surveil_node(session)
     _drive(session, seconds, None, as_json)
 
 
@@ -185,4 +193,5 @@ def live_resume_command(
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
     serve_metrics(session, "paper" if session.config.paper else "live", metrics_port, metrics_host)
+    surveil_node(session)
     _drive(session, seconds, on_exit, as_json)

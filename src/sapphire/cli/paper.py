@@ -11,7 +11,14 @@ import typer
 from rich.console import Group
 from rich.table import Table
 
-from sapphire.cli.common import console, err_console, fail, parse_params, serve_metrics
+from sapphire.cli.common import (
+    console,
+    err_console,
+    fail,
+    parse_params,
+    serve_metrics,
+    surveil_node,
+)
 from sapphire.cli.options import (
     JsonOpt,
     MetricsHostOpt,
@@ -156,6 +163,7 @@ def paper_command(
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
     serve_metrics(session, "paper", metrics_port, metrics_host)
+    surveil_node(session)
     _drive(session, live, as_json, seconds)
 
 
@@ -180,6 +188,7 @@ def paper_resume_command(
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
     serve_metrics(session, "paper", metrics_port, metrics_host)
+    surveil_node(session)
     _drive(session, live, as_json, seconds)
 
 

@@ -13,7 +13,7 @@ counts them). Within one order, an event is never taken before the one before it
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from sapphire.compliance.surveillance.alerts import Alert
 from sapphire.compliance.surveillance.config import SurveillanceConfig
@@ -199,3 +199,32 @@ class SurveillanceMonitor:
         alerts.sort(key=lambda a: a.key)
         self.alerts += alerts
         return alerts
+
+
+def watch_node(
+    node: Any, run_id: str, config: SurveillanceConfig | None = None
+) -> SurveillanceMonitor:
+    """Surveil a running node (paper or live) as it trades: every order event it publishes
+    feeds a monitor, and each alert goes back on the node's bus as a `RiskEvent` (kind
+    "surveillance"), which its session journal stores and publishes (notifications).
+    Alerts are raised once their moment is complete, as later order events arrive; the
+    last moments of a run are judged by `sapphire surveil` over the store."""
+    monitor = SurveillanceMonitor(config, run_id=run_id)
+    bus = node.bus
+
+    def on_event(event: OrderEvent) -> None:
+        if isinstance(event, OrderInitialized):
+            return  # given with the order's first published event
+        order = node.orders.get(event.client_order_id)
+        if order is None:
+            return
+        try:
+            alerts = monitor.on_order_event(event, init=order.init_event)
+            alerts += monitor.advance(event.ts_ns)
+        except ValueError:
+            return  # an event the monitor cannot place (e.g. an emulated trail's move)
+        for alert in alerts:
+            bus.publish(alert.to_risk_event())
+
+    bus.subscribe(OrderEvent, on_event)
+    return monitor
