@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
+from sapphire.correlation import bind_correlation, reset_correlation
 from sapphire.domain import (
     Bar,
     ClientOrderId,
@@ -148,6 +149,11 @@ class TradingNode:
         self.run_id = run_id
         self.bracket_tick = float(bracket_tick)
         self.trading_state = TradingState.ACTIVE
+        #: bind each order's correlation id (its signal's: the parent order's id, else its
+        #: own) while it is submitted and while its venue events are handled, so every log
+        #: line about it carries the id (paper and live sessions switch it on; backtests
+        #: skip the cost)
+        self.correlate = False
         # a strategy's own state (e.g. its drawdown limit, set by a `RiskMonitor`): its
         # orders are checked under the more severe of this and `trading_state`
         self.strategy_states: dict[str, TradingState] = {}
@@ -294,6 +300,17 @@ class TradingNode:
         sizer: Sizer | None = None,
     ) -> bool:
         """Risk-check `order` and hand it to the venue; False when denied."""
+        if not self.correlate:
+            return self._submit(strategy, order, tag, sizer)
+        token = bind_correlation(str(order.parent_order_id or order.client_order_id))
+        try:
+            return self._submit(strategy, order, tag, sizer)
+        finally:
+            reset_correlation(token)
+
+    def _submit(
+        self, strategy: EventStrategy, order: Order, tag: str | None, sizer: Sizer | None
+    ) -> bool:
         cid = order.client_order_id
         if cid in self.orders:
             raise ValueError(f"order {cid} was already submitted")
@@ -427,6 +444,17 @@ class TradingNode:
         order = self.orders.get(cid)
         if order is None:
             raise ValueError(f"venue event for an unknown order {cid}: {event!r}")
+        if not self.correlate:
+            self._on_venue_event(order, event)
+            return
+        token = bind_correlation(str(order.parent_order_id or cid))
+        try:
+            self._on_venue_event(order, event)
+        finally:
+            reset_correlation(token)
+
+    def _on_venue_event(self, order: Order, event: OrderEvent) -> None:
+        cid = event.client_order_id
         emulator = self.emulator
         trails = emulator.trails
         if (

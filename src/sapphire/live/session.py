@@ -203,6 +203,7 @@ class LiveSession:
             self.close()
             raise
         self.node = setup.node
+        self.node.correlate = True  # log lines about an order carry its signal's id
         self.trader = setup.trader
         self.monitor = setup.monitor
         self.guard = setup.guard

@@ -164,6 +164,7 @@ class PaperSession:
             risk_profile=risk_profile, instrument=self.instrument,
         )  # fmt: skip
         self.node = setup.node
+        self.node.correlate = True  # log lines about an order carry its signal's id
         assert isinstance(setup.trader, VectorAdapter)
         self.adapter: VectorAdapter = setup.trader
         #: the risk profile's limits and kill switch (None without a profile), fed each bar
