@@ -31,6 +31,7 @@ resume entries, the kill switch, cancel and amend an open order.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
@@ -66,7 +67,7 @@ from sapphire.engine.session import (
     session_dir,
     write_pid,
 )
-from sapphire.engine.stream import StreamPublisher
+from sapphire.engine.stream import StreamPublisher, node_channel
 from sapphire.paper.client import RemoteVenue, VenueClient, ensure_venue
 from sapphire.paper.config import PaperConfig, parse_speed
 from sapphire.portfolio import Account, Portfolio
@@ -195,7 +196,7 @@ class PaperSession:
             self.drift = DriftWatch(
                 strategy, self.bars, run_dir, every=config.drift_every,
                 window=config.drift_window, retrain=config.retrain_on_drift,
-                publish=self.node.bus.publish,
+                publish=self._on_drift,
             )  # fmt: skip
         self.cursor = 0
         self.bar = -1
@@ -208,6 +209,14 @@ class PaperSession:
         leverage = to_decimal(lev, "leverage") if lev else Decimal(1)
         account = Account(ccy, {ccy: self._cash}, leverage=leverage)
         return Portfolio(account, [self.instrument])
+
+    def _on_drift(self, event: Any) -> None:
+        """A drift event: on the node's bus, and on its stream channel (notifications,
+        the API's WebSocket)."""
+        self.node.bus.publish(event)
+        payload = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+        payload.update(type="drift", run_id=self.run_id)
+        self.events.publish(node_channel(self.run_id), payload)
 
     # ---------------------------------------------------------------- construction
     @classmethod
