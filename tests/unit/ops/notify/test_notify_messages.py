@@ -75,8 +75,6 @@ def test_daily_summary_adds_up_a_day_per_node() -> None:
     m = s.take(date(2024, 3, 1))
     assert m is not None and m.kind == "summary" and m.title == "Daily summary 2024-03-01"
     r1, r2 = m.text.splitlines()
-    assert r1 == (
-        "r1: 2 fills, volume 830, fees 0.41 USDT, equity 10009.59 USDT (+9.59)"
-    )
+    assert r1 == ("r1: 2 fills, volume 830, fees 0.41 USDT, equity 10009.59 USDT (+9.59)")
     assert r2 == "r2: 0 fills, volume 0, 1 risk events, 1 rejections"
     assert s.take(date(2024, 3, 2)) is None  # a new day starts empty
