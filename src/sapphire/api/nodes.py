@@ -71,7 +71,7 @@ PAPER_OPTIONS = frozenset({
 LIVE_OPTIONS = frozenset({
     "env", "url", "symbol", "timeframe", "paper", "cash", "size", "size_mode", "leverage",
     "stop_loss", "take_profit", "trailing_stop", "risk_profile", "warmup", "reconcile_every",
-    "on_exit", "market_data", "poll_interval",
+    "on_exit", "market_data", "poll_interval", "key",
 })  # fmt: skip
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SYMBOL = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,10}(:[A-Z0-9]{1,10})?")

@@ -171,6 +171,11 @@ class NodeOptionsIn(BaseModel):
         description="Live: the market, e.g. BTC/USDT:USDT.",
     )
     paper: bool | None = Field(default=None, description="Live: fill on the simulated venue.")
+    key: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="Live: a stored exchange key (/exchange-keys) the node decrypts itself.",
+    )
     warmup: int | None = Field(default=None, ge=2, le=100_000, description="Live: warm-up bars.")
     reconcile_every: float | None = Field(
         default=None, gt=0, le=86_400, description="Live: seconds."
