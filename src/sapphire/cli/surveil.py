@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sapphire.cli.common import console, fail, print_json
+from sapphire.cli.common import console, fail, print_json, wide_console
 from sapphire.cli.options import JsonOpt
 from sapphire.compliance.surveillance import (
     Alert,
@@ -81,7 +81,7 @@ def surveil_command(
     elif not alerts:
         console.print(f"no alerts: {n_orders} orders in {len(runs)} run(s) checked")
     else:
-        console.print(_table(alerts, n_orders, len(runs)))
+        wide_console.print(_table(alerts, n_orders, len(runs)))
     if written is not None and not json_out:
         console.print(f"report: {written}", highlight=False, soft_wrap=True)
     if alerts:

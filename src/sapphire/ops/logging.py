@@ -177,6 +177,13 @@ def configure_logging(
         named = logging.getLogger(name)
         named.handlers.clear()
         named.propagate = True
+        named.setLevel(logging.NOTSET)  # the root's threshold decides
+    # a `logging.config.dictConfig`/`fileConfig` run before (uvicorn's, a library's)
+    # disables the loggers that existed then: this set-up is the process's, so they
+    # speak again through it
+    for existing in list(logging.root.manager.loggerDict.values()):
+        if isinstance(existing, logging.Logger):
+            existing.disabled = False
     logging.captureWarnings(True)
 
     structlog.configure(
