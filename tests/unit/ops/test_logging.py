@@ -285,3 +285,16 @@ def test_the_middleware_makes_an_id_when_none_usable_is_sent(sent: str | None) -
     assert len(made) == 32 and made != sent
     assert first.json() == {"correlation_id": made}
     assert second.headers["X-Request-ID"] != made
+
+
+def test_loggers_a_library_set_up_before_speak_through_it() -> None:
+    """uvicorn run earlier in the process (its levels) or a dictConfig (disabled loggers)
+    do not silence what this set-up routes."""
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    quiet = logging.getLogger("some.library")
+    quiet.disabled = True
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    logging.getLogger("uvicorn.error").info("Started server process")
+    quiet.info("hello")
+    assert [line["logger"] for line in _lines(out)] == ["uvicorn.error", "some.library"]
