@@ -96,3 +96,19 @@ def surveil_node(session: Any) -> None:
     from sapphire.compliance.surveillance.monitor import watch_node
 
     watch_node(session.node, session.run_id)
+
+
+def setup_logging(config: Any = None) -> None:
+    """A long-running process's logs (serve, paper, live) from the configuration's
+    `logging` section: structlog, readable on a terminal, JSON lines otherwise and in the
+    file, correlation ids; a bad configuration is a one-line error (exit 2)."""
+    from sapphire.ops.config_sources import load_config
+    from sapphire.ops.logging import configure_logging
+
+    if config is None:
+        try:
+            config = load_config().config
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    logs = config.logging
+    configure_logging(logs.level, logs.format, logs.file, logs.rotation, logs.retention)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sapphire.cli.common import console, err_console, fail
+from sapphire.cli.common import console, err_console, fail, setup_logging
 
 __all__ = ["serve_command"]
 
@@ -45,7 +45,6 @@ def serve_command(host: HostOpt = None, port: PortOpt = None) -> None:
 
     from sapphire.api.app import create_app
     from sapphire.ops.config_sources import load_config
-    from sapphire.ops.logging import configure_logging
 
     flags = {f"service.{k}": v for k, v in (("host", host), ("port", port)) if v is not None}
     try:
@@ -54,8 +53,7 @@ def serve_command(host: HostOpt = None, port: PortOpt = None) -> None:
         app = create_app(settings, notifications=config.notifications)
     except ValueError as exc:  # a bad setting, no signing secret, a bad database URL
         raise fail(str(exc)) from None
-    logs = config.logging
-    configure_logging(logs.level, logs.format, logs.file, logs.rotation, logs.retention)
+    setup_logging(config)
     bound = f"[{settings.host}]" if ":" in settings.host else settings.host
     if not is_loopback(settings.host):
         err_console.print(

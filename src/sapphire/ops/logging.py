@@ -125,6 +125,23 @@ def _file_handler(path: Path, rotate: str | None, retention: int) -> logging.Han
     )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the `sys.stderr` of the moment, not the one at set-up (a test runner or a
+    daemonising parent may swap it; a handler holding the old one writes to a closed
+    stream)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        """The stream is always the current stderr."""
+
+
 def configure_logging(
     level: str | int = "INFO",
     fmt: Format | str = "auto",
@@ -157,7 +174,7 @@ def configure_logging(
         else ("json" if fmt == "json" else "console")
     )
     handlers: list[logging.Handler] = []
-    console = logging.StreamHandler(out)
+    console = logging.StreamHandler(out) if stream is not None else _StderrHandler()
     console.setFormatter(_formatter(kind, colors=tty))
     handlers.append(console)
     if file is not None:
