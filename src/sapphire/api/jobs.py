@@ -2,7 +2,7 @@
 
 A job is a backtest (its metrics and HTML report), an optimisation study (trials, Pareto
 front, DSR/PBO; or the resumption of a stored study), a walk-forward analysis or a data
-download. Each runs in a worker process of its own (`python -m sapphire.api.jobs
+download. Each runs in a worker process of its own (`python -m sapphire.api.job_worker
 <job dir>`, a new session and process group), at most `max_workers` at a time, the rest
 queued. A worker calls the very functions the CLI calls (`Backtest(...).run()`,
 `optimize`, `resume`, `walk_forward`, `download_ohlcv`/`download_funding`): there is no
@@ -34,14 +34,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sapphire.encoding import to_json
-from sapphire.engine.stream import JOBS, EventStream, RedisStream, open_stream
+from sapphire.engine.stream import JOBS, EventStream, RedisStream
 from sapphire.store import Store
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "JobManager",
     "JobNotFound",
     "check_job",
-    "run_worker",
 ]
 
 JOB_KINDS = ("backtest", "optimize", "walkforward", "download")
@@ -264,6 +263,18 @@ def _check_space(strategy: str, space: dict[str, Any], fixed: dict[str, str]) ->
     from sapphire.strategy.registry import get_strategy
 
     SearchSpace(get_strategy(strategy), _tuples(space) or None, fixed)
+
+
+def _tuples(space: Mapping[str, Any]) -> dict[str, Any]:
+    """The space as `optimize` takes it (JSON turned its tuples into lists)."""
+    return {
+        k: tuple(v) if isinstance(v, list) and len(v) in (2, 3, 4) and not _is_choices(v) else v
+        for k, v in space.items()
+    }
+
+
+def _is_choices(value: list[Any]) -> bool:
+    return all(isinstance(v, str) for v in value)
 
 
 def _study_name(value: object) -> str:
@@ -499,6 +510,7 @@ class JobManager:
     def cancel(self, job_id: str, *, timeout: float = 3.0) -> JobInfo:
         """Cancel a queued job, or terminate a running one's worker process group."""
         job_dir = self._job_dir(job_id)
+        asked = time.time_ns()
         with self._lock:
             status = self._status(job_dir)
             state = status.get("status")
@@ -514,7 +526,11 @@ class JobManager:
                 _signal(pid, signal.SIGKILL)
                 self._wait_gone(job_id, pid, timeout)
         with self._lock:
-            if self._status(job_dir).get("status") not in TERMINAL:
+            ended = self._status(job_dir)
+            # a worker killed while it ran ends as cancelled, even if it wrote "failed" on
+            # its way out (the signal interrupted it: that is the cancel, not a failure)
+            dying = ended.get("status") == "failed" and int(ended.get("finished_ns") or 0) >= asked
+            if ended.get("status") not in TERMINAL or dying:
                 self._finish(job_dir, "cancelled", "cancelled: the worker was terminated")
         return self._info(job_dir)
 
@@ -612,7 +628,7 @@ class JobManager:
             env["SAPPHIRE_REDIS_URL"] = self.events.url
         with open(job_dir / "worker.log", "ab") as log:
             proc = subprocess.Popen(
-                [self.python, "-m", "sapphire.api.jobs", str(job_dir)],
+                [self.python, "-m", "sapphire.api.job_worker", str(job_dir)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=job_dir, start_new_session=True, close_fds=True,
             )  # fmt: skip
@@ -666,252 +682,3 @@ def _signal(pid: int, sig: int) -> None:
             os.killpg(pid, sig)
         else:
             os.kill(pid, sig)
-
-
-# ---------------------------------------------------------------------------------------
-# The worker (`python -m sapphire.api.jobs <job dir>`)
-
-
-class _Progress:
-    """A worker's progress: to `status.json` and the `jobs` channel, at most every
-    `every` seconds (and always for a new stage)."""
-
-    def __init__(self, job_dir: Path, kind: str, events: EventStream, every: float = 0.5):
-        self.job_dir = job_dir
-        self.kind = kind
-        self.events = events
-        self.every = every
-        self._at = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(
-        self, message: str, done: float | None = None, total: float | None = None,
-        unit: str | None = None, *, force: bool = True,
-    ) -> None:  # fmt: skip
-        now = time.monotonic()
-        if not force and now - self._at < self.every:
-            return
-        self._at = now
-        progress = {"done": done, "total": total, "unit": unit}
-        with self._lock:
-            path = self.job_dir / "status.json"
-            _write_json(path, {**_read_json(path), "progress": progress, "message": message})
-        with contextlib.suppress(Exception):
-            self.events.publish(JOBS, {
-                "type": "job", "job_id": self.job_dir.name, "kind": self.kind,
-                "status": "running", "progress": progress, "message": message,
-                "ts_ns": time.time_ns(),
-            })  # fmt: skip
-
-
-def _trial_poller(
-    progress: _Progress, name: str, total: int | None, folds: bool
-) -> Callable[[], None]:
-    """Follow a study's stored trials (a walk-forward's fold studies) every second; the
-    returned function stops it."""
-    from sapphire.optimize.study import list_studies
-
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.wait(1.0):
-            with contextlib.suppress(Exception):
-                mine = [
-                    s for s in list_studies()
-                    if s["name"] == name or (folds and s["name"].startswith(f"{name}-fold"))
-                ]  # fmt: skip
-                done = sum(int(s["n_trials"]) for s in mine)
-                what = f"{len(mine)} fold studies, " if folds else ""
-                progress(f"{what}{done} trials done", done, total, "trials")
-
-    thread = threading.Thread(target=run, name="sapphire-job-progress", daemon=True)
-    thread.start()
-
-    def halt() -> None:
-        stop.set()
-        thread.join(2.0)
-
-    return halt
-
-
-def _backtest(request: dict[str, Any], job_dir: Path, progress: _Progress) -> dict[str, Any]:
-    from sapphire.backtest import Backtest
-    from sapphire.engine.config import RunConfig
-
-    progress("loading the data and the strategy", 0, 3, "stages")
-    config = RunConfig.from_options(**request["options"])
-    bt = Backtest(request["data"], request["strategy"], config=config, **request["params"])
-    progress("backtesting", 1, 3, "stages")
-    result = bt.run()
-    summary: dict[str, Any] = result.summary()
-    if request.get("report", True):
-        progress("writing the report", 2, 3, "stages")
-        result.plot(job_dir / "report.html")
-    progress("done", 3, 3, "stages")
-    return summary
-
-
-def _study_options(request: dict[str, Any]) -> dict[str, Any]:
-    from sapphire.cli.options import changed_options
-    from sapphire.engine.config import RunConfig
-
-    options = changed_options(RunConfig.from_options(**request["options"]))
-    clash = sorted(set(request["params"]) & set(options))
-    if clash:
-        raise ValueError(f"parameter {clash[0]!r} clashes with the run option {clash[0]!r}")
-    return {**options, **request["params"]}
-
-
-def _optimize(request: dict[str, Any], job_dir: Path, progress: _Progress) -> dict[str, Any]:
-    from sapphire.optimize.report import study_report
-    from sapphire.optimize.study import optimize, resume
-
-    name = request.get("resume") or request.get("study") or f"job-{job_dir.name}"
-    total = request.get("trials")
-    halt = _trial_poller(progress, name, total, folds=False)
-    try:
-        if request.get("resume"):
-            progress(f"resuming study {name}", None, total, "trials")
-            result = resume(name, trials=total, jobs=1, progress=False)
-        else:
-            progress(f"study {name}", 0, total, "trials")
-            result = optimize(
-                request["data"], request["strategy"], objectives=request["objectives"],
-                trials=request["trials"], sampler=request["sampler"], jobs=1, study=name,
-                seed=request["seed"], min_trades=request["min_trades"],
-                space=_tuples(request["space"]), prune=request["prune"], progress=False,
-                **_study_options(request),
-            )  # fmt: skip
-    finally:
-        halt()
-    progress("writing the report", result.n_trials, result.n_trials, "trials")
-    study_report(result, job_dir / "report.html")
-    out: dict[str, Any] = result.to_json()
-    return out
-
-
-def _tuples(space: Mapping[str, Any]) -> dict[str, Any]:
-    """The space as `optimize` takes it (JSON turned its tuples into lists)."""
-    return {
-        k: tuple(v) if isinstance(v, list) and len(v) in (2, 3, 4) and not _is_choices(v) else v
-        for k, v in space.items()
-    }
-
-
-def _is_choices(value: list[Any]) -> bool:
-    return all(isinstance(v, str) for v in value)
-
-
-def _walkforward(request: dict[str, Any], job_dir: Path, progress: _Progress) -> dict[str, Any]:
-    from sapphire.optimize.walkforward import walk_forward
-
-    name = request.get("study") or f"job-{job_dir.name}"
-
-    def window(value: str) -> str | int:
-        return int(value) if value.isdigit() else value
-
-    halt = _trial_poller(progress, name, None, folds=True)
-    try:
-        progress(f"walk-forward {name}", 0, None, "trials")
-        result = walk_forward(
-            request["data"], request["strategy"], train=window(request["train"]),
-            test=window(request["test"]),
-            step=None if request["step"] is None else window(request["step"]),
-            anchored=request["anchored"], objectives=tuple(request["objectives"]),
-            trials=request["trials"], sampler=request["sampler"], seed=request["seed"],
-            jobs=1, min_trades=request["min_trades"], space=_tuples(request["space"]) or None,
-            progress=False, study=name, **_study_options(request),
-        )  # fmt: skip
-    finally:
-        halt()
-    progress("writing the report", result.n_trials, result.n_trials, "trials")
-    result.plot(job_dir / "report.html")
-    out: dict[str, Any] = result.to_json()
-    return out
-
-
-def _download(request: dict[str, Any], job_dir: Path, progress: _Progress) -> dict[str, Any]:
-    from sapphire.data.download import download_funding, download_ohlcv, open_exchange
-
-    exchange, symbol = request["exchange"], request["symbol"]
-    client = open_exchange(exchange, request.get("url"))
-
-    def show(what: str) -> Callable[[Any], None]:
-        def call(p: Any) -> None:
-            progress(
-                f"{what}: {p.rows:,} rows, {p.pages} pages", p.done_ms, p.total_ms, "ms",
-                force=False,
-            )  # fmt: skip
-
-        return call
-
-    progress(f"downloading {symbol} {request['timeframe']} bars", 0, None, "ms")
-    bars = download_ohlcv(
-        exchange, symbol, request["timeframe"], request["start"], request["end"],
-        exchange=client, progress=show("bars"),
-    )  # fmt: skip
-    out: dict[str, Any] = {
-        "exchange": bars.exchange, "symbol": bars.symbol, "timeframe": bars.timeframe,
-        "start": bars.start, "end": bars.end, "pages": bars.pages, "added": bars.added,
-        "rows": bars.rows, "resumed_from": bars.resumed_from,
-        "fetched": [[a, b] for a, b in bars.fetched],
-        "gaps": None if bars.report is None else getattr(bars.report, "gap_count", None),
-    }  # fmt: skip
-    if request.get("funding"):
-        progress(f"downloading {symbol} funding rates", 0, None, "ms")
-        rates = download_funding(
-            exchange, symbol, request["start"], request["end"], exchange=client,
-            progress=show("funding"),
-        )  # fmt: skip
-        out["funding"] = {
-            "added": rates.added, "rows": rates.rows, "first": rates.first, "last": rates.last,
-        }  # fmt: skip
-    progress("done", 1, 1, "downloads")
-    return out
-
-
-_RUNNERS: dict[str, Callable[[dict[str, Any], Path, _Progress], dict[str, Any]]] = {
-    "backtest": _backtest,
-    "optimize": _optimize,
-    "walkforward": _walkforward,
-    "download": _download,
-}
-
-
-def run_worker(job_dir: Path) -> int:
-    """Run the job in `job_dir` in this process (the worker): its status, progress,
-    result and report files; returns the exit code."""
-    job_dir = Path(job_dir)
-    spec = _read_json(job_dir / "job.json")
-    kind = str(spec.get("kind"))
-    events = open_stream(os.environ.get("SAPPHIRE_REDIS_URL"), job_dir.parent.parent)
-    progress = _Progress(job_dir, kind, events)
-    status_path = job_dir / "status.json"
-    _write_json(status_path, {**_read_json(status_path), "status": "running", "pid": os.getpid()})
-    try:
-        result = _RUNNERS[kind](dict(spec.get("request") or {}), job_dir, progress)
-    except Exception as exc:
-        from sapphire.data import DataError
-
-        user = isinstance(exc, ValueError | TypeError | FileNotFoundError | DataError)
-        error = str(exc) if user else f"{type(exc).__name__}: {exc}"
-        final: dict[str, str | None] = {"status": "failed", "message": "failed", "error": error}
-        code = 1
-    else:
-        _write_json(job_dir / "result.json", result)
-        final = {"status": "succeeded", "message": "done", "error": None}
-        code = 0
-    status = {**_read_json(status_path), **final, "finished_ns": time.time_ns()}
-    _write_json(status_path, status)
-    with contextlib.suppress(Exception):
-        events.publish(JOBS, {
-            "type": "job", "job_id": job_dir.name, "kind": kind, "status": final["status"],
-            "progress": status.get("progress") or {}, "message": final["message"],
-            "error": final["error"], "ts_ns": time.time_ns(),
-        })  # fmt: skip
-    events.close()
-    return code
-
-
-if __name__ == "__main__":  # the worker process
-    sys.exit(run_worker(Path(sys.argv[1])))
