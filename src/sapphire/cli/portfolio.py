@@ -154,3 +154,103 @@ def allocate_cmd(
 
         path = write_allocation_report(wf.equity, wf.weights, wf.metrics, report)
         console.print(f"report: {path}")
+
+
+def _weights(text: str) -> dict[str, float]:
+    """`ETH=0.6,ADA=0.4` as a mapping (a clear error naming a bad item)."""
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"--weights item {item!r} is invalid: expected SYMBOL=fraction, e.g. ETH=0.6"
+            ) from None
+    return out
+
+
+def _sources(data: list[str]) -> dict[str, str] | list[str]:
+    """`--data` values: files (named by their stem), or NAME=file for each."""
+    if not any("=" in d for d in data):
+        return data
+    out: dict[str, str] = {}
+    for d in data:
+        name, sep, path = d.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--data {d!r} is invalid: give every instrument as NAME=file")
+        out[name] = path
+    return out
+
+
+@portfolio_app.command("rebalance")
+def rebalance_cmd(
+    data: Annotated[
+        list[str], typer.Option("--data", help="Bars of one instrument: a file or NAME=file.")
+    ],
+    weights: Annotated[
+        str | None, typer.Option(help="Target weights, e.g. ETH=0.6,ADA=0.4 (sum <= 1).")
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Or weights by equal, inverse_vol, risk_parity, hrp, ...")
+    ] = None,
+    every: Annotated[
+        str, typer.Option(help="Schedule: a number of bars, or a period: 4h, 1D, 1W, 1M.")
+    ] = "1D",
+    drift: Annotated[
+        float, typer.Option(help="Trade only weights off target by more than this.")
+    ] = 0.0,
+    lookback: Annotated[int, typer.Option(help="Returns the method is fitted on.")] = 100,
+    max_weight: Annotated[float | None, typer.Option(help="Largest weight (method).")] = None,
+    budget: Annotated[
+        float, typer.Option(help="Fraction of the equity the method's weights share.")
+    ] = 1.0,
+    cash: Annotated[float, typer.Option(help="Starting cash of the shared account.")] = 10_000.0,
+    fee: Annotated[float, typer.Option(help="Fee per fill, fraction of notional.")] = 0.001,
+    lot_size: Annotated[float, typer.Option(help="Quantity step (0: none).")] = 0.0,
+    leverage: Annotated[
+        float, typer.Option(help="Max notional / equity; 0: no margin limit.")
+    ] = 1.0,
+    risk_profile: Annotated[
+        str | None, typer.Option(help="Pre-trade limits: conservative, aggressive or a YAML file.")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Backtest holding target weights across instruments, rebalanced on a schedule
+    through the node's pre-trade risk engine."""
+    from sapphire.backtest.rebalance import run_rebalance
+
+    try:
+        result = run_rebalance(
+            _sources(data), weights=_weights(weights) if weights is not None else None,
+            method=method, every=int(every) if every.isdigit() else every, drift=drift,
+            lookback=lookback, max_weight=max_weight, budget=budget, cash=cash, fee=fee,
+            lot_size=lot_size, leverage=leverage, risk_profile=risk_profile,
+        )  # fmt: skip
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    refused = result.orders[result.orders["reason"] != ""]
+    refusals = refused[["rebalance", "symbol", "reason"]].astype(str).to_dict("records")
+    if json_out:
+        print_json(
+            {
+                "metrics": result.metrics,
+                "rebalances": len(result.rebalances),
+                "orders": len(result.orders),
+                "refused": refusals,
+                "weights": result.weights,
+            }
+        )
+    else:
+        console.print(metrics_table({"portfolio": result.metrics}, "Rebalanced portfolio"))
+        console.print(
+            f"{len(result.rebalances)} rebalances, {len(result.orders)} orders "
+            f"({len(refused)} refused) on {', '.join(result.symbols)}"
+        )
+        for _, row in refused.iterrows():
+            console.print(f"refused {row['symbol']} at {row['rebalance']}: {row['reason']}")
+    if report is not None:
+        console.print(f"report: {result.plot(report)}")
