@@ -153,11 +153,11 @@ def test_mainnet_without_confirmation_is_refused() -> None:
     assert "sma_cross (default parameters) has not graduated to live" in said
     assert "sapphire graduate check --strategy sma_cross" in said
     # a failed decision does not let it through; its audited override does
-    from sapphire.compliance.graduation import GateRecord, GraduationDecision, GraduationLog
+    from sapphire.compliance.graduation import Gate, GraduationDecision, GraduationLog
     from sapphire.store import Store
 
     log = GraduationLog(Store())
-    gate = GateRecord("deflated_sharpe", 0.4, 0.95, ">=", False)
+    gate = Gate("deflated_sharpe", 0.4, 0.95, ">=", False)
     failed = log.record(GraduationDecision.new("sma_cross", {}, "live", [gate], {}, actor="a"))
     again = runner.invoke(app, ["live", "--env", "mainnet", "--confirm-mainnet"])
     assert "has not graduated to live" in " ".join(again.stderr.split())

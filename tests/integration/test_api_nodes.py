@@ -1,6 +1,7 @@
 """A paper node through the service, end to end, on the local event files and on the
 real Redis: started by POST /nodes as its own process, its fills seen on the WebSocket,
-an open order amended and cancelled, entries paused, the kill switch tripped; then the
+an open order amended and cancelled, an operator's order placed, entries paused
+(an entry refused), the kill switch tripped; then the
 service restarts (a new app, a new NodeManager) and finds the node still running, and
 stops it. Redis: SAPPHIRE_TEST_REDIS_URL (default redis://127.0.0.1:6379/0), skipped
 when unreachable except in CI (CI=true), where that fails."""
@@ -176,8 +177,16 @@ def test_a_paper_node_through_the_service(
             assert amended["ok"] and amended["command"] == "amend_order"
             cancelled = act_on_a_leg(service, run_id, "cancel")
             assert cancelled["ok"] and cancelled["command"] == "cancel_order"
+            # an operator's order, through the node's risk engine
+            orders = f"/api/v1/nodes/{run_id}/orders"
+            placed = service.http.post(orders, json={"side": "BUY", "quantity": "0.01"})
+            assert placed.status_code == 200, placed.text
+            assert placed.json()["command"] == "submit_order"
+            assert placed.json()["detail"]["client_order_id"]
             paused = service.http.post(f"/api/v1/nodes/{run_id}/pause").json()
             assert paused["trading_state"] == "REDUCING"
+            entry = service.http.post(orders, json={"side": "BUY", "quantity": "0.01"})
+            assert entry.status_code == 409 and "REDUCING" in entry.json()["detail"]
             status = next_event(conn, "status")
             while status["operator_state"] != "REDUCING":  # those before the pause first
                 status = next_event(conn, "status")

@@ -381,7 +381,8 @@ def test_faults_and_ten_sigkills_lose_and_duplicate_nothing(
     try:
         for k in range(KILLS + 1):
             last = k == KILLS
-            cmd = (first if k == 0 else again) + ["--seconds", "6" if last else "300"]
+            # the last life runs 12 s (48 bars) unkilled: enough signals to compare
+            cmd = (first if k == 0 else again) + ["--seconds", "12" if last else "300"]
             if last:
                 cmd += ["--on-exit", "leave"]
             taken, killed = life(cmd, last)

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -28,6 +29,7 @@ from local_exchange import CREDS, LINEAR, Exchange, frame, no_internet
 from sapphire.domain import InstrumentId, OrderCanceled, OrderFilled, OrderStatus, OrderType
 from sapphire.engine import VectorAdapter
 from sapphire.live import RECONCILIATION, LiveConfig, LiveSession
+from sapphire.live import session as live_session
 from sapphire.store import Store
 from sapphire.venues.bybit import BybitConnection, BybitEnvironment
 from sapphire.venues.live import OrderState
@@ -427,3 +429,40 @@ def test_a_running_session_adopts_a_position_changed_behind_its_back(
     assert any(r.startswith("position 0 in the store, 0.002 on the exchange") for r in reasons)
     assert any(r.startswith("position 0.002 in the store, -0.003 on the exchange") for r in reasons)
     assert sum((p.quantity for p in store.positions("per")), Decimal(0)) == Decimal("-0.003")
+
+
+def test_reconciliation_waits_out_an_exchange_restart(
+    frame: pd.DataFrame, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconciliation that meets an exchange restart (every request answered 503) asks
+    again until it answers: a `live resume` landing in a restart died of it (the chaos
+    run's fifth failure). The periodic one waits `RECONCILE_WAIT_S`, then leaves it to
+    the next period: the session trades on."""
+    ex = Exchange(frame, faults=True)
+    faults = ex.faults
+    assert faults is not None
+    session = LiveSession.start(
+        config(ex), store=store, home=tmp_path, environ=ex.environ(), run_id="rs"
+    )
+    timer = threading.Timer(1.5, lambda: setattr(faults, "down", False))
+    try:
+        faults.down = True
+        timer.start()
+        started = time.monotonic()
+        session.reconcile_account()
+        assert time.monotonic() - started >= 1.5
+        monkeypatch.setattr(live_session, "RECONCILE_WAIT_S", 1.0)
+        faults.down = True
+        session._reconcile_when_due()
+        assert session.reconcile_misses == 1
+        faults.down = False
+        seen = session.bars_seen
+        step(session, ex)
+        assert session.bars_seen == seen + 1
+        session._reconcile_when_due()
+        assert session.reconcile_misses == 1
+    finally:
+        timer.cancel()
+        faults.down = False
+        session.stop(on_exit="leave")
+        ex.server.stop()

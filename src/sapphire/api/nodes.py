@@ -531,6 +531,27 @@ class NodeManager:
         """The kill switch: HALTED, open orders cancelled, positions closed if `flatten`."""
         return self.command(run_id, "kill", flatten=flatten)
 
+    def submit_order(
+        self,
+        run_id: str,
+        side: str,
+        quantity: Decimal,
+        *,
+        type: str = "MARKET",
+        price: Decimal | None = None,
+        reduce_only: bool = False,
+        instrument_id: str | None = None,
+    ) -> dict[str, Any]:
+        """An operator's order, through the node's risk engine (see `engine.control`)."""
+        args: dict[str, Any] = {"side": side, "type": type, "quantity": str(quantity)}
+        if price is not None:
+            args["price"] = str(price)
+        if reduce_only:
+            args["reduce_only"] = True
+        if instrument_id is not None:
+            args["instrument_id"] = instrument_id
+        return self.command(run_id, "submit_order", **args)
+
     def cancel_order(self, run_id: str, client_order_id: str) -> dict[str, Any]:
         return self.command(run_id, "cancel_order", client_order_id=client_order_id)
 

@@ -69,12 +69,12 @@ def _print_decision(decision: Any) -> None:
 
 
 def _record(check: Any, storage: str | None, actor: str | None, as_json: bool) -> None:
-    from sapphire.compliance.graduation import GateRecord, GraduationDecision, GraduationLog
+    from sapphire.compliance.graduation import GraduationDecision, GraduationLog
     from sapphire.store import Store
 
     decision = GraduationDecision.new(
         check.strategy, check.params, check.stage,
-        [GateRecord.from_mapping(g.to_mapping()) for g in check.gates], check.evidence,
+        check.gates, check.evidence,
         actor=_actor(actor), kind=check.kind,
     )  # fmt: skip
     with Store(storage) as store:

@@ -25,10 +25,11 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from sapphire.compliance.audit import AuditLog
+from sapphire.compliance.gate import Gate
 from sapphire.store import Store
 from sapphire.store.models_graduation import GraduationDecisionRow
 
-__all__ = ["KINDS", "STAGES", "GateRecord", "GraduationDecision", "GraduationLog"]
+__all__ = ["KINDS", "STAGES", "Gate", "GraduationDecision", "GraduationLog"]
 
 #: the stages a strategy graduates to (a backtest is where every strategy starts)
 STAGES = ("paper", "live")
@@ -40,34 +41,6 @@ _table = cast(sa.Table, GraduationDecisionRow.__table__)
 
 
 @dataclass(frozen=True, slots=True)
-class GateRecord:
-    """One gate's outcome: `figure` against `threshold` by `op` (">=", "<="...);
-    `passed` None when the gate did not apply (its `detail` says why)."""
-
-    name: str
-    figure: float | None
-    threshold: float | None
-    op: str
-    passed: bool | None
-    detail: str = ""
-
-    def to_mapping(self) -> dict[str, Any]:
-        """The gate as JSON data."""
-        return {
-            "name": self.name, "figure": self.figure, "threshold": self.threshold,
-            "op": self.op, "passed": self.passed, "detail": self.detail,
-        }  # fmt: skip
-
-    @classmethod
-    def from_mapping(cls, m: Mapping[str, Any]) -> GateRecord:
-        """A gate from `to_mapping`'s JSON data."""
-        return cls(
-            name=str(m["name"]), figure=m.get("figure"), threshold=m.get("threshold"),
-            op=str(m.get("op", "")), passed=m.get("passed"), detail=str(m.get("detail", "")),
-        )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
 class GraduationDecision:
     """A stored decision (`id` None until recorded); `passed` is True when every gate that
     applied passed."""
@@ -76,7 +49,7 @@ class GraduationDecision:
     strategy: str
     params: dict[str, Any]
     stage: str
-    gates: tuple[GateRecord, ...]
+    gates: tuple[Gate, ...]
     evidence: dict[str, Any]
     actor: str
     ts_ns: int
@@ -104,7 +77,7 @@ class GraduationDecision:
         strategy: str,
         params: Mapping[str, Any],
         stage: str,
-        gates: Sequence[GateRecord],
+        gates: Sequence[Gate],
         evidence: Mapping[str, Any],
         *,
         actor: str,
@@ -134,7 +107,7 @@ class GraduationDecision:
         return self.passed or self.overridden
 
     @property
-    def failed_gates(self) -> list[GateRecord]:
+    def failed_gates(self) -> list[Gate]:
         """The gates that failed."""
         return [g for g in self.gates if g.passed is False]
 
@@ -161,7 +134,7 @@ def _check_actor(actor: object, what: str = "actor") -> str:
 def _decision(row: Any) -> GraduationDecision:
     return GraduationDecision(
         kind=row.kind, strategy=row.strategy, params=dict(row.params), stage=row.stage,
-        gates=tuple(GateRecord.from_mapping(g) for g in row.gates),
+        gates=tuple(Gate.from_mapping(g) for g in row.gates),
         evidence=dict(row.evidence), actor=row.actor, ts_ns=int(row.ts_ns), id=int(row.id),
         override_actor=row.override_actor, override_reason=row.override_reason,
         ts_override=None if row.ts_override is None else int(row.ts_override),

@@ -17,6 +17,11 @@ Commands:
   reduce-only market order per open position (tag `kill_switch`). With a risk profile it
   is the `RiskMonitor`'s kill switch (`PortfolioLimits.halt`); a halt sticks: resuming
   entries is refused until a new run.
+- `submit_order` (`side`, `type` market or limit, `quantity`, `price` for a limit,
+  `reduce_only`, `instrument_id` where the node trades several): an operator's order,
+  the trading strategy's (tag `operator`), through the operator's state and the risk
+  engine like any other; a denial is refused with the engine's reason. The strategy
+  sees the position it makes at its next bar and may trade against it.
 - `cancel_order` (`client_order_id`), `amend_order` (`client_order_id`, `price`,
   `quantity`): on an open order. An amend the venue cannot do is refused with its
   reason: it is never turned into a cancel and a new order behind the caller's back.
@@ -45,7 +50,9 @@ from typing import TYPE_CHECKING, Any
 
 from sapphire.domain import (
     Order,
+    OrderDenied,
     OrderInitialized,
+    OrderRejected,
     OrderSide,
     OrderStatus,
     OrderType,
@@ -82,7 +89,12 @@ __all__ = [
     "parse_command",
 ]
 
-COMMANDS = ("stop", "pause", "resume_entries", "kill", "cancel_order", "amend_order")
+COMMANDS = (
+    "stop", "pause", "resume_entries", "kill", "submit_order", "cancel_order", "amend_order",
+)  # fmt: skip
+#: the tag of the orders an operator submits through the control channel
+OPERATOR_TAG = "operator"
+_ORDER_TYPES = ("MARKET", "LIMIT")
 #: the run directory's file of the operator's state and the control channel's position
 CONTROL_FILE = "control.json"
 #: seconds a command stays valid by default (a node that was down does not act late)
@@ -92,6 +104,7 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "pause": (),
     "resume_entries": (),
     "kill": ("flatten",),
+    "submit_order": ("side", "type", "quantity", "price", "reduce_only", "instrument_id"),
     "cancel_order": ("client_order_id",),
     "amend_order": ("client_order_id", "price", "quantity"),
 }
@@ -132,6 +145,8 @@ def _check_args(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         flatten = out.setdefault("flatten", False)
         if not isinstance(flatten, bool):
             raise ValueError(f"flatten={flatten!r} is invalid: expected true or false")
+    if name == "submit_order":
+        _check_order_args(out)
     if name in ("cancel_order", "amend_order"):
         cid = out.get("client_order_id")
         if not isinstance(cid, str) or not cid.strip() or len(cid) > 200:
@@ -143,6 +158,31 @@ def _check_args(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         if out.get("price") is None and out.get("quantity") is None:
             raise ValueError("amend_order needs a new price or quantity (or both)")
     return out
+
+
+def _check_order_args(out: dict[str, Any]) -> None:
+    side = out.get("side")
+    if not isinstance(side, str) or side.upper() not in ("BUY", "SELL"):
+        raise ValueError(f"side={side!r} is invalid: expected BUY or SELL")
+    out["side"] = side.upper()
+    kind = out.setdefault("type", "MARKET")
+    if not isinstance(kind, str) or kind.upper() not in _ORDER_TYPES:
+        raise ValueError(f"type={kind!r} is invalid: expected MARKET or LIMIT")
+    out["type"] = kind.upper()
+    out["quantity"] = str(_decimal(out.get("quantity"), "quantity"))
+    price = out.get("price")
+    if out["type"] == "LIMIT":
+        if price is None:
+            raise ValueError("a LIMIT order needs a price")
+        out["price"] = str(_decimal(price, "price"))
+    elif price is not None:
+        raise ValueError(f"price={price!r}: a MARKET order takes no price")
+    reduce_only = out.setdefault("reduce_only", False)
+    if not isinstance(reduce_only, bool):
+        raise ValueError(f"reduce_only={reduce_only!r} is invalid: expected true or false")
+    iid = out.get("instrument_id")
+    if iid is not None and (not isinstance(iid, str) or not iid.strip() or len(iid) > 100):
+        raise ValueError(f"instrument_id={iid!r} is invalid: expected an instrument id")
 
 
 def command_event(
@@ -488,6 +528,52 @@ class NodeControl:
                 )
             )
         return {"cancelled": cancel, "closing": closing, "trading_state": _HALTED.value}
+
+    def _do_submit_order(
+        self,
+        side: str,
+        quantity: str,
+        type: str = "MARKET",
+        price: str | None = None,
+        reduce_only: bool = False,
+        instrument_id: str | None = None,
+    ) -> dict[str, Any]:
+        node = self.node
+        traded = sorted(str(i) for i in node.portfolio.instruments)
+        if instrument_id is None:
+            if len(traded) != 1:
+                raise CommandRefused(
+                    f"this node trades {', '.join(traded)}: say which instrument_id"
+                )
+            instrument_id = traded[0]
+        if instrument_id not in traded:
+            raise CommandRefused(
+                f"instrument_id={instrument_id!r} is not traded by this node: expected "
+                f"{', '.join(traded)}"
+            )
+        inst = next(i for i in node.portfolio.instruments.values() if str(i.id) == instrument_id)
+        qty = Decimal(quantity)
+        if not inst.is_qty_on_lot(qty):
+            raise CommandRefused(
+                f"quantity {qty} is not a multiple of the lot size {inst.lot_size} of "
+                f"{instrument_id}"
+            )
+        px = None if price is None else Decimal(price)
+        if px is not None and not inst.is_price_on_tick(px):
+            raise CommandRefused(
+                f"price {px} is not a multiple of the tick size {inst.tick_size} of {instrument_id}"
+            )
+        trader = self.trader
+        if type == "LIMIT":
+            order = trader.limit(inst.id, side, qty, px, reduce_only=reduce_only)
+        else:
+            order = trader.market(inst.id, side, qty, reduce_only=reduce_only)
+        node.submit_order(trader, order, tag=OPERATOR_TAG)
+        cid = str(order.client_order_id)
+        denied = [e.reason for e in order.events if isinstance(e, OrderDenied | OrderRejected)]
+        if denied:
+            raise CommandRefused(f"order {cid} was refused: {denied[-1]}")
+        return {"client_order_id": cid, "status": order.status.value}
 
     def _owner(self, strategy_id: StrategyId | None) -> EventStrategy | None:
         for strategy in self.node.strategies:

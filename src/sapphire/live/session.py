@@ -39,6 +39,7 @@ kill switch, cancel and amend an open order.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -86,11 +87,15 @@ from sapphire.store.records import RunMode
 
 __all__ = ["RECONCILIATION", "LiveSession", "LiveView", "live_dir"]
 
+log = logging.getLogger(__name__)
+
 #: the kind of the `RiskEvent`s a reconciliation writes
 RECONCILIATION = "reconciliation"
 ACCOUNT = AccountId("live")
 #: seconds a bar waits for the market orders still working (their fills on the way)
 MARKET_WAIT_S = 5.0
+#: how long a periodic reconciliation waits for an exchange that does not answer
+RECONCILE_WAIT_S = 10.0
 #: seconds between two status events of a running session
 STATUS_EVERY_S = 5.0
 
@@ -163,6 +168,7 @@ class LiveSession:
         self._closed = False
         self.bars_seen = 0
         self.reconciliations = 0
+        self.reconcile_misses = 0  # periodic reconciliations the exchange did not answer
         # the exchange's market data needs no key; --paper reads it only
         connection = config.connection(confirm_mainnet=confirm_mainnet or config.paper)
         if not config.paper:
@@ -439,13 +445,32 @@ class LiveSession:
             )
 
     # ---------------------------------------------------------------- reconciliation
-    def reconcile_account(self) -> None:
+    def _reconcile_when_due(self) -> None:
+        """The periodic reconciliation: an exchange that does not answer within
+        `RECONCILE_WAIT_S` (down, restarting) is asked again at the next period; the
+        session trades on meanwhile. A refusal (a revoked key, say) still ends it."""
+        from sapphire.venues.resilience import FAILURES, Outcome, classify
+
+        try:
+            self.reconcile_account(timeout=RECONCILE_WAIT_S)
+        except FAILURES as exc:
+            if classify(exc) is Outcome.REFUSED:
+                raise
+            self.reconcile_misses += 1
+            log.warning(
+                "run %s: the exchange did not answer the reconciliation (%s: %s); asked "
+                "again at the next period",
+                self.run_id, type(exc).__name__, exc,
+            )  # fmt: skip
+
+    def reconcile_account(self, timeout: float = 60.0) -> None:
         """Compare the position and the balance with the exchange's; adopt the
-        exchange's values where they differ, each with a `reconciliation` event."""
+        exchange's values where they differ, each with a `reconciliation` event. An
+        exchange that does not answer is asked again until `timeout`."""
         if self.config.paper:
             return  # the simulated venue is in this process: nothing to compare
         self.settle(5.0)
-        wallet, sizes = self.venue.account()
+        wallet, sizes = self.venue.account(timeout)
         self._drain()
         node = self.node
         ours = node.portfolio.net_quantity(self.iid)
@@ -454,7 +479,7 @@ class LiveSession:
             # a fill may be on its way: bring the orders up to date and read again
             self.venue.reconcile([])
             self._drain()
-            wallet, sizes = self.venue.account()
+            wallet, sizes = self.venue.account(timeout)
             ours = node.portfolio.net_quantity(self.iid)
             theirs = sizes.get(self.config.symbol, Decimal(0))
         ts = time.time_ns()
@@ -548,7 +573,7 @@ class LiveSession:
                 self._drain()
                 now = time.monotonic()
                 if now >= self._next_reconcile:
-                    self.reconcile_account()
+                    self._reconcile_when_due()
                     self._next_reconcile = time.monotonic() + every
                 if on_update is not None and now - last_view > 0.25:
                     on_update(self.view())

@@ -49,9 +49,12 @@ from typing import Any
 from sapphire.domain import (
     ClientOrderId,
     Order,
+    OrderCanceled,
+    OrderCancelRequested,
     OrderEvent,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
 )
 from sapphire.engine.sizing import Sizer, sizer_from_spec
 from sapphire.paper.config import PaperConfig
@@ -226,6 +229,15 @@ class VenueBook:
     def _on_event(self, event: OrderEvent) -> None:
         cid = str(event.client_order_id)
         order = self.orders[cid]
+        if isinstance(event, OrderCanceled) and order.status is OrderStatus.SUBMITTED:
+            # a market order is accepted at its fill: one cancelled while it waits for
+            # the next open goes, as the node's copy did, through the cancel request
+            order.apply(
+                OrderCancelRequested(
+                    event_id=f"{event.event_id}-rq", ts_ns=event.ts_ns,
+                    client_order_id=event.client_order_id,
+                )
+            )  # fmt: skip
         order.apply(event)
         self.order_events[cid].append(event)
         self._add(Entry(len(self.stream) + 1, "event", event=event))

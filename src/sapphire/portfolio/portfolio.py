@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 
 from sapphire.domain.enums import OrderSide, PositionSide
 from sapphire.domain.events import (
@@ -115,6 +116,11 @@ class Portfolio:
         if known is not None and known != instrument:
             raise ValueError(f"{instrument.id} is already registered as {known}")
         self._instruments[instrument.id] = instrument
+
+    @property
+    def instruments(self) -> Mapping[InstrumentId, Instrument]:
+        """The registered instruments, by id (read-only)."""
+        return MappingProxyType(self._instruments)
 
     def instrument(self, instrument_id: InstrumentId) -> Instrument:
         try:

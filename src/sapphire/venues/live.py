@@ -58,7 +58,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sapphire.domain import (
     ContractType,
@@ -100,6 +100,8 @@ from sapphire.venues.resilience import (
     classify,
 )
 from sapphire.venues.streams import Backoff, BookStream, MarketFeed, PrivateStream
+
+T = TypeVar("T")
 
 __all__ = ["CIRCUIT_OPEN", "BybitVenue", "OrderState"]
 
@@ -209,21 +211,28 @@ class BybitVenue:
         a rate limit: during a restart, say) is asked again from the beginning, after 1 s
         doubling to 8 s, until `timeout`; a refusal is raised at once."""
         self._runner.start()
-        deadline = time.monotonic() + timeout
-        delay = 1.0
         try:
-            while True:
-                try:
-                    self._call(self._start(), max(1.0, deadline - time.monotonic()))
-                    return self
-                except FAILURES as exc:
-                    if classify(exc) is Outcome.REFUSED or time.monotonic() + delay > deadline:
-                        raise
-                time.sleep(delay)
-                delay = min(8.0, delay * 2)
+            self._call_until(self._start, timeout)
+            return self
         except BaseException:
             self.close()
             raise
+
+    def _call_until(self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float) -> T:
+        """Run the coroutine `make()` makes; one the exchange does not answer (a 5xx, a
+        timeout, a rate limit: during a restart, say) is made and run again after 1 s
+        doubling to 8 s, until `timeout`; a refusal is raised at once."""
+        deadline = time.monotonic() + timeout
+        delay = 1.0
+        while True:
+            try:
+                result: T = self._call(make(), max(1.0, deadline - time.monotonic()))
+                return result
+            except FAILURES as exc:
+                if classify(exc) is Outcome.REFUSED or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(8.0, delay * 2)
 
     async def _start(self) -> None:
         if self._client is not None:
@@ -424,7 +433,8 @@ class BybitVenue:
 
     def account(self, timeout: float = 60.0) -> tuple[Decimal, dict[str, Decimal]]:
         """The exchange's wallet balance of `currency` and the signed position size of
-        each traded symbol (exact), read now."""
+        each traded symbol (exact), read now: asked again through an exchange that does
+        not answer (a restart, say) until `timeout`, like `start`."""
 
         async def read() -> tuple[Decimal, dict[str, Decimal]]:
             answer = await self.guard.request(
@@ -449,8 +459,7 @@ class BybitVenue:
                     sizes[row["symbol"]] += sign * size
             return wallet, sizes
 
-        result: tuple[Decimal, dict[str, Decimal]] = self._call(read(), timeout)
-        return result
+        return self._call_until(read, timeout)
 
     def submit_order(self, order: Order, sizer: Sizer | None = None) -> None:
         """Send `order` (its client order id as orderLinkId); its events come through

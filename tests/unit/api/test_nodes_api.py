@@ -308,6 +308,38 @@ def test_amend_bodies_are_checked(client: TestClient, body: dict[str, Any], mess
     assert answer.status_code == 422 and message in answer.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"quantity": "1"}, "body.side"),
+        ({"side": "HOLD", "quantity": "1"}, "body.side"),
+        ({"side": "BUY", "quantity": "-1"}, "body.quantity"),
+        ({"side": "BUY", "quantity": "0"}, "quantity='0' is invalid: expected a number > 0"),
+        ({"side": "BUY", "quantity": 1}, "body.quantity"),
+        ({"side": "BUY", "type": "STOP", "quantity": "1"}, "body.type"),
+        ({"side": "BUY", "type": "LIMIT", "quantity": "1"}, "a LIMIT order needs a price"),
+        ({"side": "BUY", "quantity": "1", "price": "5"}, "a MARKET order takes no price"),
+        ({"side": "BUY", "quantity": "1", "leverage": 5}, "body.leverage"),
+    ],
+)
+def test_order_bodies_are_checked(client: TestClient, body: dict[str, Any], message: str) -> None:
+    answer = client.post("/api/v1/nodes/x/orders", json=body, headers=bearer("trader"))
+    assert answer.status_code == 422 and message in answer.json()["detail"]
+
+
+def test_an_order_to_a_node_that_is_not_running_is_a_conflict(client: TestClient) -> None:
+    answer = client.post(
+        "/api/v1/nodes/nope/orders", json={"side": "BUY", "quantity": "1"},
+        headers=bearer("trader"),
+    )  # fmt: skip
+    assert answer.status_code in (404, 409), answer.text
+    viewer = client.post(
+        "/api/v1/nodes/nope/orders", json={"side": "BUY", "quantity": "1"},
+        headers=bearer("viewer"),
+    )  # fmt: skip
+    assert viewer.status_code == 403
+
+
 def test_kill_takes_only_flatten(client: TestClient) -> None:
     answer = client.post(
         "/api/v1/nodes/x/kill", json={"flatten": "maybe"}, headers=bearer("trader")

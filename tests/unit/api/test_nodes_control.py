@@ -179,6 +179,72 @@ def resting_order(s: PaperSession) -> Any:
     return order
 
 
+def test_an_operator_order_passes_the_risk_engine_and_is_the_strategys(
+    tmp_path: Path, store: Store
+) -> None:
+    s = start(tmp_path, store)
+    ack = send(s, "submit_order", side="buy", quantity="0.01")
+    assert ack["ok"], ack
+    cid = ack["detail"]["client_order_id"]
+    order = s.node.orders[cid]  # type: ignore[index]
+    assert (order.side, order.type.value, order.quantity) == (
+        OrderSide.BUY, "MARKET", Decimal("0.01"),
+    )  # fmt: skip
+    assert order.strategy_id == s.adapter.strategy_id
+    assert s.node.tags.get(order.client_order_id) == "operator"
+    s.pump(advance=True)  # a market order fills at the next bar's open
+    assert store.order(cid).status is OrderStatus.FILLED
+    assert store.order(cid).filled_qty == Decimal("0.01")
+    # a market order waits for the next open: cancelled meanwhile, the venue cancels it
+    # (its server died of it: its copy of the order was not accepted yet)
+    ack = send(s, "submit_order", side="SELL", quantity="0.01")
+    queued = ack["detail"]["client_order_id"]
+    assert send(s, "cancel_order", client_order_id=queued)["ok"]
+    s.pump(advance=True)
+    assert store.order(queued).status is OrderStatus.CANCELED
+    assert s.client.call("query", client_order_id=queued)["order"].status is OrderStatus.CANCELED
+    # a limit order rests at its price
+    last = Decimal(str(s.node.last[s.iid]))
+    px = str((last * Decimal("0.9")).quantize(Decimal("1")))
+    ack = send(s, "submit_order", side="BUY", type="limit", quantity="0.01", price=px)
+    assert ack["ok"], ack
+    s.pump(advance=True)
+    resting = store.order(ack["detail"]["client_order_id"])
+    assert (resting.status, resting.price) == (OrderStatus.ACCEPTED, Decimal(px))
+    # refused, with the reason: off the lot or the tick, the risk engine, a paused node
+    off_lot = send(s, "submit_order", side="BUY", quantity="0.0105")
+    assert not off_lot["ok"] and "lot size 0.001" in off_lot["reason"]
+    off_tick = send(s, "submit_order", side="BUY", type="LIMIT", quantity="0.01", price="100.25")
+    assert not off_tick["ok"] and "tick size 0.5" in off_tick["reason"]
+    unknown = send(s, "submit_order", side="BUY", quantity="0.01", instrument_id="ETHUSDT.X")
+    assert not unknown["ok"] and "'ETHUSDT.X' is not traded by this node" in unknown["reason"]
+    huge = send(s, "submit_order", side="BUY", quantity="1000")
+    assert not huge["ok"] and huge["reason"].startswith("order ") and "refused" in huge["reason"]
+    (denied,) = [e for o in s.node.orders.values() for e in o.events if isinstance(e, OrderDenied)]
+    assert denied.reason in huge["reason"]
+    assert send(s, "pause")["ok"]
+    paused = send(s, "submit_order", side="BUY", quantity="0.01")
+    assert not paused["ok"] and "REDUCING" in paused["reason"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"side": "hold", "quantity": "1"}, "side='hold' is invalid: expected BUY or SELL"),
+        ({"side": "BUY", "quantity": "-1"}, "quantity='-1' is invalid: expected a number > 0"),
+        ({"side": "BUY", "quantity": 0.1}, "quantity=0.1 is invalid: expected a decimal"),
+        ({"side": "BUY", "type": "STOP", "quantity": "1"}, "type='STOP' is invalid"),
+        ({"side": "BUY", "type": "LIMIT", "quantity": "1"}, "a LIMIT order needs a price"),
+        ({"side": "BUY", "quantity": "1", "price": "5"}, "a MARKET order takes no price"),
+        ({"side": "BUY", "quantity": "1", "reduce_only": "no"}, "reduce_only='no' is invalid"),
+        ({"side": "BUY", "quantity": "1", "leverage": 5}, "takes no argument 'leverage'"),
+    ],
+)
+def test_operator_order_arguments_are_checked(args: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        command_event("submit_order", **args)
+
+
 def test_cancel_an_open_order_and_refuse_an_unknown_one(tmp_path: Path, store: Store) -> None:
     s = start(tmp_path, store)
     order = resting_order(s)

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from sapphire.compliance.audit import AuditLog
-from sapphire.compliance.graduation import GateRecord, GraduationDecision, GraduationLog
+from sapphire.compliance.graduation import Gate, GraduationDecision, GraduationLog
 from sapphire.store import Store
 
-PASS = GateRecord("deflated_sharpe", 0.97, 0.95, ">=", True, "study s")
-FAIL = GateRecord("max_drawdown", 0.3, 0.15, "<=", False, "risk profile 'conservative'")
-NA = GateRecord("pbo", None, 0.5, "<=", None, "no study")
+PASS = Gate("deflated_sharpe", 0.97, 0.95, ">=", True, "study s")
+FAIL = Gate("max_drawdown", 0.3, 0.15, "<=", False, "risk profile 'conservative'")
+NA = Gate("pbo", None, 0.5, "<=", None, "no study")
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def store(tmp_path: Path) -> Store:
     return Store(f"sqlite:///{tmp_path / 'g.db'}")
 
 
-def _new(gates: list[GateRecord], ts: int, strategy: str = "sma_cross") -> GraduationDecision:
+def _new(gates: list[Gate], ts: int, strategy: str = "sma_cross") -> GraduationDecision:
     return GraduationDecision.new(
         strategy, {"fast": 10}, "paper", gates, {"data_hash": "ab" * 32}, actor="alice", ts_ns=ts
     )

@@ -1,7 +1,7 @@
 """The /api/v1 nodes routes: list the trading nodes, start one (paper, testnet, demo,
 local exchange; mainnet with the confirmation and a second factor), a node's status and
-open orders; stop, pause and resume entries, the kill switch, cancel and amend an open
-order. Reading needs the `read` scope, acting `trade`.
+open orders; stop, pause and resume entries, the kill switch, an operator's order,
+cancel and amend an open order. Reading needs the `read` scope, acting `trade`.
 
 A node runs as its own process (`sapphire.api.nodes.NodeManager`); actions go to it
 over its control channel and the answer is its acknowledgement: 409 with the node's
@@ -300,6 +300,35 @@ class AmendIn(BaseModel):
     quantity: str | None = Field(default=None, pattern=_DECIMAL, description="New total quantity.")
 
 
+class OrderIn(BaseModel):
+    """An operator's order (decimal strings): the node's trading strategy sends it
+    through the operator's state and the risk engine."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"side": "BUY", "type": "MARKET", "quantity": "0.01"},
+                {"side": "SELL", "type": "LIMIT", "quantity": "0.01", "price": "43250.5"},
+            ]
+        },
+    )
+
+    side: Literal["BUY", "SELL"] = Field(description="BUY or SELL.")
+    type: Literal["MARKET", "LIMIT"] = Field(default="MARKET", description="MARKET or LIMIT.")
+    quantity: str = Field(pattern=_DECIMAL, description="Quantity, on the lot size.")
+    price: str | None = Field(
+        default=None, pattern=_DECIMAL, description="LIMIT: the price, on the tick size."
+    )
+    reduce_only: bool = Field(default=False, description="Only reduce the position.")
+    instrument_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="The instrument, where the node trades several.",
+    )
+
+
 class OpenOrderOut(BaseModel):
     """An open order of a node."""
 
@@ -463,6 +492,36 @@ def node_orders(request: Request, run_id: RunId) -> OpenOrdersOut:
     """The node's open orders, as the store has them."""
     orders = _call(lambda: _nodes(request).open_orders(run_id))
     return OpenOrdersOut(orders=[_order_out(o) for o in orders])
+
+
+@router.post(
+    "/nodes/{run_id}/orders",
+    dependencies=[Depends(require("trade"))],
+    responses=_ACTION_ANSWERS,
+    summary="Submit an order",
+)
+def submit_order(request: Request, run_id: RunId, body: Annotated[OrderIn, Body()]) -> AckOut:
+    """An operator's order on a running node: the trading strategy's (tag `operator`),
+    checked by the operator's state (a paused node takes only reducing orders) and the
+    risk engine like the strategy's own. A refusal is a 409 with the reason; the
+    acknowledgement's detail has the order's client id and status. The strategy sees
+    the position the order makes at its next bar and may trade against it."""
+    quantity = _decimal(body.quantity, "quantity")
+    price = _decimal(body.price, "price")
+    if body.type == "LIMIT" and price is None:
+        raise HTTPException(422, detail="a LIMIT order needs a price")
+    if body.type == "MARKET" and price is not None:
+        raise HTTPException(422, detail=f"price={body.price!r}: a MARKET order takes no price")
+    assert quantity is not None
+    nodes = _nodes(request)
+
+    def submit() -> dict[str, Any]:
+        return nodes.submit_order(
+            run_id, body.side, quantity, type=body.type, price=price,
+            reduce_only=body.reduce_only, instrument_id=body.instrument_id,
+        )  # fmt: skip
+
+    return _ack_out(_call(submit))
 
 
 @router.delete(

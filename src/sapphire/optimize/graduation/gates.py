@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sapphire.compliance.gate import Gate
+
 __all__ = [
     "GATE_NAMES",
     "Gate",
@@ -39,26 +41,6 @@ GATE_NAMES = (
     "beats_champion",
 )
 _NORMAL = NormalDist()
-
-
-@dataclass(frozen=True, slots=True)
-class Gate:
-    """One gate's outcome: `figure` `op` `threshold` must hold; `passed` None when the
-    gate did not apply (`detail` says why)."""
-
-    name: str
-    figure: float | None
-    threshold: float | None
-    op: str
-    passed: bool | None
-    detail: str = ""
-
-    def to_mapping(self) -> dict[str, Any]:
-        """The gate as JSON data (`sapphire.compliance.graduation.GateRecord` reads it)."""
-        return {
-            "name": self.name, "figure": self.figure, "threshold": self.threshold,
-            "op": self.op, "passed": self.passed, "detail": self.detail,
-        }  # fmt: skip
 
 
 def check_figure(name: str, figure: float, op: str, threshold: float, detail: str = "") -> Gate:
