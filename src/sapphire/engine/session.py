@@ -25,24 +25,34 @@ one `$SAPPHIRE_REDIS_URL` names, else the local files under `$SAPPHIRE_HOME/even
 (`open_node_stream`). Publishing only queues the event: the node never waits on it.
 While a session's loop runs, its process id is in the run directory's `node.pid`
 (`write_pid`), which is how the service finds the nodes that are running.
+
+Logs: each committed order event is a log line of `sapphire.node` (INFO; a denial or a
+rejection WARNING, with the reason), each fill one more, each risk event and trading-state
+change a WARNING. The node binds an order's correlation id (its signal's: the parent
+order's id, else its own) while it publishes the order's events, so these lines and the
+published events (`correlation_id`, which a notification carries on) share it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sapphire.correlation import correlation_id
 from sapphire.domain import (
     AccountBalance,
     AccountId,
     AccountState,
     Bar,
     ClientOrderIdGenerator,
+    OrderDenied,
     OrderEvent,
     OrderFilled,
+    OrderRejected,
     RiskEvent,
     StrategyId,
     TimeInForce,
@@ -66,6 +76,8 @@ if TYPE_CHECKING:
     from sapphire.engine.risk_monitor import EquityGuard, RiskMonitor
     from sapphire.portfolio.portfolio import EquitySnapshot
     from sapphire.store import Store
+
+log = logging.getLogger("sapphire.node")
 
 __all__ = [
     "BRACKETS", "PID_FILE", "REDIS_ENV", "SessionJournal", "clear_pid", "open_node_stream",
@@ -183,10 +195,37 @@ class SessionJournal:
                     fh.flush()
                     os.fsync(fh.fileno())
         self.store.record_order_event(order, event, run_id=self.run_id)
+        self._log_order(order, event)
         if self.events is not None:
             self.events.publish(self.channel, self._order_payload(order, event))
             if type(event) is OrderFilled:
                 self.events.publish(self.channel, self._fill_payload(order, event))
+
+    def _log_order(self, order: Any, event: OrderEvent) -> None:
+        refused = isinstance(event, OrderDenied | OrderRejected)
+        level = logging.WARNING if refused else logging.INFO
+        if not log.isEnabledFor(level):
+            return
+        cid = str(order.client_order_id)
+        name = type(event).__name__
+        fields: dict[str, Any] = {
+            "run_id": self.run_id, "client_order_id": cid, "order_event": name,
+            "status": order.status.value, "side": order.side.value,
+            "order_type": order.type.value, "quantity": str(order.quantity),
+            "instrument_id": str(order.instrument_id),
+        }  # fmt: skip
+        if order.price is not None:
+            fields["price"] = str(order.price)
+        if isinstance(event, OrderFilled):
+            fields |= {"last_qty": str(event.last_qty), "last_px": str(event.last_px),
+                       "fee": str(event.fee), "trade_id": str(event.trade_id)}  # fmt: skip
+            log.info("fill %s %s %s @ %s", cid, order.side.value, event.last_qty,
+                     event.last_px, extra=fields)  # fmt: skip
+            return
+        reason = getattr(event, "reason", None)
+        if reason is not None:
+            fields["reason"] = reason
+        log.log(level, "order %s %s%s", cid, name, f": {reason}" if reason else "", extra=fields)
 
     def _order_payload(self, order: Any, event: OrderEvent) -> dict[str, Any]:
         # the order's values now (Decimals and enums are immutable: encoded later)
@@ -199,7 +238,7 @@ class SessionJournal:
             "status": order.status.value, "quantity": order.quantity, "price": order.price,
             "trigger_price": order.trigger_price, "filled_qty": order.filled_qty,
             "avg_px": order.avg_px, "reduce_only": order.reduce_only,
-            "reason": getattr(event, "reason", None),
+            "reason": getattr(event, "reason", None), "correlation_id": correlation_id(),
         }  # fmt: skip
 
     def _fill_payload(self, order: Any, fill: OrderFilled) -> dict[str, Any]:
@@ -210,11 +249,20 @@ class SessionJournal:
             "instrument_id": str(order.instrument_id), "side": order.side.value,
             "last_qty": fill.last_qty, "last_px": fill.last_px, "fee": fill.fee,
             "fee_currency": fill.fee_currency, "liquidity": fill.liquidity.value,
+            "correlation_id": correlation_id(),
         }  # fmt: skip
 
     def record_risk(self, event: RiskEvent | TradingStateChanged) -> None:
         """Commit a risk event or trading-state change before the node acts on it."""
         self.store.record_risk_event(event, run_id=self.run_id)
+        if isinstance(event, RiskEvent):
+            what = f"risk {event.kind}"
+        else:
+            what = f"state {event.state.value}"
+        log.warning(
+            "%s: %s", what, event.reason,
+            extra={"run_id": self.run_id, "risk_event": what, "reason": event.reason},
+        )  # fmt: skip
         if self.events is None:
             return
         common = {
@@ -223,6 +271,7 @@ class SessionJournal:
             "ts_ns": event.ts_ns,
             "reason": event.reason,
             "strategy_id": None if event.strategy_id is None else str(event.strategy_id),
+            "correlation_id": correlation_id(),
         }
         if isinstance(event, RiskEvent):
             payload = {"type": "risk", "kind": event.kind, "detail": dict(event.detail), **common}

@@ -32,7 +32,14 @@ from sapphire.correlation import (
     reset_correlation,
 )
 
-__all__ = ["FORMATS", "RequestIdMiddleware", "configure_logging", "parse_rotation"]
+__all__ = [
+    "FORMATS",
+    "RUN_LOG",
+    "RequestIdMiddleware",
+    "configure_logging",
+    "configure_run_logging",
+    "parse_rotation",
+]
 
 Format = Literal["auto", "json", "console"]
 FORMATS: tuple[str, ...] = ("auto", "json", "console")
@@ -150,6 +157,7 @@ def configure_logging(
     retention: int = 7,
     *,
     stream: IO[str] | None = None,
+    console_level: str | int | None = None,
 ) -> list[logging.Handler]:
     """Route structlog and the standard library's logging to `stream` (default stderr)
     and, with `file`, to JSON lines in that file.
@@ -157,9 +165,12 @@ def configure_logging(
     `fmt`: "json" (one JSON object a line), "console" (readable, coloured on a terminal) or
     "auto" (console when the stream is a terminal, else JSON). `rotate`: a size ("50MB")
     or a period ("daily", "6h"), None for none (an outside logrotate may move the file);
-    `retention`: how many rotated files are kept. Returns the handlers installed.
+    `retention`: how many rotated files are kept. `console_level`: a higher threshold for
+    the stream only (a node's terminal shows its warnings, its file every order).
+    Returns the handlers installed.
     """
     threshold = _level(level)
+    console_threshold = max(threshold, _level(console_level)) if console_level else threshold
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if isinstance(retention, bool) or not isinstance(retention, int) or retention < 0:
@@ -176,6 +187,7 @@ def configure_logging(
     handlers: list[logging.Handler] = []
     console = logging.StreamHandler(out) if stream is not None else _StderrHandler()
     console.setFormatter(_formatter(kind, colors=tty))
+    console.setLevel(console_threshold)
     handlers.append(console)
     if file is not None:
         to_file = _file_handler(Path(file), rotate, retention)
@@ -214,6 +226,23 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     return handlers
+
+
+#: a paper or live run's log file in its run directory (JSON lines)
+RUN_LOG = "run.log"
+
+
+def configure_run_logging(run_dir: str | Path, logs: Any = None) -> list[logging.Handler]:
+    """A paper or live node's logs: JSON lines from `logs.level` (INFO: every order
+    event and fill, with its correlation id) to the configuration's file, else to
+    `<run_dir>/run.log`, rotated; only warnings and errors on the terminal, where the
+    run's live view is. `logs`: the configuration's `logging` section (None: defaults)."""
+    level = getattr(logs, "level", "INFO")
+    fmt = getattr(logs, "format", "auto")
+    file = getattr(logs, "file", None) or Path(run_dir) / RUN_LOG
+    rotation = getattr(logs, "rotation", "50MB")
+    retention = getattr(logs, "retention", 7)
+    return configure_logging(level, fmt, file, rotation, retention, console_level="WARNING")
 
 
 class RequestIdMiddleware:

@@ -298,3 +298,62 @@ def test_loggers_a_library_set_up_before_speak_through_it() -> None:
     logging.getLogger("uvicorn.error").info("Started server process")
     quiet.info("hello")
     assert [line["logger"] for line in _lines(out)] == ["uvicorn.error", "some.library"]
+
+
+def test_a_paper_run_logs_its_orders_with_their_signals_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's logs (`configure_run_logging`): every order event and fill as a JSON line
+    in the run's `run.log`, each with its signal's correlation id (an entry's own id, a
+    bracket leg's parent's), which the published events carry too; only warnings on the
+    terminal, where the live view is."""
+    from decimal import Decimal
+
+    from sapphire.domain import OrderSide
+    from sapphire.engine.stream import START, node_channel
+    from sapphire.ops.logging import RUN_LOG, configure_run_logging
+    from sapphire.paper import PaperConfig, PaperSession
+    from sapphire.store import Store
+
+    monkeypatch.setenv("SAPPHIRE_PAPER_VENUE_IDLE", "60")
+    cfg = PaperConfig(
+        start="2022-01-03", end="2022-01-03 06:00", speed="max", size=0.01,
+        size_mode="fixed", tick_size=0.5, lot_size=0.001, take_profit=0.004,
+        stop_loss=0.004, params={"fast": "5", "slow": "20"},
+    )  # fmt: skip
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    s = PaperSession.start(cfg, store=store, home=tmp_path)
+    configure_run_logging(s.run_dir)
+    try:
+        for _ in range(200):
+            s.pump(advance=True)
+        huge = s.adapter.market(s.iid, OrderSide.BUY, Decimal("1000"))
+        assert not s.node.submit_order(s.adapter, huge)  # denied: a warning
+        assert s.events.flush(5.0)
+        published = [
+            e.event for e in s.stream.read({node_channel(s.run_id): START}, count=100_000)
+        ]
+    finally:
+        s.shutdown_venue()
+        s.close_events()
+    lines = [json.loads(x) for x in (s.run_dir / RUN_LOG).read_text().splitlines()]
+    fills = [x for x in lines if x["event"].startswith("fill ")]
+    assert fills and all(x["level"] == "info" and x["logger"] == "sapphire.node" for x in fills)
+    parents = {str(o.client_order_id): o.parent_order_id for o in s.node.orders.values()}
+    for x in fills:
+        cid = x["client_order_id"]
+        assert x["correlation_id"] == str(parents[cid] or cid)
+    submitted = {
+        x["client_order_id"]: x["correlation_id"]
+        for x in lines
+        if x.get("order_event") == "OrderSubmitted"
+    }
+    legs = {c: str(p) for c, p in parents.items() if p is not None and c in submitted}
+    assert legs  # a bracket leg's lines carry its entry's id: the signal's
+    assert all(submitted[c] == p for c, p in legs.items())
+    assert all(submitted[x["client_order_id"]] == x["correlation_id"] for x in fills)
+    by_order = {e["client_order_id"]: e["correlation_id"] for e in published if e["type"] == "fill"}
+    assert by_order == {x["client_order_id"]: x["correlation_id"] for x in fills}
+    err = capsys.readouterr().err
+    assert "OrderSubmitted" not in err and "fill " not in err
+    assert f"order {huge.client_order_id} OrderDenied" in err

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from sapphire.correlation import correlated
 from sapphire.ops.notify.channels import Channel, DeliveryError
 from sapphire.ops.notify.messages import Message
 
@@ -128,6 +129,11 @@ class _Lane:
                     self.busy = False
 
     def deliver(self, message: Message) -> None:
+        """Send `message` (retried with back-off); its log lines carry its correlation id."""
+        with correlated(message.correlation_id):
+            self._deliver(message)
+
+    def _deliver(self, message: Message) -> None:
         notifier = self.notifier
         delay = notifier.backoff_s
         for attempt in range(notifier.retries + 1):
@@ -151,6 +157,9 @@ class _Lane:
                 return
             else:
                 self.counts.sent += 1
+                log.info("notification %r sent on %s", message.key, self.channel.name,
+                         extra={"notification": message.kind, "channel": self.channel.name,
+                                "run_id": message.run_id})  # fmt: skip
                 return
 
 

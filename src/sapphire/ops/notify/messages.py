@@ -17,11 +17,14 @@ start and the end, risk events, rejections) into one `summary` message. A messag
 
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from sapphire.correlation import check_correlation_id
 
 __all__ = ["DailySummary", "Message", "event_message"]
 
@@ -43,6 +46,8 @@ class Message:
     run_id: str | None = None
     ts_ns: int = field(default_factory=time.time_ns)
     fields: dict[str, str] = field(default_factory=dict)
+    #: the correlation id of the node event it is about (its order's signal)
+    correlation_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.severity not in _SEVERITIES:
@@ -83,7 +88,18 @@ def _ts(event: dict[str, Any]) -> int:
 
 
 def event_message(run_id: str, event: dict[str, Any]) -> Message | None:
-    """The message `event` of node `run_id` is worth, or None."""
+    """The message `event` of node `run_id` is worth, or None; it carries the event's
+    correlation id on."""
+    message = _event_message(run_id, event)
+    cid = event.get("correlation_id")
+    if message is None or not isinstance(cid, str):
+        return message
+    with contextlib.suppress(ValueError):  # not a usable id: the message goes without it
+        return replace(message, correlation_id=check_correlation_id(cid))
+    return message
+
+
+def _event_message(run_id: str, event: dict[str, Any]) -> Message | None:
     kind = event.get("type")
     ts = _ts(event)
     if kind == "fill":

@@ -3,12 +3,16 @@ retries what may succeed and gives up on what cannot."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
+import pytest
+
+from sapphire.correlation import correlation_id
 from sapphire.ops.notify.channels import Channel, DeliveryError
 from sapphire.ops.notify.dispatch import Deduplicator, Notifier, RateLimiter
-from sapphire.ops.notify.messages import Message
+from sapphire.ops.notify.messages import Message, event_message
 
 
 class Recorder(Channel):
@@ -117,3 +121,32 @@ def test_a_channel_over_its_rate_waits_instead_of_dropping() -> None:
     assert n.drain(5)
     assert [m.key for m in rec.sent] == ["m0", "m1"]
     n.close()
+
+
+def test_a_notification_logs_its_node_events_correlation_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The correlation id a node put on a fill follows it into the notification and the
+    notifier's log lines (a signal followed to its notifications)."""
+    event = {"type": "fill", "side": "BUY", "last_qty": "0.01", "instrument_id": "BTC",
+             "last_px": "100", "fee": "0.01", "fee_currency": "USDT", "trade_id": "t1",
+             "client_order_id": "r-s-7", "correlation_id": "r-s-7"}  # fmt: skip
+    message = event_message("r", event)
+    assert message is not None and message.correlation_id == "r-s-7"
+    assert event_message("r", {**event, "correlation_id": "has space"}).correlation_id is None  # type: ignore[union-attr]
+    seen: list[str | None] = []
+
+    class Seeing(Recorder):
+        def send(self, message: Message) -> None:
+            seen.append(correlation_id())
+            super().send(message)
+
+    rec = Seeing()
+    n = Notifier([rec], dedup_window_s=60, backoff_s=0.01)
+    with caplog.at_level(logging.INFO, logger="sapphire.ops.notify"):
+        assert n.notify(message)
+        assert n.drain(5)
+    n.close()
+    assert seen == ["r-s-7"]  # bound while it is sent
+    (sent,) = [r for r in caplog.records if "sent on rec" in r.getMessage()]
+    assert sent.notification == "trade" and sent.run_id == "r"  # type: ignore[attr-defined]
