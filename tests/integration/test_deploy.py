@@ -564,28 +564,41 @@ def test_k8s_service_probes_use_health_and_ready() -> None:
     assert container["args"] == ["serve", "--host", "0.0.0.0"]
 
 
-def test_k8s_node_probe_checks_its_loop(tmp_path: Path) -> None:
-    """The node's probe command passes while node.pid names a live process, and fails
-    when the file is missing or its process is gone."""
+def test_node_probes_are_its_health_and_ready() -> None:
+    """The paper node's probes are its own /health and /ready beside its metrics (k8s),
+    and compose's health check command passes against a node whose loop turns and fails
+    against one whose loop is stuck."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from sapphire.ops.node_health import NodeHealth, serve_node_http
+
     (paper,) = [d for d in _deployments() if d["metadata"]["name"] == "sapphire-paper"]
     (container,) = paper["spec"]["template"]["spec"]["containers"]
-    argv = container["livenessProbe"]["exec"]["command"]
-    assert argv == _compose()["services"]["paper"]["healthcheck"]["test"][1:]
-    code = argv[2].replace("'/data/paper/'", repr(f"{tmp_path}/paper/"))
-    run_dir = tmp_path / "paper" / "paper-main"
-    run_dir.mkdir(parents=True)
-    env = {**os.environ, "PAPER_RUN_ID": "paper-main"}
+    (port,) = container["ports"]
+    assert port == {"name": "metrics", "containerPort": 9108}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SAPPHIRE_NODE_METRICS_PORT"] == "9108"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
+    compose = _compose()["services"]["paper"]
+    assert compose["environment"]["SAPPHIRE_NODE_METRICS_PORT"] == "9108"
+    argv = compose["healthcheck"]["test"][1:]
+    session = SimpleNamespace(status="running", _status_at=time.monotonic(), run_id="p")
+    server = serve_node_http(NodeHealth(session, lambda: None), CollectorRegistry(), 0)
+    try:
+        code = argv[2].replace(":9108/", f":{server.server_port}/")
 
-    def probe() -> int:
-        return subprocess.run([sys.executable, "-c", code], env=env, timeout=30).returncode
+        def probe() -> int:
+            return subprocess.run([sys.executable, "-c", code], timeout=30).returncode
 
-    assert probe() != 0
-    (run_dir / "node.pid").write_text(json.dumps({"pid": os.getpid(), "ts_ns": 0}))
-    assert probe() == 0
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    (run_dir / "node.pid").write_text(json.dumps({"pid": gone.pid, "ts_ns": 0}))
-    assert probe() != 0
+        assert probe() == 0
+        session._status_at = time.monotonic() - 3600  # the loop stuck an hour
+        assert probe() != 0
+    finally:
+        server.shutdown()
 
 
 def test_k8s_secret_template_has_no_values_and_network_is_denied_by_default() -> None:

@@ -161,6 +161,8 @@ class NodeMetrics:
         self._attached = False
         self._refreshed = -math.inf
         self._tick_at: float | None = None  # perf_counter when the current market data came
+        #: time.monotonic() of the last market data (None: none yet; the node's /ready)
+        self.last_data_at: float | None = None
         self._known: set[tuple[str, str]] = set()  # (strategy, instrument) gauges set
         self._statuses: dict[str, str] = {}  # open order -> its last counted status
 
@@ -339,6 +341,7 @@ class NodeMetrics:
     def on_market_data(self, instrument: str, kind: str) -> None:
         """Market data of `instrument` arrived (before the node handles it)."""
         self._tick_at = time.perf_counter()
+        self.last_data_at = time.monotonic()
         self.market_data.labels(self.run_id, instrument, kind).inc()
         self.market_data_at.labels(self.run_id, instrument).set(self._clock())
 
@@ -474,10 +477,13 @@ class NodeMetrics:
 
 def serve_node_metrics(session: Any, mode: str, port: int, host: str = "127.0.0.1") -> Any:
     """A paper or live node process's metrics: the node's and its venue's, with the
-    process metrics, served at `http://host:port/metrics`; returns the server."""
+    process metrics, served at `http://host:port/metrics`, beside the node's probes
+    `/health` and `/ready` (`sapphire.ops.node_health`); returns the server."""
     from sapphire.ops.metrics_venue import VenueMetrics
+    from sapphire.ops.node_health import NodeHealth, serve_node_http
 
     registry = new_registry()
-    NodeMetrics(session.node, session.run_id, mode=mode, registry=registry).attach()
+    metrics = NodeMetrics(session.node, session.run_id, mode=mode, registry=registry).attach()
     VenueMetrics(session.venue, "bybit" if mode == "live" else mode, registry=registry).attach()
-    return start_metrics_server(port, addr=host, registry=registry)
+    health = NodeHealth(session, lambda: metrics.last_data_at)
+    return serve_node_http(health, registry, port, addr=host)
