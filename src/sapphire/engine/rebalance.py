@@ -27,10 +27,11 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,7 +72,8 @@ class Schedule:
         self.bars: int | None = None
         self._count = 0
         self._unit = ""
-        self._last_key: int | None = None
+        #: the period of the last bar seen (calendar schedules; kept by `Rebalancer.state`)
+        self.last_key: int | None = None
         if isinstance(every, int) and not isinstance(every, bool):
             if every < 1:
                 raise ValueError(f"every={every!r} is invalid: expected >= 1 bars or a period")
@@ -103,8 +105,8 @@ class Schedule:
         if self.bars is not None:
             return index % self.bars == 0
         key = self._key(ts_ns)
-        fire = key != self._last_key
-        self._last_key = key
+        fire = key != self.last_key
+        self.last_key = key
         return fire
 
 
@@ -190,6 +192,13 @@ class Rebalancer(EventStrategy):
         self._bar_close: dict[InstrumentId, float] = {}
         self._pending: Rebalance | None = None  # waiting for its reductions to end
         self._by_order: dict[str, Rebalance] = {}
+        # the rebalance sending orders or waiting for its reductions, and its step
+        self._active: Rebalance | None = None
+        self._step: str | None = None
+        self._redo = False  # restored mid-rebalance: carry it on at the next portfolio bar
+        #: called with `state()` at the end of each portfolio bar and before each step
+        #: that sends orders (a paper session writes it ahead, to resume from)
+        self.on_state: Callable[[dict[str, Any]], None] | None = None
 
     # ---------------------------------------------------------------- callbacks
     def on_start(self) -> None:
@@ -218,25 +227,84 @@ class Rebalancer(EventStrategy):
 
     # ---------------------------------------------------------------- the schedule
     def _portfolio_bar(self, ts_ns: int) -> None:
-        index = self.portfolio_bars
+        # the node's bar index (the bar's place in the data: a resumed session keeps its
+        # schedule), else the count of portfolio bars
+        node_index = self.node.bar_index
+        index = node_index if node_index >= 0 else self.portfolio_bars
         self.portfolio_bars += 1
         self._closes.append([self._bar_close[iid] for iid in self.instruments])
-        if self._pending is not None and self._ended(self._pending):
+        if self._redo and not self.open_orders():
+            # restored in the middle of a rebalance: its orders that reached the venue are
+            # in the positions, so doing the step again sends only what is missing
+            self._redo = False
+            record = self._active
+            assert record is not None
+            if self._step == "reduce":
+                self._reduce(record)
+            else:
+                self._increase(record)
+        elif self._pending is not None and not self.open_orders():
             record, self._pending = self._pending, None
             self._increase(record)
-        if not self.schedule.due(index, ts_ns):
-            return
-        if self.method is not None and len(self._closes) <= self.lookback:
-            return  # the first rebalance waits for `lookback` returns
-        weights = self._targets()
-        record = Rebalance(ts_ns, index, self._equity(), weights)
-        self.history.append(record)
-        if self._pending is not None:
-            record.skipped = (
-                f"the rebalance of bar {self._pending.bar} still waits for its reductions"
-            )
-            return
-        self._reduce(record)
+        if self.schedule.due(index, ts_ns) and not (
+            self.method is not None and len(self._closes) <= self.lookback
+        ):  # (with a method, the first rebalance waits for `lookback` returns)
+            record = Rebalance(ts_ns, index, self._equity(), self._targets())
+            self.history.append(record)
+            busy = self._pending or (self._active if self._redo else None)
+            if busy is not None:
+                record.skipped = f"the rebalance of bar {busy.bar} still waits for its reductions"
+            else:
+                self._reduce(record)
+        self._save()
+
+    # ---------------------------------------------------------------- resume
+    def state(self) -> dict[str, Any]:
+        """What a resumed session needs to carry on, JSON-ready: the schedule's place,
+        the closes of the lookback, and the rebalance in progress (its step, bar, equity
+        and target weights)."""
+        record = self._active
+        return {
+            "portfolio_bars": self.portfolio_bars,
+            "last_key": self.schedule.last_key,
+            "closes": [list(c) for c in self._closes],
+            "step": self._step,
+            "rebalance": None
+            if record is None
+            else {
+                "ts_ns": record.ts_ns,
+                "bar": record.bar,
+                "equity": str(record.equity),
+                "weights": {str(iid): w for iid, w in record.weights.items()},
+            },
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Carry on from a `state()` (before the node starts). A rebalance that was
+        sending orders, or waiting for its reductions, goes on at the next portfolio bar
+        once none of its orders is open: its step is worked out again from the positions,
+        so an order that reached the venue before the crash is not sent twice."""
+        try:
+            self.portfolio_bars = int(state["portfolio_bars"])
+            key = state["last_key"]
+            self.schedule.last_key = None if key is None else int(key)
+            self._closes.clear()
+            self._closes.extend([float(x) for x in row] for row in state["closes"])
+            step, saved = state["step"], state["rebalance"]
+            names = {str(iid): iid for iid in self.instruments}
+            if step is not None:
+                record = Rebalance(
+                    int(saved["ts_ns"]), int(saved["bar"]), Decimal(saved["equity"]),
+                    {names[k]: float(w) for k, w in saved["weights"].items()},
+                )  # fmt: skip
+                self.history.append(record)
+                self._active, self._step, self._redo = record, str(step), True
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"rebalancer state {state!r:.200} is invalid: {exc!r}") from None
+
+    def _save(self) -> None:
+        if self.on_state is not None:
+            self.on_state(self.state())
 
     def _targets(self) -> dict[InstrumentId, float]:
         if self.weights is not None:
@@ -259,6 +327,7 @@ class Rebalancer(EventStrategy):
         if equity <= 0:
             record.skipped = f"equity {equity} <= 0: nothing to allocate"
             record.done = True
+            self._active = self._step = None
             return
         prices = self._prices()
         chosen = {}
@@ -272,7 +341,10 @@ class Rebalancer(EventStrategy):
         if not chosen:
             record.skipped = f"every weight within the drift band {self.drift}"
             record.done = True
+            self._active = self._step = None
             return
+        self._active, self._step = record, "reduce"
+        self._save()
         sent = False
         for iid, delta in self._deltas(chosen, equity, prices).items():
             held = self.position(iid)
@@ -284,6 +356,8 @@ class Rebalancer(EventStrategy):
             sent = True
         if sent:
             self._pending = record
+            self._step = "increase"
+            self._save()
         else:
             self._increase(record)
 
@@ -293,6 +367,8 @@ class Rebalancer(EventStrategy):
         whose reduction was refused is left out."""
         refused = {r.instrument_id for r in record.refused}
         chosen = {iid: w for iid, w in record.weights.items() if iid not in refused}
+        self._active, self._step = record, "increase"
+        self._save()
         equity = self._equity()
         prices = self._prices()
         deltas = self._deltas(chosen, equity, prices)
@@ -300,6 +376,7 @@ class Rebalancer(EventStrategy):
         for iid, delta in sorted(deltas.items(), key=lambda kv: self._grows(*kv)):
             self._send(record, iid, delta)
         record.done = True
+        self._active = self._step = None
 
     def _grows(self, iid: InstrumentId, delta: Decimal) -> bool:
         held = self.position(iid)
@@ -332,10 +409,6 @@ class Rebalancer(EventStrategy):
             denied = order.events[-1]
             reason = denied.reason if isinstance(denied, OrderDenied) else "denied"
             record.refused.append(_refused(order, reason, "denied"))
-
-    def _ended(self, record: Rebalance) -> bool:
-        orders = self.node.orders
-        return all(orders[cid].is_terminal for cid in record.orders)
 
     # ---------------------------------------------------------------- the books
     def _prices(self) -> dict[InstrumentId, Decimal]:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
@@ -105,14 +105,15 @@ class RemoteVenue:
     def __init__(
         self,
         client: VenueClient,
-        instrument: Instrument,
+        instrument: Instrument | Sequence[Instrument],
         cash: Decimal,
         seen: set[str],
         after_event: Callable[[OrderEvent], None] | None = None,
     ) -> None:
         self.client = client
-        self.instruments = {instrument.id: instrument}
-        self.currency = instrument.settlement
+        listed = [instrument] if isinstance(instrument, Instrument) else list(instrument)
+        self.instruments = {i.id: i for i in listed}
+        self.currency = listed[0].settlement
         self.supports_trailing = True
         self.on_event: Callable[[OrderEvent], None] = lambda event: None
         self.reasons: dict[str, str] = {}

@@ -40,6 +40,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
@@ -48,6 +49,7 @@ from typing import Any
 
 from sapphire.domain import (
     ClientOrderId,
+    InstrumentId,
     Order,
     OrderCanceled,
     OrderCancelRequested,
@@ -115,17 +117,24 @@ class VenueBook:
         *,
         name: str = "PAPER",
         crash_on_error: bool = False,
+        feeds: Mapping[InstrumentId, Bars] | None = None,
     ) -> None:
         self.config = config
         self.crash_on_error = crash_on_error
         self.name = name
-        self.bars = bars if bars is not None else config.load_bars()
-        self.instrument = config.instrument()
+        if feeds is None:
+            feeds = {config.instrument_id: bars if bars is not None else config.load_bars()}
+        #: every instrument's bars (several for a rebalancing session), on the same times:
+        #: a bar step matches bar i of each, in this order
+        self.feeds = dict(feeds)
+        self.bars = next(iter(self.feeds.values()))
+        self.instruments = [config.instrument(iid) for iid in self.feeds]
+        self.instrument = self.instruments[0]
         #: per-bar funding rates (None: no funding), applied at each bar's open
         self.funding = config.funding_rates(self.bars, Path(db_path).parent / "funding.npy")
         self.lock = threading.RLock()
         self.venue = SimulatedVenue(
-            [self.instrument],
+            self.instruments,
             cash=str(config.cash),
             leverage=config.leverage,
             fill_model=FillModel(config.slippage_bps, config.slippage_ticks, config.tick_size),
@@ -206,10 +215,11 @@ class VenueBook:
                 # at the bar's open, before its orders are matched (as the backtester)
                 v.apply_funding(self.instrument.id, float(self.funding[i]), float(b.open[i]), ts)
                 self._add(Entry(len(self.stream) + 1, "funding", bar=i))
-            v.process_bar(
-                self.instrument.id, ts, float(b.open[i]), float(b.high[i]), float(b.low[i]),
-                float(b.close[i]), ts + b.timeframe_ns,
-            )  # fmt: skip
+            for iid, f in self.feeds.items():
+                v.process_bar(
+                    iid, ts, float(f.open[i]), float(f.high[i]), float(f.low[i]),
+                    float(f.close[i]), ts + f.timeframe_ns,
+                )  # fmt: skip
             self.next_bar = i + 1
             self._add(Entry(len(self.stream) + 1, "bar", bar=i))
             if self.next_bar >= len(b):
@@ -217,8 +227,8 @@ class VenueBook:
                 self._add(Entry(len(self.stream) + 1, "end"))
             return None
         if kind == "finish":
-            b = self.bars
-            v.close_queued_at(self.instrument.id, float(b.close[-1]), int(b.time[-1]))
+            for iid, f in self.feeds.items():
+                v.close_queued_at(iid, float(f.close[-1]), int(f.time[-1]))
             self.finished = True
             return None
         raise ValueError(f"unknown venue input {kind!r}")
@@ -396,6 +406,10 @@ class VenueBook:
                 "bars": len(self.bars),
                 "done": self.done,
                 "last": self.bars.close[self.next_bar - 1] if self.next_bar else None,
+                "lasts": {
+                    str(iid): float(f.close[self.next_bar - 1]) if self.next_bar else None
+                    for iid, f in self.feeds.items()
+                },
             }
 
     def close(self) -> None:
@@ -494,8 +508,8 @@ def serve(run_dir: str | Path) -> None:
     run = Path(run_dir)
     spec = json.loads((run / "venue_config.json").read_text())
     config = PaperConfig.from_mapping(spec["config"])
-    bars = config.load_bars(run / "bars.npz")
-    book = VenueBook(config, run / "venue.db", bars, name=spec["name"], crash_on_error=True)
+    feeds = config.load_feeds(run / "bars.npz")
+    book = VenueBook(config, run / "venue.db", name=spec["name"], crash_on_error=True, feeds=feeds)
     authkey = os.urandom(32)
     listener = Listener(("127.0.0.1", 0), authkey=authkey)
     server = _Server(book, listener)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import secrets
 import shutil
@@ -46,6 +47,7 @@ from typing import Any
 from sapphire.domain import (
     AccountId,
     Bar,
+    InstrumentId,
     OrderDenied,
     OrderEvent,
     OrderFilled,
@@ -56,9 +58,9 @@ from sapphire.domain import (
 )
 from sapphire.domain.instrument import to_decimal
 from sapphire.encoding import to_json
-from sapphire.engine import VectorAdapter
 from sapphire.engine.builder import build_node
 from sapphire.engine.control import NodeControl
+from sapphire.engine.rebalance import Rebalancer
 from sapphire.engine.risk_monitor import refusal_counts, zero_equity_warning
 from sapphire.engine.session import (
     SessionJournal,
@@ -67,9 +69,10 @@ from sapphire.engine.session import (
     session_dir,
     write_pid,
 )
+from sapphire.engine.strategy import EventStrategy
 from sapphire.engine.stream import StreamPublisher, node_channel
 from sapphire.paper.client import RemoteVenue, VenueClient, ensure_venue
-from sapphire.paper.config import PaperConfig, parse_speed
+from sapphire.paper.config import REBALANCE, PaperConfig, parse_speed
 from sapphire.portfolio import Account, Portfolio
 from sapphire.store import Store
 from sapphire.store.records import RunMode
@@ -81,6 +84,8 @@ __all__ = ["IN_SAMPLE", "PaperSession", "SessionView", "paper_dir", "read_in_sam
 STRATEGY_ID = "s"
 ACCOUNT = AccountId("paper")
 FUNDING = "funding.npy"  # the run's per-bar funding rates (node and venue read it)
+#: a rebalancing session's `Rebalancer.state()`, written ahead of its orders
+REBALANCER_STATE = "rebalancer.json"
 #: the bars a fixed model scores inside its training window and the caveat about them
 #: (an `ml` strategy's `in_sample` and `caveats`), written at the start for `runs show`
 IN_SAMPLE = "in_sample.json"
@@ -117,6 +122,9 @@ class SessionView:
     warnings: list[str] = field(default_factory=list)
     #: those bars: model, bars, of, first, last, train_start, train_end (None: none)
     in_sample: dict[str, Any] | None = None
+    #: the position in every instrument, when the session trades several (`position`,
+    #: `avg_px`, `last` and `realized` are the first instrument's)
+    positions: dict[str, str] = field(default_factory=dict)
 
 
 class PaperSession:
@@ -133,15 +141,25 @@ class PaperSession:
         resumed: bool,
         bars: Bars | None = None,
         signals: SignalArrays | None = None,
-        strategy: Strategy | None = None,
+        strategy: Strategy | EventStrategy | None = None,
+        feeds: dict[InstrumentId, Bars] | None = None,
     ) -> None:
         self.run_id = run_id
         self.config = config
         self.store = store
         self.run_dir = run_dir
         self.resumed = resumed
-        self.bars = bars if bars is not None else config.load_bars(run_dir / "bars.npz")
-        self.instrument = config.instrument()
+        if feeds is None:
+            feeds = (
+                {config.instrument_id: bars}
+                if bars is not None
+                else config.load_feeds(run_dir / "bars.npz")
+            )
+        #: every instrument's bars, on the same times (several: a rebalancing session)
+        self.feeds = feeds
+        self.bars = next(iter(feeds.values()))
+        self.instruments = [config.instrument(iid) for iid in feeds]
+        self.instrument = self.instruments[0]
         self.iid = self.instrument.id
         #: per-bar funding rates (None: none); the venue pays them, the node books them
         self.funding = config.funding_rates(self.bars, run_dir / FUNDING)
@@ -149,13 +167,15 @@ class PaperSession:
         self.client = VenueClient(run_dir)
         cash = to_decimal(config.cash, "cash")
         self.seen: set[str] = set()
-        self.venue = RemoteVenue(self.client, self.instrument, cash, self.seen, self._after)
+        self.venue = RemoteVenue(self.client, self.instruments, cash, self.seen, self._after)
         self._cash = cash
         from sapphire.risk import profile
         from sapphire.strategy.registry import get_strategy
 
         risk_profile = profile(config.risk_profile) if config.risk_profile else None
-        if strategy is None:
+        if strategy is None and config.strategy == REBALANCE:
+            strategy = config.rebalancer(STRATEGY_ID)
+        elif strategy is None:
             strategy = get_strategy(config.strategy)(**config.params)
         #: the instance that computed the signals (an `ml` strategy's scores and caveats)
         self.strategy = strategy
@@ -166,8 +186,11 @@ class PaperSession:
         )  # fmt: skip
         self.node = setup.node
         self.node.correlate = True  # log lines about an order carry its signal's id
-        assert isinstance(setup.trader, VectorAdapter)
-        self.adapter: VectorAdapter = setup.trader
+        #: the run's trading strategy: a vectorised strategy's `VectorAdapter`, or the
+        #: `Rebalancer` (it writes its state ahead to `REBALANCER_STATE`, to resume from)
+        self.adapter: EventStrategy = setup.trader
+        if isinstance(self.adapter, Rebalancer):
+            self.adapter.on_state = self._save_rebalancer
         #: the risk profile's limits and kill switch (None without a profile), fed each bar
         self.monitor = setup.monitor
         #: stops trading for good when the equity at a bar's close reaches zero
@@ -190,7 +213,7 @@ class PaperSession:
         self._risk_events = 0
         #: drift checks of an `ml` strategy (sapphire.ml.live), None for other strategies
         self.drift: Any = None
-        if strategy.name == "ml":
+        if getattr(strategy, "name", None) == "ml":
             from sapphire.ml.live import DriftWatch
 
             self.drift = DriftWatch(
@@ -208,7 +231,14 @@ class PaperSession:
         lev = self.config.leverage
         leverage = to_decimal(lev, "leverage") if lev else Decimal(1)
         account = Account(ccy, {ccy: self._cash}, leverage=leverage)
-        return Portfolio(account, [self.instrument])
+        return Portfolio(account, self.instruments)
+
+    def _save_rebalancer(self, state: dict[str, Any]) -> None:
+        """The rebalancer's state, written ahead of its orders (atomically)."""
+        path = self.run_dir / REBALANCER_STATE
+        tmp = path.with_name(f"{REBALANCER_STATE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path)
 
     def _on_drift(self, event: Any) -> None:
         """A drift event: on the node's bus, and on its stream channel (notifications,
@@ -238,7 +268,7 @@ class PaperSession:
         # what can fail on bad input fails before anything is started or stored; the run
         # folder the checks began to fill (the bars' cache) goes again with the error
         try:
-            bars, sig, strategy = cls._checked_inputs(config, run_dir)
+            feeds, sig, strategy = cls._checked_inputs(config, run_dir)
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
@@ -246,10 +276,11 @@ class PaperSession:
             run_id, RunMode.PAPER, time.time_ns(), [STRATEGY_ID],
             {**config.to_mapping(), "run_dir": str(run_dir)},
         )  # fmt: skip
-        store.save_instrument(config.instrument())
+        for iid in feeds:
+            store.save_instrument(config.instrument(iid))
         session = cls(
-            run_id, config, store, run_dir, resumed=False, bars=bars, signals=sig,
-            strategy=strategy,
+            run_id, config, store, run_dir, resumed=False, signals=sig, strategy=strategy,
+            feeds=feeds,
         )  # fmt: skip
         if session.in_sample is not None:
             (run_dir / IN_SAMPLE).write_text(
@@ -260,14 +291,19 @@ class PaperSession:
         return session
 
     @staticmethod
-    def _checked_inputs(config: PaperConfig, run_dir: Path) -> tuple[Bars, SignalArrays, Strategy]:
-        """The run's bars (cached in `run_dir`), the strategy's checked signals and the
-        strategy that computed them; a ValueError names what is wrong (strategy, data,
-        funding file, signals)."""
+    def _checked_inputs(
+        config: PaperConfig, run_dir: Path
+    ) -> tuple[dict[InstrumentId, Bars], SignalArrays | None, Strategy | EventStrategy]:
+        """Every instrument's bars (cached in `run_dir`), the strategy's checked signals
+        (None for the rebalancer, which has none) and the strategy; a ValueError names
+        what is wrong (strategy, data, funding file, signals)."""
         from sapphire.strategy.registry import get_strategy
 
+        if config.strategy == REBALANCE:
+            return config.load_feeds(run_dir / "bars.npz"), None, config.rebalancer(STRATEGY_ID)
         strategy = get_strategy(config.strategy)(**config.params)
-        bars = config.load_bars(run_dir / "bars.npz")
+        feeds = config.load_feeds(run_dir / "bars.npz")
+        bars = next(iter(feeds.values()))
         config.funding_rates(bars, run_dir / FUNDING)  # a bad funding file fails here
         # the same signal checks as every mode: a bad signal fails here, not mid-run
         sig = normalize_signals(
@@ -286,7 +322,7 @@ class PaperSession:
                     f"{config.strategy!r} gives no stop-loss: use a strategy with one, or "
                     "size_mode fixed, notional or equity"
                 )
-        return bars, sig, strategy
+        return feeds, sig, strategy
 
     @classmethod
     def resume(
@@ -319,12 +355,17 @@ class PaperSession:
     def _restore(self) -> None:
         node = self.node
         missing = self.journal.restore(self.monitor, self.seen, self.guard)
+        state = self.run_dir / REBALANCER_STATE
+        if isinstance(self.adapter, Rebalancer) and state.exists():
+            self.adapter.restore_state(json.loads(state.read_text()))
         node.start()  # the adapter computes its signals
         snap = self.client.call("snapshot")
         head = snap["head"]
-        if snap.get("last") is not None:
-            # the venue's last close: the mark (and the risk check's price) until a bar
-            node.last[self.iid] = float(snap["last"])
+        lasts = snap.get("lasts") or {str(self.iid): snap.get("last")}
+        for iid in self.feeds:
+            if lasts.get(str(iid)) is not None:
+                # the venue's last close: the mark (and the risk check's price) until a bar
+                node.last[iid] = float(lasts[str(iid)])
         self.reconcile()
         if self.funding is not None:
             self._rebuild_portfolio(int(snap["next_bar"]))
@@ -399,25 +440,28 @@ class PaperSession:
     def _on_bar(self, i: int) -> None:
         """Bar `i` as the venue matched it: to the node (the risk monitor sees its close,
         then the strategy acts); an equity snapshot every 60 bars and at each breach."""
-        b = self.bars
-        bar = Bar(
-            instrument_id=self.iid, ts_ns=int(b.time[i]), open=float(b.open[i]),
-            high=float(b.high[i]), low=float(b.low[i]), close=float(b.close[i]),
-            volume=float(b.volume[i]),
-        )  # fmt: skip
-        self.node.process_bar(bar, b.timeframe_ns, index=i)
+        bars = []
+        for iid, b in self.feeds.items():
+            bar = Bar(
+                instrument_id=iid, ts_ns=int(b.time[i]), open=float(b.open[i]),
+                high=float(b.high[i]), low=float(b.low[i]), close=float(b.close[i]),
+                volume=float(b.volume[i]),
+            )  # fmt: skip
+            self.node.process_bar(bar, b.timeframe_ns, index=i)
+            bars.append(bar)
         self.bar = i
+        tf = self.bars.timeframe_ns
         events = len(self.monitor.events) if self.monitor is not None else 0
         if events != self._risk_events or i % 60 == 0:
             self._risk_events = events
-            snap = self.node.portfolio.snapshot(
-                bar.ts_ns + b.timeframe_ns, {self.iid: to_decimal(bar.close, "close")}
-            )
+            marks = {bar.instrument_id: to_decimal(bar.close, "close") for bar in bars}
+            snap = self.node.portfolio.snapshot(bars[0].ts_ns + tf, marks)
             self.store.save_equity_snapshot(snap, run_id=self.run_id)
             self.journal.publish_equity(snap)
         else:
             self.journal.publish_equity()
-        self.journal.publish_bar(bar, b.timeframe_ns)
+        for bar in bars:
+            self.journal.publish_bar(bar, tf)
         if self.drift is not None:
             self.drift.on_bar(i)
 
@@ -428,7 +472,7 @@ class PaperSession:
         self.venue.deliver(self.client.call("finish"))
         end = int(self.bars.time[-1]) + self.bars.timeframe_ns
         self._save_state(end)
-        marks = {self.iid: to_decimal(float(self.bars.close[-1]))}
+        marks = {iid: to_decimal(float(b.close[-1])) for iid, b in self.feeds.items()}
         snap = self.node.portfolio.snapshot(end, marks)
         self.store.save_equity_snapshot(snap, run_id=self.run_id)
         self.journal.publish_equity(snap)
@@ -538,7 +582,7 @@ class PaperSession:
         node = self.node
         pos = node.portfolio.position(StrategyId(STRATEGY_ID), self.iid)
         last = node.last.get(self.iid)
-        marks = {self.iid: to_decimal(last)} if last is not None else {}
+        marks = {iid: to_decimal(px) for iid, px in node.last.items()}
         account = node.portfolio.account
         ccy = self.instrument.settlement
         return SessionView(
@@ -568,6 +612,10 @@ class PaperSession:
             ),
             warnings=self.warnings,
             in_sample=self.in_sample,
+            positions=(
+                {str(i): str(node.portfolio.net_quantity(i)) for i in self.feeds}
+                if len(self.feeds) > 1 else {}
+            ),
         )  # fmt: skip
 
     @property

@@ -5,6 +5,7 @@ never retried by the same rebalance), and clear errors for bad weights."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,28 @@ def test_an_instrument_the_node_does_not_list_is_refused_at_start(bars: dict[str
     rb = Rebalancer([IIDS["ETH"], InstrumentId("DOGE", "SIM")], weights={"ETH": 0.5})
     with pytest.raises(ValueError, match="unknown instrument DOGE@SIM"):
         _run(bars, rb)
+
+
+def test_the_state_is_written_ahead_of_the_orders_and_restores(bars: dict[str, Any]) -> None:
+    rb = Rebalancer(list(IIDS.values()), weights={"ETH": 0.4, "ADA": 0.3}, every=1000)
+    written: list[tuple[str | None, int, dict[str, Any]]] = []
+    rb.on_state = lambda state: written.append(
+        (state["step"], len(rb.node.orders), json.loads(json.dumps(state)))
+    )
+    _run(bars, rb)
+    # bar 0 holds nothing to reduce: on to the increases, each step written before its
+    # first order
+    assert [w[:2] for w in written[:3]] == [("reduce", 0), ("increase", 0), (None, 2)]
+    assert written[0][2]["rebalance"]["weights"] == {"ETH@SIM": 0.4, "ADA@SIM": 0.3}
+    # at bar 1000: the reductions written ahead, the wait for their fills, the increases
+    steps = [(step, n) for step, n, _ in written if step is not None][2:5]
+    assert [step for step, _ in steps] == ["reduce", "increase", "increase"]
+    assert steps[0][1] == 2 and steps[1][1] > 2 and steps[2][1] == steps[1][1]
+    # a state saved while waiting for the reductions restores as it was
+    saved = next(s for step, _, s in written if step == "increase" and s["rebalance"]["bar"])
+    again = Rebalancer(list(IIDS.values()), weights={"ETH": 0.4, "ADA": 0.3}, every=1000)
+    again.restore_state(saved)
+    assert again.state() == saved
+    assert written[-1][0] is None  # nothing in progress at the end
+    with pytest.raises(ValueError, match=r"rebalancer state .* is invalid"):
+        again.restore_state({"portfolio_bars": "many"})
