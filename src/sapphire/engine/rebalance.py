@@ -18,8 +18,14 @@ again by the same rebalance: each `Rebalance` in `history` lists what it sent an
 the risk engine or the venue refused, with the reason.
 
 A "portfolio bar" is a bar time at which every instrument's bar has closed (the
-rebalancer subscribes itself to the bars of all its instruments); the schedule counts
-portfolio bars, so the prices a rebalance reads are all of the same close.
+rebalancer subscribes itself to the bars of all its instruments), so the prices a
+rebalance reads are all of the same close. A bar schedule counts by the node's bar
+index (the bar's place in the data) and fires at the first portfolio bar of each block
+of N, so a resumed session keeps its schedule even when bars went by while it was down.
+
+Resume: `state()` is what a session writes ahead (`on_state` is called at the end of
+each portfolio bar and before each step that sends orders) and `restore_state` takes it
+back; a rebalance interrupted by a crash is carried on at the next portfolio bar.
 """
 
 from __future__ import annotations
@@ -63,16 +69,17 @@ _SUM_TOLERANCE = 1e-9
 
 
 class Schedule:
-    """When a rebalance is due: every `every` portfolio bars (an int: the first bar, then
-    every N-th), or at the first bar of each calendar period of the bar open times (a
-    string: "30min", "4h", "1D", "1W" weeks from Monday, "1M" calendar months; UTC)."""
+    """When a rebalance is due: every `every` bars (an int: the first bar of each block of
+    N bar indices, i.e. bar 0, N, 2N... when none is missing), or at the first bar of
+    each calendar period of the bar open times (a string: "30min", "4h", "1D", "1W"
+    weeks from Monday, "1M" calendar months; UTC)."""
 
     def __init__(self, every: int | str) -> None:
         self.every = every
         self.bars: int | None = None
         self._count = 0
         self._unit = ""
-        #: the period of the last bar seen (calendar schedules; kept by `Rebalancer.state`)
+        #: the block or period of the last bar seen (kept by `Rebalancer.state`)
         self.last_key: int | None = None
         if isinstance(every, int) and not isinstance(every, bool):
             if every < 1:
@@ -102,9 +109,7 @@ class Schedule:
     def due(self, index: int, ts_ns: int) -> bool:
         """Whether the portfolio bar number `index` (from 0) opening at `ts_ns` rebalances;
         called once per portfolio bar, in order."""
-        if self.bars is not None:
-            return index % self.bars == 0
-        key = self._key(ts_ns)
+        key = index // self.bars if self.bars is not None else self._key(ts_ns)
         fire = key != self.last_key
         self.last_key = key
         return fire

@@ -285,3 +285,10 @@ def test_the_state_is_written_ahead_of_the_orders_and_restores(bars: dict[str, A
     assert written[-1][0] is None  # nothing in progress at the end
     with pytest.raises(ValueError, match=r"rebalancer state .* is invalid"):
         again.restore_state({"portfolio_bars": "many"})
+
+
+def test_a_bar_schedule_fires_after_a_block_whose_first_bar_went_by() -> None:
+    schedule = Schedule(100)
+    # bars 100-102 went by (a paper node down, its venue paced): bar 103 starts block 1
+    got = [schedule.due(i, 0) for i in (0, 1, 99, 103, 150, 200)]
+    assert got == [True, False, False, True, False, True]
