@@ -15,7 +15,11 @@ Protocol (JSON text messages):
    `candles.<instrument>.<timeframe>`. The answer is `{"type": "subscribed", "channels":
    [...]}` or `{"type": "error", "detail": "..."}` naming the bad channel.
 3. Events: `{"type": "event", "channel": "...", "position": "...", "event": {...}}`, from
-   the moment of the subscription on.
+   the moment of the subscription on. A client that reconnects passes the last position
+   it got per channel, `{"type": "subscribe", "channels": [...], "since": {channel:
+   position}}`, and first gets the events after it (the answer says how many:
+   `"replayed": {channel: n}`), then the live ones: nothing missed, nothing twice. More
+   than `QUEUE_SIZE` events back is refused: the REST API has the history.
 
 Backpressure: one reader thread per app (`StreamHub`) follows the channels clients want
 and hands each client its events without ever waiting; each client has a bounded queue,
@@ -112,6 +116,8 @@ class Client:
         self.channels: dict[str, frozenset[str] | None] = {}
         self.dropped: str | None = None
         self.overflow = asyncio.Event()
+        #: events kept back while a resuming subscription is answered (None: none)
+        self.held: list[StreamEntry] | None = None
 
     def offer(self, entries: list[StreamEntry]) -> None:
         """Queue `entries` (on the client's event loop); a full queue drops the client."""
@@ -124,15 +130,34 @@ class Client:
             kinds = channels.get(entry.channel)
             if kinds is not None and entry.event.get("type") not in kinds:
                 continue
-            try:
-                self.queue.put_nowait(entry)
-            except asyncio.QueueFull:
-                self.dropped = (
-                    f"too slow: more than {self.queue.maxsize} events waiting; "
-                    "reconnect and subscribe again"
-                )
-                self.overflow.set()
+            if self.held is not None:
+                self.held.append(entry)
+            elif not self._put(entry):
                 return
+
+    def hold(self) -> None:
+        """Keep events back (on the loop) until `release`: the answer goes first."""
+        if self.held is None:
+            self.held = []
+
+    def release(self) -> None:
+        """Queue the events kept back, in order (on the loop)."""
+        held, self.held = self.held or [], None
+        for entry in held:
+            if not self._put(entry):
+                return
+
+    def _put(self, entry: StreamEntry) -> bool:
+        try:
+            self.queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self.dropped = (
+                f"too slow: more than {self.queue.maxsize} events waiting; "
+                "reconnect and subscribe again"
+            )
+            self.overflow.set()
+            return False
+        return True
 
 
 class StreamHub:
@@ -147,14 +172,31 @@ class StreamHub:
         self._positions: dict[str, str] = {}
         self._thread: threading.Thread | None = None
 
-    def subscribe(self, client: Client, channel: str, kinds: frozenset[str] | None) -> None:
-        """`client` gets `channel`'s events from now on (blocking: call off the loop)."""
+    def subscribe(
+        self,
+        client: Client,
+        channel: str,
+        kinds: frozenset[str] | None,
+        since: str | None = None,
+    ) -> int:
+        """`client` gets `channel`'s events from now on (blocking: call off the loop);
+        with `since` (a position an event came with), first those after it, so a client
+        that reconnects misses nothing. Returns how many were replayed; a ValueError names
+        a bad position or one more than `QUEUE_SIZE` events back."""
         with self._lock:
             known = channel in self._positions
         head = None if known else self.stream.head(channel)
         with self._lock:
             if channel not in self._positions and head is not None:
                 self._positions[channel] = head
+            replay: list[StreamEntry] = []
+            if since is not None:
+                # under the lock: the reader cannot hand out what comes after the hub's
+                # position before this client has what comes up to it
+                replay = self._since(channel, since, self._positions[channel])
+                if replay:
+                    with contextlib.suppress(RuntimeError):  # its loop has closed
+                        client.loop.call_soon_threadsafe(client.offer, replay)
             if channel not in client.channels:
                 client.channels[channel] = kinds
             else:  # a second subscription to the channel: the union of the two
@@ -164,6 +206,32 @@ class StreamHub:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="sapphire-ws", daemon=True)
                 self._thread.start()
+        return len(replay)
+
+    def _since(self, channel: str, since: str, upto: str) -> list[StreamEntry]:
+        """`channel`'s events after position `since` up to `upto` (the hub's position)."""
+        if not isinstance(since, str) or not since or len(since) > 40:
+            raise ValueError(f"position {since!r} of channel {channel!r} is invalid")
+        out: list[StreamEntry] = []
+        cursor = since
+        while True:
+            try:
+                entries = self.stream.read({channel: cursor}, count=HUB_BATCH)
+            except Exception as exc:
+                raise ValueError(f"position {since!r} of channel {channel!r} is invalid") from exc
+            for entry in entries:
+                out.append(entry)
+                if len(out) > QUEUE_SIZE:
+                    raise ValueError(
+                        f"more than {QUEUE_SIZE} events of {channel!r} since position "
+                        f"{since!r}: read what was missed through the REST API, then "
+                        "subscribe without since"
+                    )
+                if entry.position == upto:
+                    return out
+            if not entries:
+                return out
+            cursor = entries[-1].position
 
     def unsubscribe(self, client: Client, channels: Iterable[str]) -> None:
         with self._lock:
@@ -201,9 +269,12 @@ class StreamHub:
             if not entries:
                 continue
             with self._lock:
+                # a channel dropped (no client left) and subscribed again while this read
+                # ran starts from its new position: what was read from the old is not sent
+                current = {c for c, p in cursors.items() if self._positions.get(c) == p}
+                entries = [e for e in entries if e.channel in current]
                 for entry in entries:
-                    if entry.channel in self._positions:
-                        self._positions[entry.channel] = entry.position
+                    self._positions[entry.channel] = entry.position
                 targets = list(self._clients)
             for client in targets:
                 mine = [e for e in entries if e.channel in client.channels]
@@ -370,12 +441,40 @@ async def _subscription(
             {"type": "error", "detail": f"at most {_MAX_CHANNELS} channels per connection"}
         )
         return
+    since = message.get("since") or {}
+    known = {name for name, channel, _k in parsed} | {channel for _n, channel, _k in parsed}
+    unknown = sorted(set(since) - known) if isinstance(since, dict) else None
+    if unknown is None or unknown:
+        await websocket.send_json(
+            {"type": "error", "detail": "since must map channels of this subscription to "
+             f"positions an event came with{f'; {unknown[0]!r} is not one' if unknown else ''}"}
+        )  # fmt: skip
+        return
+    replayed: dict[str, int] = {}
+    if since:
+        client.hold()  # the answer, then what is replayed, then the live events
     try:
-        for _name, channel, kinds in parsed:
-            await run_in_threadpool(hub.subscribe, client, channel, kinds)
+        for name, channel, kinds in parsed:
+            # a position is the stream channel's: given by either name, replayed once
+            key = name if name in since else channel if channel in since else None
+            position = since.get(key) if key is not None and key not in replayed else None
+            n = await run_in_threadpool(hub.subscribe, client, channel, kinds, position)
+            if position is not None and key is not None:
+                replayed[key] = n
+    except ValueError as exc:
+        client.release()
+        await websocket.send_json({"type": "error", "detail": str(exc)})
+        return
     except Exception as exc:
+        client.release()
         await websocket.send_json(
             {"type": "error", "detail": f"the event stream is unavailable: {type(exc).__name__}"}
         )
         return
-    await websocket.send_json({"type": "subscribed", "channels": names})
+    answer: dict[str, Any] = {"type": "subscribed", "channels": names}
+    if replayed:
+        answer["replayed"] = replayed
+    try:
+        await websocket.send_json(answer)
+    finally:
+        client.release()

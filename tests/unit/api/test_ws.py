@@ -180,6 +180,62 @@ def test_subscriptions_deliver_a_nodes_kinds_jobs_and_candles(
         assert ask(conn, {"type": "ping"}) == {"type": "pong"}
 
 
+def test_a_client_that_reconnects_resumes_from_its_last_position(
+    server: Server, events: LocalStream
+) -> None:
+    """What went by while a client was away comes first, from the position it last got,
+    then the live events: nothing missed, nothing twice, in order."""
+    with login(server.url) as conn:
+        assert ask(conn, {"type": "subscribe", "channels": ["node.r2.fills"]})["type"] == (
+            "subscribed"
+        )
+        events.publish("node.r2", {"type": "fill", "i": 0})
+        (first,) = events_of(conn, 1)
+    for i in range(1, 6):  # while it is away: fills and orders
+        events.publish("node.r2", {"type": "fill", "i": i})
+        events.publish("node.r2", {"type": "order", "i": i})
+    with login(server.url) as conn:
+        answer = ask(conn, {"type": "subscribe", "channels": ["node.r2.fills"],
+                            "since": {"node.r2.fills": first["position"]}})  # fmt: skip
+        assert answer == {"type": "subscribed", "channels": ["node.r2.fills"],
+                          "replayed": {"node.r2.fills": 10}}  # fmt: skip
+        events.publish("node.r2", {"type": "fill", "i": 6})
+        got = events_of(conn, 6)  # the kinds it asked for: 5 missed fills, then the live one
+        assert [m["event"]["i"] for m in got] == [1, 2, 3, 4, 5, 6]
+        positions = [int(m["position"]) for m in got]
+        assert positions == sorted(positions) and positions[0] > int(first["position"])
+    with login(server.url) as conn:  # by the stream channel's name, as events carry it
+        answer = ask(conn, {"type": "subscribe", "channels": ["node.r2"],
+                            "since": {"node.r2": got[-2]["position"]}})  # fmt: skip
+        assert answer["replayed"] == {"node.r2": 2}  # every kind: the order, the fill
+        again = events_of(conn, 2)
+        assert [m["event"] for m in again] == [{"type": "order", "i": 5}, {"type": "fill", "i": 6}]
+
+
+@pytest.mark.parametrize(
+    ("since", "detail"),
+    [
+        ({"node.r3.fills": "abc"}, "position 'abc' of channel 'node.r3' is invalid"),
+        ({"node.r3.fills": 5}, "position 5 of channel 'node.r3' is invalid"),
+        (
+            {"jobs": "0"},
+            "since must map channels of this subscription to positions an event "
+            "came with; 'jobs' is not one",
+        ),
+        (["0"], "since must map channels of this subscription"),
+        ({"node.r3.fills": "0"}, "more than 1000 events of 'node.r3' since position '0'"),
+    ],
+)
+def test_bad_or_too_old_resume_positions_are_refused(
+    server: Server, events: LocalStream, since: Any, detail: str
+) -> None:
+    for i in range(1100):
+        events.publish("node.r3", {"type": "fill", "i": i})
+    with login(server.url) as conn:
+        answer = ask(conn, {"type": "subscribe", "channels": ["node.r3.fills"], "since": since})
+        assert answer["type"] == "error" and answer["detail"].startswith(detail), answer
+
+
 @pytest.mark.parametrize(
     ("channels", "detail"),
     [
