@@ -131,3 +131,37 @@ def test_a_node_goes_on_when_redis_is_unreachable(tmp_path: Path) -> None:
     assert stats["sent"] == 0 and stats["dropped"] + stats["failed"] == 10_000
     assert "ConnectionError" in str(stats["last_error"])
     publisher.close()
+
+
+def test_the_websocket_hub_replays_from_a_redis_position(redis_stream: RedisStream) -> None:
+    """A WebSocket client resuming on Redis (`StreamHub.subscribe(since=...)`): the
+    events after its position up to the hub's, then the live ones, none twice."""
+    import asyncio
+    import threading
+
+    from sapphire.api.ws import Client, StreamHub
+
+    channel = node_channel(f"ws-{RUN}")
+    redis_stream.publish_many([(channel, {"type": "fill", "i": i}) for i in range(5)])
+    entries = redis_stream.read({channel: START}, count=10)
+    hub = StreamHub(redis_stream, poll_s=0.05)
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+        client = Client(loop)
+        assert hub.subscribe(client, channel, None, since=entries[1].position) == 3
+        redis_stream.publish(channel, {"type": "fill", "i": 5})
+        deadline = time.monotonic() + 5
+        while client.queue.qsize() < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # nothing more comes
+        got = [client.queue.get_nowait().event["i"] for _ in range(client.queue.qsize())]
+        assert got == [2, 3, 4, 5]
+        with pytest.raises(ValueError, match="position 'nonsense' of channel"):
+            hub.subscribe(Client(loop), channel, None, since="nonsense")
+        hub.leave(client)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
