@@ -13,7 +13,10 @@ them to `PortfolioLimits.evaluate`. It publishes the `RiskEvent`s and
   canceled, and (with `flatten`, the default) one reduce-only market order per open
   position, submitted for the strategy holding it (tag `kill_switch`) *before* the
   state is set, since a halted node refuses every order; a strategy halted on its own
-  has its orders canceled and its positions closed the same way.
+  has its orders canceled and its positions closed the same way. A halt by a drawdown
+  (or the operator's kill switch) stays until the limits are reset; a halt by the
+  daily loss limit ends at the next UTC day, when that breach clears, and the node
+  trades again.
 """
 
 from __future__ import annotations
@@ -104,8 +107,15 @@ class RiskMonitor(EventStrategy):
                 (e.reason for e in reversed(self.events) if isinstance(e, RiskEvent)),
                 "portfolio limit breached",
             )
+            # a halt that clears on its own (a daily loss, at the next UTC day) is not
+            # latched by the switch: the node trades again when the breach clears
+            latched = any(
+                b.latched
+                for b in self.limits.breaches
+                if b.strategy_id is None and b.state is _HALTED
+            )
             actions = self.kill_switch.trip(
-                reason, ts, node.open_orders(), portfolio.open_positions()
+                reason, ts, node.open_orders(), portfolio.open_positions(), latch=latched
             )
             self._publish(list(actions.events))
             for cid in actions.cancel:

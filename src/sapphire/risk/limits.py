@@ -519,8 +519,21 @@ class KillSwitch:
         positions: Iterable[PositionLike] = (),
         *,
         flatten: bool | None = None,
+        latch: bool = True,
     ) -> KillSwitchActions:
-        events = self.limits.halt(reason, ts_ns)
+        """The halt's events and what to undo. `latch=False`: the node is already
+        HALTED by a breach that clears on its own (a daily loss, at the next UTC day):
+        the switch records the halt (a `kill_switch` RiskEvent) and lists the actions,
+        but adds no breach of its own, so the node trades again when that one clears."""
+        if latch:
+            events = self.limits.halt(reason, ts_ns)
+        else:
+            events = [
+                RiskEvent(
+                    ts_ns=ts_ns, kind="kill_switch", reason=f"kill switch: {reason}",
+                    detail={"action": str(TradingState.HALTED), "latched": False},
+                )
+            ]  # fmt: skip
         cancel = tuple(
             o.client_order_id
             for o in open_orders

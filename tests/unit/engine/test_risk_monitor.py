@@ -89,3 +89,45 @@ def test_a_strategy_past_its_drawdown_is_halted_and_flattened_alone() -> None:
 def test_the_monitor_needs_portfolio_limits() -> None:
     with pytest.raises(ValueError, match="RiskMonitor needs PortfolioLimits"):
         RiskMonitor(object())  # type: ignore[arg-type]
+
+
+def test_a_daily_loss_halt_flattens_and_ends_at_the_next_utc_day() -> None:
+    """The daily loss limit halts the node until the next UTC day (its documented
+    rule): the kill switch cancels and flattens, but does not latch; a drawdown halt
+    stays until the limits are reset."""
+    day = 24 * 60 * MIN
+    venue = SimulatedVenue([INSTRUMENT], cash=10_000)
+    node = TradingNode(venue, run_id="d", risk=RiskEngine(RiskConfig()))
+    limits = PortfolioLimits(daily_loss_limit=0.05, max_drawdown=0.2)
+    monitor = RiskMonitor(limits)
+    trader = BuyOn("t", {1, 3, 4}, "40")
+    node.add_strategy(monitor, bars=[BTC])
+    node.add_strategy(trader, bars=[BTC])
+    node.start()
+
+    def bar(i: int, ts: int, o: float, c: float) -> None:
+        node.process_bar(
+            Bar(instrument_id=BTC, ts_ns=ts, open=o, high=max(o, c), low=min(o, c), close=c,
+                volume=1.0),
+            MIN,
+        )  # fmt: skip
+
+    bar(0, 0, 100.0, 100.0)
+    bar(1, MIN, 100.0, 100.0)  # buys 40
+    bar(2, 2 * MIN, 100.0, 85.0)  # filled at 100, closes at 85: 6 % down on the day
+    assert node.trading_state is TradingState.HALTED
+    kinds = [e.kind for e in monitor.events if isinstance(e, RiskEvent)]
+    assert kinds == ["daily_loss", "kill_switch"]
+    assert not monitor.kill_switch.tripped  # nothing latched
+    bar(3, 3 * MIN, 85.0, 85.0)  # the close fills; the buy is denied
+    assert node.portfolio.net_quantity(BTC) == 0
+    assert trader.denied and trader.denied[0].startswith("trading state is HALTED")
+    bar(4, day + MIN, 85.0, 85.0)  # the next UTC day: the breach clears, the buy goes
+    assert node.trading_state is TradingState.ACTIVE
+    bar(5, day + 2 * MIN, 85.0, 86.0)
+    assert node.portfolio.net_quantity(BTC) == 40
+    # a drawdown halt is latched: the next day changes nothing
+    bar(6, day + 3 * MIN, 86.0, 40.0)  # a 24 % drawdown (and a daily loss)
+    assert node.trading_state is TradingState.HALTED and monitor.kill_switch.tripped
+    bar(7, 2 * day + MIN, 40.0, 40.0)
+    assert node.trading_state is TradingState.HALTED
