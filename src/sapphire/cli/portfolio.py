@@ -250,7 +250,11 @@ def rebalance_cmd(
             f"{len(result.rebalances)} rebalances, {len(result.orders)} orders "
             f"({len(refused)} refused) on {', '.join(result.symbols)}"
         )
-        for _, row in refused.iterrows():
-            console.print(f"refused {row['symbol']} at {row['rebalance']}: {row['reason']}")
+        # one line per reason: its count, the first and last time it refused
+        for reason, group in refused.groupby("reason", sort=False):
+            first, last = group["rebalance"].iloc[0], group["rebalance"].iloc[-1]
+            when = f"at {first}" if len(group) == 1 else f"{len(group)}x, {first} to {last}"
+            symbols = ", ".join(dict.fromkeys(group["symbol"].astype(str)))
+            console.print(f"refused ({symbols}) {when}: {reason}", soft_wrap=True)
     if report is not None:
         console.print(f"report: {result.plot(report)}")
