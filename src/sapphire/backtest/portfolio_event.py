@@ -9,7 +9,7 @@ fill, from the venue's equity and positions, as the kernel applies them at its f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
@@ -41,10 +41,11 @@ _FUDGE = Decimal("1e-9")
 
 @dataclass
 class PortfolioRun:
-    """Kernel-layout outputs of one portfolio run (either engine)."""
+    """Kernel-layout outputs of one portfolio run (either engine); `pnl()` gives each
+    instrument's cumulative net pnl at every bar, (instrument, bar), on demand."""
 
     equity: NDArray[np.float64]
-    pnl: NDArray[np.float64]
+    pnl: Callable[[], NDArray[np.float64]]
     orders: NDArray[np.float64]
     order_inst: NDArray[np.int64]
     trades: NDArray[np.float64]
@@ -266,6 +267,7 @@ def run_portfolio_event(
     close = np.column_stack([b.close for b in bars])
     pnl = flow + pos * close
     equity = cash + pnl.sum(axis=1)
+    by_instrument = np.ascontiguousarray(pnl.T)
     scalars = np.zeros(K.SCALAR_FIELDS)
     scalars[K.S_CASH] = cash + float(sum(rec.flow))
     scalars[K.S_FEES] = float(rec.fees)
@@ -275,7 +277,7 @@ def run_portfolio_event(
     scalars[K.S_N_TRADES] = len(rec.trades)
     scalars[K.S_STOP_BAR] = -1
     return PortfolioRun(
-        equity, pnl,
+        equity, by_instrument.copy,
         np.asarray(rec.orders, dtype=np.float64).reshape(-1, K.ORDER_FIELDS),
         np.asarray(rec.order_inst, dtype=np.int64),
         np.asarray(rec.trades, dtype=np.float64).reshape(-1, K.TRADE_FIELDS),

@@ -3,14 +3,16 @@ clear errors and the HTML report."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sapphire import Backtest
-from sapphire.backtest.portfolio import PortfolioBacktest
+from sapphire.backtest.portfolio import PortfolioBacktest, align_bars, load_instruments
 
 DATA = Path(__file__).parents[2] / "data"
 PAIRS = {s: DATA / f"binance-{s}_BTC-5m.feather" for s in ("ETH", "ADA", "XMR")}
@@ -74,3 +76,33 @@ def test_report(tmp_path: Path) -> None:
     res = PortfolioBacktest(PAIRS, ["sma_cross", "momentum"], **RUN).run()
     html = res.plot(tmp_path / "p.html").read_text()
     assert "Net pnl by instrument" in html and "Equity by strategy" in html and "ADA" in html
+
+
+def test_tables_are_built_on_first_use() -> None:
+    res = PortfolioBacktest(PAIRS, "sma_cross", **RUN).run()
+    assert all(callable(vars(res)[f"_{t}"]) for t in ("pnl", "trades", "orders"))  # not built
+    assert res.trades is res.trades and res.pnl is res.pnl and res.orders is res.orders
+    assert isinstance(vars(res)["_pnl"], pd.DataFrame)  # built once, then kept
+    fresh = PortfolioBacktest(PAIRS, "sma_cross", **RUN).run()
+    again = pickle.loads(pickle.dumps(fresh))  # pickled with its tables built
+    pd.testing.assert_frame_equal(again.orders, res.orders)
+    pd.testing.assert_frame_equal(again.pnl, res.pnl)
+    assert list(res.pnl.columns) == list(PAIRS) and len(res.pnl) == len(res.equity)
+    assert len(res.orders) >= 2 * len(res.trades) > 0
+
+
+def test_instruments_with_the_same_bar_times_share_them() -> None:
+    times = pd.date_range("2024-01-01", periods=50, freq="1h", tz="UTC").as_unit("us")
+    bars = {"open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 1.0}
+    frames = {
+        "A": pd.DataFrame({"timestamp": times, **bars}),
+        "B": pd.DataFrame({"timestamp": times, **bars}),
+        "C": pd.DataFrame({"timestamp": times[1:], **bars}),
+    }
+    loaded = load_instruments(frames)
+    stamps = {k: pd.DatetimeIndex(f["timestamp"]).asi8 for k, f in loaded.items()}
+    assert np.shares_memory(stamps["A"], stamps["B"])
+    assert not np.shares_memory(stamps["A"], stamps["C"])
+    aligned = align_bars(loaded)
+    assert all(len(b) == 49 for b in aligned.values())
+    assert aligned["A"].time is aligned["B"].time and aligned["A"].timeframe_ns == 3_600_000_000_000
