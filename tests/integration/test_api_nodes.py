@@ -223,3 +223,34 @@ def test_a_paper_node_through_the_service(
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, 9)
+
+
+def test_a_rebalancing_paper_portfolio_through_the_service(
+    sapphire_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`strategy: rebalance` with its options starts a paper node holding target weights
+    over several instruments; it trades both and reports each position."""
+    monkeypatch.setenv("SAPPHIRE_PAPER_VENUE_IDLE", "120")
+    events = open_stream(None, sapphire_home)
+    store = Store(f"sqlite:///{sapphire_home / 'sapphire.db'}")
+    service = Service(store, sapphire_home, events)
+    run_id = f"api-rebalance-{os.getpid()}"
+    body = {
+        "mode": "paper", "strategy": "rebalance", "run_id": run_id,
+        "options": {"data": "A=sample,B=sample", "weights": "A=0.3,B=0.2",
+                    "rebalance_every": "60", "start": "2022-01-03", "end": "2022-01-03 06:00",
+                    "speed": "max", "lot_size": 0.001, "tick_size": 0.5},
+    }  # fmt: skip
+    try:
+        started = service.http.post("/api/v1/nodes", json=body)
+        assert started.status_code == 201, started.text
+        deadline = time.monotonic() + 60
+        info = service.http.get(f"/api/v1/nodes/{run_id}").json()
+        while info["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            info = service.http.get(f"/api/v1/nodes/{run_id}").json()
+        assert info["status"] in ("finished", "stopped"), info
+        held = {str(p.instrument_id) for p in store.positions(run_id) if p.quantity != 0}
+        assert len(held) == 2, held  # both instruments bought to their weights
+    finally:
+        service.close()

@@ -66,6 +66,7 @@ PAPER_OPTIONS = frozenset({
     "data", "start", "end", "timeframe", "speed", "cash", "size", "size_mode", "leverage",
     "fee", "maker_fee", "taker_fee", "slippage_bps", "stop_loss", "take_profit",
     "trailing_stop", "risk_profile", "intrabar", "tick_size", "lot_size",
+    "weights", "allocation", "rebalance_every", "rebalance_drift", "lookback",
 })  # fmt: skip
 #: the run options a live node takes through the API (the `sapphire live` options)
 LIVE_OPTIONS = frozenset({
@@ -182,7 +183,7 @@ class NodeManager:
         options = {k: v for k, v in spec.options.items() if v is not None}
         params = self._check_strategy(spec.strategy, spec.params)
         if spec.mode == "paper":
-            self._check_paper(options)
+            self._check_paper(options, spec.strategy)
         else:
             self._check_live(options, spec.confirm_mainnet)
         run_id = spec.run_id or self._new_run_id(spec.mode)
@@ -211,8 +212,16 @@ class NodeManager:
 
     @staticmethod
     def _check_strategy(name: str, params: Mapping[str, Any]) -> dict[str, str]:
+        from sapphire.paper.config import REBALANCE
         from sapphire.strategy.registry import builtin_strategies, model_strategies
 
+        if name == REBALANCE:  # the portfolio rebalancer: its settings are options
+            if params:
+                raise ValueError(
+                    "strategy 'rebalance' takes no params: its weights, schedule and drift "
+                    "are options (weights or allocation, rebalance_every, rebalance_drift)"
+                )
+            return {}
         known = {**builtin_strategies(), **model_strategies()}
         if name not in known:
             raise ValueError(
@@ -233,17 +242,24 @@ class NodeManager:
         return text
 
     @staticmethod
-    def _check_paper(options: dict[str, Any]) -> None:
+    def _check_paper(options: dict[str, Any], strategy: str) -> None:
         from sapphire.paper import PaperConfig
+        from sapphire.paper.config import REBALANCE
 
-        data = options.get("data", "sample")
-        if data != "sample":
-            _check_catalog_symbol(str(data))
+        data = str(options.get("data", "sample"))
+        # a rebalanced portfolio lists its instruments: NAME=symbol,NAME=symbol
+        for item in data.split(",") if "," in data or "=" in data else [data]:
+            source = item.partition("=")[2] if "=" in item else item
+            if source.strip() != "sample":
+                _check_catalog_symbol(source.strip())
         _check_profile(options.get("risk_profile"))
         for key in ("start", "end"):
             if key in options:
                 _check_time(key, options[key])
-        PaperConfig.from_options(**options)  # every value checked, named when bad
+        # every value checked, named when bad (the rebalancer's settings with it)
+        PaperConfig.from_options(
+            **options, **({"strategy": strategy} if strategy == REBALANCE else {})
+        )
 
     @staticmethod
     def _check_live(options: dict[str, Any], confirm_mainnet: bool) -> None:

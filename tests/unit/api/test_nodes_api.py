@@ -123,6 +123,18 @@ def with_options(**options: Any) -> dict[str, Any]:
         (with_options(size_mode="risk"),  # the node's own check: it exits with code 2
          "while starting: error: size_mode='risk' sizes from the stop-loss distance, and "
          "strategy 'sma_cross' gives no stop-loss"),
+        ({**PAPER, "strategy": "rebalance", "params": {},
+          "options": {"data": "A=sample,B=/etc/passwd", "weights": "A=0.5,B=0.4"}},
+         "data='/etc/passwd' is invalid: expected 'sample' or a catalog symbol"),
+        ({**PAPER, "strategy": "rebalance", "params": {"fast": 5},
+          "options": {"data": "A=sample,B=sample", "weights": "A=0.5,B=0.4"}},
+         "strategy 'rebalance' takes no params"),
+        ({**PAPER, "strategy": "rebalance", "params": {}, "options": {"data": "A=sample,B=sample"}},
+         "strategy rebalance needs --weights or --allocation"),
+        ({**PAPER, "strategy": "rebalance", "params": {},
+          "options": {"data": "A=sample,B=sample", "weights": "A=0.8,B=0.4"}},
+         "weights"),
+        (with_options(weights="A=1"), "weights/allocation are the rebalance strategy's"),
         ({**PAPER, "run_id": "../../etc"}, "run_id"),
         ({**PAPER, "mode": "backtest"}, "mode"),
         ({**PAPER, "surprise": True}, "surprise"),
@@ -193,6 +205,15 @@ def test_the_command_line_is_the_clis_own(manager: NodeManager) -> None:
     assert live[-5:] == ["--env", "mainnet", "--no-paper", "--warmup", "50"]
     generated, _ = manager.check(NodeSpec("paper", "sma_cross"))
     assert generated.startswith("paper-")
+    _, portfolio = manager.check(
+        NodeSpec("paper", "rebalance", {}, {"data": "A=sample,B=sample", "weights": "A=0.5,B=0.4",
+                 "rebalance_every": "1D", "rebalance_drift": 0.02}, run_id="p-2")
+    )  # fmt: skip
+    assert portfolio[4:6] == ["--strategy", "rebalance"]
+    assert portfolio[-8:] == [
+        "--data", "A=sample,B=sample", "--rebalance-drift", "0.02", "--rebalance-every", "1D",
+        "--weights", "A=0.5,B=0.4",
+    ]  # fmt: skip
 
 
 def fake_python(tmp_path: Path, body: str) -> str:

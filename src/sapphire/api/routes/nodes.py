@@ -111,9 +111,31 @@ class NodeOptionsIn(BaseModel):
                                          "size_mode": "fixed", "stop_loss": 0.02}]},
     )  # fmt: skip
 
-    data: str | None = Field(default=None, pattern=r"^[A-Za-z0-9/:._-]{1,100}$",
-        description="Paper: 'sample' or a catalog symbol (files are not read here).",
+    data: str | None = Field(default=None, pattern=r"^[A-Za-z0-9/:._=,-]{1,400}$",
+        description="Paper: 'sample' or a catalog symbol (files are not read here); "
+        "strategy rebalance: NAME=symbol,NAME=symbol.",
     )  # fmt: skip
+    weights: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.=,-]{1,400}$",
+        description="Paper, strategy rebalance: target weights, e.g. ETH=0.6,BTC=0.35.",
+    )
+    allocation: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_]{1,40}$",
+        description="Paper, strategy rebalance: or weights by an allocation method (hrp...).",
+    )
+    rebalance_every: str | None = Field(
+        default=None,
+        pattern=r"^[0-9A-Za-z]{1,20}$",
+        description="Paper, strategy rebalance: bars, or a period (4h, 1D, 1W, 1M).",
+    )
+    rebalance_drift: float | None = Field(
+        default=None, ge=0, lt=1, description="Paper, strategy rebalance: drift band."
+    )
+    lookback: int | None = Field(
+        default=None, ge=2, le=100_000, description="Paper, strategy rebalance: returns fitted."
+    )
     start: str | None = Field(default=None, max_length=40, description="Paper: first bar (UTC).")
     end: str | None = Field(
         default=None, max_length=40, description="Paper: end time (UTC), exclusive."
