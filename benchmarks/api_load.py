@@ -1,7 +1,7 @@
 """API load: requests per second and p50/p99 latency of the service under concurrent
-clients, for a read route and for commands to a running paper node, with a trading
-node's own tick-to-order latency measured at the same time on the same machine (the API
-must not slow the node).
+clients, for a read route, order submission and commands to a running paper node, with
+a trading node's own tick-to-order latency measured at the same time on the same machine
+(the API must not slow the node).
 
 Everything runs as a user runs it, over loopback: `sapphire serve` (uvicorn, one
 process) on a temporary SAPPHIRE_HOME with SQLite, a trader's API key, and a paper node
@@ -9,10 +9,12 @@ started through the API (`POST /api/v1/nodes`: sma_cross on the bundled sample, 
 process). Two loads, each for as long as one tick-to-order run lasts:
 
 - `read`: `GET /api/v1/portfolio/positions` from `--clients` concurrent clients.
+- `order_submission`: `POST /api/v1/nodes/{run_id}/orders`, a market buy and a market
+  sell of 0.001 alternately, one client: each answer is the node's acknowledgement over
+  its control channel, after the order passed the node's risk engine and reached its
+  venue (a refusal, 409 with the reason, is counted apart).
 - `node_commands`: `POST /api/v1/nodes/{run_id}/pause` and `.../resume` alternately,
-  one client: each answer is the node's acknowledgement over its control channel (the
-  path every order action takes: cancel, amend, the kill switch; the API offers no
-  manual order submission: a node's orders come from its strategy).
+  one client (the same path: the kill switch, cancel and amend take it too).
 
 The node-side figure is `benchmarks/tick_to_order_latency.py`'s simulated-venue run
 (a tick in, the strategy's market order through the risk checks to the venue), in a
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +116,12 @@ def api_key(base: str) -> dict[str, str]:
 
 
 def start_node(base: str, headers: dict[str, str]) -> str:
-    """A paper node (sma_cross on the sample at real time: it runs all benchmark long)."""
+    """A paper node (sma_cross on the sample, a bar a second: it runs all benchmark long),
+    once it has taken its first bar (an order needs a price to be checked)."""
     body = {
         "mode": "paper",
         "strategy": "sma_cross",
-        "options": {"data": "sample", "speed": "1x", "size": 0.01, "size_mode": "fixed"},
+        "options": {"data": "sample", "speed": "60x", "size": 0.01, "size_mode": "fixed"},
     }
     answer = httpx.post(f"{base}/api/v1/nodes", json=body, headers=headers, timeout=60)
     answer.raise_for_status()
@@ -125,8 +129,8 @@ def start_node(base: str, headers: dict[str, str]) -> str:
     deadline = time.monotonic() + 60
     while True:
         status = httpx.get(f"{base}/api/v1/nodes/{run_id}", headers=headers).json()
-        if status.get("status") == "running" and status.get("pid"):
-            return run_id
+        if status.get("status") == "running" and status.get("pid") and status.get("equity"):
+            return run_id  # its equity is published with its first bar
         if time.monotonic() > deadline:
             raise RuntimeError(f"the paper node did not start: {status}")
         time.sleep(0.2)
@@ -152,30 +156,38 @@ def figures(latencies_s: list[float], seconds: float, errors: int) -> dict[str, 
 
 
 async def load(
-    base: str, clients: int, requests: list[tuple[str, str]], headers: dict[str, str],
-    node: subprocess.Popen[str],
+    base: str, clients: int, requests: Sequence[tuple[str, str, dict[str, Any] | None]],
+    headers: dict[str, str], node: subprocess.Popen[str],
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """Send `requests` round-robin from `clients` clients until `node`'s run ends."""
+    """Send `requests` (method, path, JSON body) round-robin from `clients` clients until
+    `node`'s run ends."""
     latencies: list[float] = []
-    errors = 0
+    errors = refused = 0
+    reasons: set[str] = set()
 
     async def client(index: int) -> None:
-        nonlocal errors
+        nonlocal errors, refused
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
             k = index
             while node.poll() is None:
-                method, path = requests[k % len(requests)]
+                method, path, body = requests[k % len(requests)]
                 k += 1
                 started = time.perf_counter()
-                answer = await http.request(method, path)
+                answer = await http.request(method, path, json=body)
                 latencies.append(time.perf_counter() - started)
-                errors += answer.status_code >= 400
+                if answer.status_code == 409:
+                    refused += 1
+                    reasons.add(str(answer.json().get("detail"))[:200])
+                errors += answer.status_code >= 400 and answer.status_code != 409
 
     started = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
     elapsed = time.perf_counter() - started
     out, _ = node.communicate()
-    return figures(latencies, elapsed, errors), json.loads(out)
+    answers = {**figures(latencies, elapsed, errors), "refused": refused}
+    if reasons:
+        answers["refused_because"] = sorted(reasons)[:5]
+    return answers, json.loads(out)
 
 
 def main() -> None:
@@ -197,10 +209,17 @@ def main() -> None:
             idle = tick_to_order(args.ticks)
             idle_out, _ = idle.communicate()
             read, node_read = asyncio.run(
-                load(base, args.clients, [("GET", "/api/v1/portfolio/positions")], headers,
-                     tick_to_order(args.ticks))
+                load(base, args.clients, [("GET", "/api/v1/portfolio/positions", None)],
+                     headers, tick_to_order(args.ticks))
             )  # fmt: skip
-            commands = [("POST", f"/api/v1/nodes/{run_id}/{c}") for c in ("pause", "resume")]
+            orders = [
+                ("POST", f"/api/v1/nodes/{run_id}/orders", {"side": side, "quantity": "0.001"})
+                for side in ("BUY", "SELL")
+            ]
+            order, node_order = asyncio.run(
+                load(base, 1, orders, headers, tick_to_order(args.ticks))
+            )
+            commands = [("POST", f"/api/v1/nodes/{run_id}/{c}", None) for c in ("pause", "resume")]
             command, node_command = asyncio.run(
                 load(base, 1, commands, headers, tick_to_order(args.ticks))
             )
@@ -218,11 +237,14 @@ def main() -> None:
                 "service": "sapphire serve (uvicorn, 1 process), SQLite, rate limits raised",
                 "read": {"route": "GET /api/v1/portfolio/positions",
                          "clients": args.clients, **read},
+                "order_submission": {"route": "POST /api/v1/nodes/{run_id}/orders",
+                                     "clients": 1, **order},
                 "node_commands": {"route": "POST /api/v1/nodes/{run_id}/pause|resume",
                                   "clients": 1, **command},
                 "node_tick_to_order_us": {
                     "idle": json.loads(idle_out),
                     "during_read_load": node_read,
+                    "during_order_submission": node_order,
                     "during_node_commands": node_command,
                 },
             }
