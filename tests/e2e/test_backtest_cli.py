@@ -182,3 +182,43 @@ def test_the_funding_option_reaches_the_backtest(tmp_path: Path) -> None:
     paid = json.loads(result.stdout)["metrics"]["funding"]
     api = Backtest("sample", end="2022-01-08", size=0.5, size_mode="equity", funding=path).run()
     assert paid != 0 and paid == pytest.approx(api.metrics["funding"])
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    """`sapphire strategies` imports neither the other commands' modules nor the store,
+    the live node or the service's settings (cli/main.py loads a command on use)."""
+    code = (
+        "import sys; from sapphire.cli.main import app\n"
+        "try:\n    app(['strategies'], standalone_mode=False)\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "sapphire.strategy.builtins" in loaded  # it ran
+    lazy = {m for m in loaded if m.startswith("sapphire.cli.")} - {
+        "sapphire.cli.main", "sapphire.cli.common", "sapphire.cli.options",
+        "sapphire.cli.backtest", "sapphire.cli.demo", "sapphire.cli.serve",
+        "sapphire.cli.walkforward",
+    }  # fmt: skip
+    assert lazy == set()
+    heavy = {"sapphire.store", "sapphire.live", "sapphire.ops.config", "sqlalchemy", "alembic"}
+    assert heavy & loaded == set()
+
+
+def test_help_lists_every_command_in_order_and_a_typo_gets_a_suggestion() -> None:
+    result = runner.invoke(app, ["--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    names = [
+        "backtest", "demo", "strategies", "walkforward", "serve", "init", "data", "check",
+        "optimize", "ml", "paper", "runs", "exchange", "live", "users", "keys", "audit", "db",
+        "notify", "config", "tax", "surveil", "portfolio", "graduate",
+    ]  # fmt: skip
+    listed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("│ ")]
+    assert [n for n in listed if n in names] == names
+    assert "Check strategies for look-ahead." in result.stdout  # the help main.py gives
+    report = runner.invoke(app, ["optimize", "report", "--help"])
+    assert report.exit_code == 0 and "--html" in report.stdout, report.output
+    typo = runner.invoke(app, ["dat"])
+    assert typo.exit_code == 2 and "Did you mean 'data'?" in typo.output
