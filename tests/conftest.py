@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 # gRPC (Ray Client) reads this when it first loads: its default epoll1 poller can abort
 # a process that used a "ray://" connection (see sapphire.optimize.executor.import_ray)
@@ -13,6 +14,21 @@ import pandas as pd
 import pytest
 
 DATA_DIR = Path(__file__).parent / "data"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`-n N` (`make test`) balances by work stealing, not xdist's default "load": the long
+    end-to-end tests come first in the collection, and "load" hands each worker its first
+    quarter-share as one block of consecutive tests, so one worker ran every e2e test
+    (the README's, `sapphire demo`'s...) while the other idled at the end, 150 s of an
+    850 s run. With work stealing an idle worker takes half of a busy one's queue. An
+    explicit `--dist` other than load (loadfile, each...) is kept."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import WorkStealingScheduling
+
+    return WorkStealingScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)
