@@ -25,6 +25,7 @@ from sapphire.venues.exchange import (
     Credentials,
     ExchangeState,
     FaultPlan,
+    Market,
     create_app,
 )
 
@@ -56,7 +57,8 @@ class Exchange:
     """A state and its server; with `faults` the app is served behind the test-only
     `Faults` middleware (`self.faults`), with `plan` it injects the exchange's own faults
     (`sapphire.venues.exchange.faults`, ``app.state.faults``); `clock` is the exchange's
-    clock (ms)."""
+    clock (ms); `markets` the markets listed (default: BTCUSDT linear and spot), every
+    one replaying `frame`."""
 
     def __init__(
         self,
@@ -66,8 +68,11 @@ class Exchange:
         faults: bool = False,
         plan: FaultPlan | None = None,
         clock: Callable[[], int] | None = None,
+        markets: list[Market] | None = None,
     ) -> None:
-        self.state = ExchangeState(frame, credentials=[CREDS], history=1440, clock=clock)
+        self.state = ExchangeState(
+            frame, credentials=[CREDS], history=1440, clock=clock, markets=markets
+        )
         app = create_app(self.state, limits=limits, faults=plan)
         self.app = app
         self.faults = Faults(app) if faults else None

@@ -82,7 +82,14 @@ def _table(view: Any) -> Group:
         orders.add_column(col)
     for row in view.open_orders[:10]:
         orders.add_row(*row)
-    return Group(head, orders)
+    if not view.positions:
+        return Group(head, orders)
+    markets = Table(title="positions", title_justify="left")  # several markets
+    markets.add_column("market")
+    markets.add_column("position", justify="right")
+    for market, qty in view.positions.items():
+        markets.add_row(market, qty)
+    return Group(head, markets, orders)
 
 
 def _summary(view: Any, still_open: list[str]) -> dict[str, Any]:

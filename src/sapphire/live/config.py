@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sapphire.engine.config import RunConfig, option
+from sapphire.engine.config import RunConfig, field_default, option, option_help
+from sapphire.paper.config import REBALANCE, PaperConfig
 
 if TYPE_CHECKING:
+    from sapphire.domain import InstrumentId
     from sapphire.venues.bybit import BybitConnection
 
 __all__ = ["ENVIRONMENTS", "ON_EXIT", "LiveConfig"]
@@ -18,6 +20,12 @@ __all__ = ["ENVIRONMENTS", "ON_EXIT", "LiveConfig"]
 ENVIRONMENTS = ("testnet", "demo", "mainnet", "local")
 ON_EXIT = ("cancel", "leave")
 SOURCES = ("rest", "ws")
+
+
+def _paper(name: str) -> Any:
+    """Paper's option `name` (its default and help): a rebalancing live session takes
+    the same settings as a paper one, checked by the same code (`PaperConfig.rebalancer`)."""
+    return option(field_default(PaperConfig, name), option_help(PaperConfig, name))
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,10 @@ class LiveConfig(RunConfig):
     risk_profile: str | None = option(
         "conservative", "Risk profile: conservative, aggressive or a YAML file."
     )
-    strategy: str = option("sma_cross", "Built-in name, module:Class or file.py:Class.")
+    strategy: str = option(
+        "sma_cross",
+        "Built-in name, module:Class, file.py:Class, or rebalance (see --symbols, --weights).",
+    )
     params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Strategy parameters."})
     exchange: str = option("bybit", "The exchange (bybit).")
     env: str = option("testnet", "Bybit environment: testnet, demo, mainnet or local.")
@@ -44,6 +55,20 @@ class LiveConfig(RunConfig):
         "only; default: the environment's BYBIT_<ENV>_API_KEY/_SECRET.",
     )
     symbol: str = option("BTC/USDT:USDT", "The market (ccxt symbol), e.g. BTC/USDT:USDT.")
+    symbols: str | None = option(
+        None,
+        "--strategy rebalance: the markets, comma-separated ccxt symbols of one account, "
+        "e.g. BTC/USDT:USDT,ETH/USDT:USDT (--symbol is then unused).",
+    )
+    weights: str | None = option(
+        None,
+        "rebalance: target weights of the equity by symbol, e.g. "
+        "BTC/USDT:USDT=0.6,ETH/USDT:USDT=0.35 (sum <= 1).",
+    )
+    allocation: str | None = _paper("allocation")
+    rebalance_every: str = _paper("rebalance_every")
+    rebalance_drift: float = _paper("rebalance_drift")
+    lookback: int = _paper("lookback")
     timeframe: str | None = option("1m", "Bar timeframe (a Bybit kline interval), e.g. 1m.")
     paper: bool = option(
         False, "Fill on Sapphire's simulated venue while reading the exchange's market data."
@@ -92,6 +117,52 @@ class LiveConfig(RunConfig):
             from sapphire.risk import profile
 
             profile(self.risk_profile)  # an unknown profile -> ValueError naming it
+        if self.strategy == REBALANCE:
+            # a bad list of symbols, bad weights or schedule -> ValueError naming the value
+            self.rebalancer()
+        elif self.symbols is not None:
+            raise ValueError(
+                f"symbols are the rebalance strategy's markets, but strategy="
+                f"{self.strategy!r}: give --strategy rebalance, or one market with --symbol"
+            )
+        elif self.weights is not None or self.allocation is not None:
+            raise ValueError(
+                f"weights/allocation are the rebalance strategy's settings, but strategy="
+                f"{self.strategy!r}: give --strategy rebalance"
+            )
+
+    @property
+    def markets(self) -> list[str]:
+        """The symbols traded: `symbols` for `rebalance` (each once), else `symbol`."""
+        if self.strategy != REBALANCE:
+            return [self.symbol]
+        if self.symbols is None:
+            raise ValueError("strategy rebalance needs --symbols, e.g. BTC/USDT:USDT,ETH/USDT:USDT")
+        out: list[str] = []
+        for item in self.symbols.split(","):
+            symbol = item.strip()
+            if not symbol:
+                raise ValueError(
+                    f"symbols={self.symbols!r} is invalid: expected comma-separated ccxt "
+                    "symbols, e.g. BTC/USDT:USDT,ETH/USDT:USDT"
+                )
+            if symbol in out:
+                raise ValueError(f"symbols: {symbol!r} is given twice in {self.symbols!r}")
+            out.append(symbol)
+        return out
+
+    @property
+    def instrument_ids(self) -> list[InstrumentId]:
+        """The instrument of every market traded, in the order of `markets`."""
+        from sapphire.domain import InstrumentId
+
+        return [InstrumentId(symbol, "BYBIT") for symbol in self.markets]
+
+    def rebalancer(self, strategy_id: str = "s") -> Any:
+        """The `Rebalancer` of a `rebalance` session over `instrument_ids` (weights keyed
+        by symbol, e.g. BTC/USDT:USDT=0.5): built, and checked, by the paper config's
+        own code, so both modes take and refuse exactly the same settings."""
+        return PaperConfig.rebalancer(self, strategy_id)  # type: ignore[arg-type]
 
     def connection(self, *, confirm_mainnet: bool = False) -> BybitConnection:
         """Where the exchange is (`confirm_mainnet`: the caller's interlock passed)."""

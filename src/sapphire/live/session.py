@@ -15,6 +15,16 @@ before (a reversal would otherwise close twice or not at all). A vectorised stra
 at each bar on its last `warmup` bars (`VectorAdapter(window=...)`), read from the
 exchange's klines at start; an event strategy runs as it is.
 
+Several markets (`--strategy rebalance --symbols A,B`): the `Rebalancer`
+(`sapphire.engine.rebalance`) over linear perpetuals of one account, in the same node:
+one kline source per market, taken in lockstep (`sapphire.venues.market_data.
+Lockstep`: a bar time goes to the node once every market's bar for it has come, or
+after a wait that is logged), its orders through the node's risk engine, every
+market's position and the one wallet reconciled. The Rebalancer's state is written
+ahead of its orders (`REBALANCER_STATE` in the run's directory, as a paper session
+does), so a resume carries an interrupted rebalance on without sending twice what
+reached the exchange.
+
 Store (`sapphire.engine.session.SessionJournal`, shared with paper sessions): every
 order event is committed before the node acts on it, positions and balances after
 each fill. Resume (`LiveSession.resume`): the node is rebuilt from the store as a paper
@@ -39,6 +49,7 @@ kill switch, cancel and amend an open order.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -71,6 +82,7 @@ from sapphire.engine import VectorAdapter
 from sapphire.engine.builder import build_node
 from sapphire.engine.clock import WallClock
 from sapphire.engine.control import NodeControl
+from sapphire.engine.rebalance import Rebalancer
 from sapphire.engine.risk_monitor import refusal_counts
 from sapphire.engine.session import (
     SessionJournal,
@@ -81,11 +93,12 @@ from sapphire.engine.session import (
 )
 from sapphire.engine.stream import StreamPublisher
 from sapphire.live.config import LiveConfig
+from sapphire.paper.config import REBALANCE
 from sapphire.portfolio import Account, Portfolio
 from sapphire.store import Store
 from sapphire.store.records import RunMode
 
-__all__ = ["RECONCILIATION", "LiveSession", "LiveView", "live_dir"]
+__all__ = ["REBALANCER_STATE", "RECONCILIATION", "LiveSession", "LiveView", "live_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +111,9 @@ MARKET_WAIT_S = 5.0
 RECONCILE_WAIT_S = 10.0
 #: seconds between two status events of a running session
 STATUS_EVERY_S = 5.0
+#: a rebalancing session's `Rebalancer.state()`, written ahead of its orders (the name
+#: a paper session gives it)
+REBALANCER_STATE = "rebalancer.json"
 
 
 def _require_graduation(store: Store, config: LiveConfig) -> None:
@@ -139,6 +155,9 @@ class LiveView:
     trading_state: str
     reconciliations: int
     denied: dict[str, int] = field(default_factory=dict)
+    #: the position in every market, when the session trades several (`position`,
+    #: `avg_px` and `last` are the first market's)
+    positions: dict[str, str] = field(default_factory=dict)
 
 
 class LiveSession:
@@ -158,7 +177,7 @@ class LiveSession:
     ) -> None:
         from sapphire.risk import profile
         from sapphire.strategy.registry import get_strategy
-        from sapphire.venues.market_data import KlinePoller, KlineStream
+        from sapphire.venues.market_data import KlinePoller, KlineStream, Lockstep
 
         self.run_id = run_id
         self.config = config
@@ -179,14 +198,24 @@ class LiveSession:
             credentials_from_env(connection.environment, environ)  # before any request
         source_cls = KlineStream if config.market_data == "ws" else KlinePoller
         options = {"interval_s": config.poll_interval} if source_cls is KlinePoller else {}
-        self.source: Any = source_cls(
-            connection, config.symbol, str(config.timeframe),
-            InstrumentId(config.symbol, "BYBIT"), **options,
-        )  # fmt: skip
+        #: one kline source per market (several: a rebalancing session)
+        self.feeds: list[Any] = []
+        self.source: Any = None
         self.venue: Any = None
         try:
-            self.instrument: Instrument = self.source.instrument()
+            for symbol in config.markets:
+                self.feeds.append(source_cls(
+                    connection, symbol, str(config.timeframe), InstrumentId(symbol, "BYBIT"),
+                    **options,
+                ))  # fmt: skip
+            #: the bars the node takes: the one market's, or every market's in lockstep
+            self.source = self.feeds[0] if len(self.feeds) == 1 else Lockstep(self.feeds)
+            #: every market's instrument as the exchange lists it
+            self.instruments: list[Instrument] = [f.instrument() for f in self.feeds]
+            self.instrument: Instrument = self.instruments[0]
             self.iid = self.instrument.id
+            if len(self.instruments) > 1:
+                _check_markets(self.instruments)
             self.venue = self._venue(connection, environ)
             if start_cash is None:
                 start_cash = (
@@ -196,7 +225,11 @@ class LiveSession:
             from sapphire.engine.strategy import EventStrategy
             from sapphire.strategy.base import Strategy
 
-            strategy = get_strategy(config.strategy, (Strategy, EventStrategy))(**config.params)
+            strategy: Strategy | EventStrategy
+            if config.strategy == REBALANCE:
+                strategy = config.rebalancer("s")
+            else:
+                strategy = get_strategy(config.strategy, (Strategy, EventStrategy))(**config.params)
             vectorised = isinstance(strategy, Strategy)
             setup = build_node(
                 config, mode="live", venue=self.venue, instrument_id=self.iid,
@@ -214,6 +247,8 @@ class LiveSession:
         self.monitor = setup.monitor
         self.guard = setup.guard
         self.strategy_id = StrategyId(str(self.trader.strategy_id))
+        if isinstance(self.trader, Rebalancer):
+            self.trader.on_state = self._save_rebalancer
         #: the event stream (what the node does, out; its control channel, in)
         self.stream = open_node_stream(run_dir)
         self.events = StreamPublisher(self.stream)
@@ -233,6 +268,7 @@ class LiveSession:
         self._reconciling: str | None = None  # why events are being applied now
         self._risk_events = 0
         self._next_reconcile = time.monotonic() + config.reconcile_every
+        self._iids = tuple(inst.id for inst in self.instruments)
 
     def _stored_key(self, name: str, environ: dict[str, str] | None) -> dict[str, str]:
         """`environ` (default: the process's) with the credentials of the stored key `name`,
@@ -257,7 +293,7 @@ class LiveSession:
             from sapphire.sim.venue import SimulatedVenue
 
             return SimulatedVenue(
-                [self.instrument], cash=str(config.cash), leverage=config.leverage,
+                self.instruments, cash=str(config.cash), leverage=config.leverage,
                 fill_model=FillModel(config.slippage_bps, config.slippage_ticks,
                                      float(self.instrument.tick_size)),
                 intrabar="worst" if config.intrabar == "worst" else "path", name="SIM",
@@ -266,7 +302,7 @@ class LiveSession:
 
         executions = {str(f.trade_id) for f in self.store.fills(self.run_id)}
         venue = BybitVenue(
-            connection, [config.symbol], environ=environ,
+            connection, config.markets, environ=environ,
             poll_interval_s=config.poll_interval, executions=executions,
         )  # fmt: skip
         return venue.start()
@@ -275,7 +311,14 @@ class LiveSession:
         ccy = self.instrument.settlement
         lev = self.config.leverage
         leverage = to_decimal(lev, "leverage") if lev else Decimal(1)
-        return Portfolio(Account(ccy, {ccy: self.start_cash}, leverage=leverage), [self.instrument])
+        return Portfolio(Account(ccy, {ccy: self.start_cash}, leverage=leverage), self.instruments)
+
+    def _save_rebalancer(self, state: dict[str, Any]) -> None:
+        """The rebalancer's state, written ahead of its orders (atomically)."""
+        path = self.run_dir / REBALANCER_STATE
+        tmp = path.with_name(f"{REBALANCER_STATE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -310,7 +353,8 @@ class LiveSession:
                 {**config.to_mapping(), "run_dir": str(run_dir),
                  "start_cash": str(session.start_cash)},
             )  # fmt: skip
-            store.save_instrument(session.instrument)
+            for instrument in session.instruments:
+                store.save_instrument(instrument)
             session._warm_up()
             session.node.start()
             # an exchange account may hold a position or a balance the node does not
@@ -358,7 +402,13 @@ class LiveSession:
 
     def _warm_up(self) -> None:
         """The last `warmup` confirmed bars to a vectorised strategy's window (not acted
-        on); the last one's close becomes the node's last price."""
+        on); the last one's close becomes the node's last price (every market's, with
+        several)."""
+        if len(self.feeds) > 1:
+            for iid, bars in self.source.history(self.config.warmup).items():
+                if bars:
+                    self.node.last[iid] = bars[-1].close
+            return
         history = self.source.history(self.config.warmup)
         if not history:
             return
@@ -382,6 +432,10 @@ class LiveSession:
     def _restore(self) -> None:
         node = self.node
         missing = self.journal.restore(self.monitor, guard=self.guard)
+        state = self.run_dir / REBALANCER_STATE
+        if isinstance(self.trader, Rebalancer) and state.exists():
+            # a rebalance the crash interrupted goes on at the next portfolio bar
+            self.trader.restore_state(json.loads(state.read_text()))
         self._warm_up()
         node.start()
         # the orders the store has open, brought to the exchange's state
@@ -463,9 +517,22 @@ class LiveSession:
                 self.run_id, type(exc).__name__, exc,
             )  # fmt: skip
 
+    def _position_gaps(
+        self, sizes: dict[str, Decimal]
+    ) -> list[tuple[Instrument, Decimal, Decimal]]:
+        """The markets whose position in the node differs from the exchange's `sizes`:
+        (instrument, ours, theirs)."""
+        net = self.node.portfolio.net_quantity
+        out = []
+        for inst in self.instruments:
+            ours, theirs = net(inst.id), sizes.get(inst.id.symbol, Decimal(0))
+            if ours != theirs:
+                out.append((inst, ours, theirs))
+        return out
+
     def reconcile_account(self, timeout: float = 60.0) -> None:
-        """Compare the position and the balance with the exchange's; adopt the
-        exchange's values where they differ, each with a `reconciliation` event. An
+        """Compare every market's position and the balance with the exchange's; adopt
+        the exchange's values where they differ, each with a `reconciliation` event. An
         exchange that does not answer is asked again until `timeout`."""
         if self.config.paper:
             return  # the simulated venue is in this process: nothing to compare
@@ -473,30 +540,34 @@ class LiveSession:
         wallet, sizes = self.venue.account(timeout)
         self._drain()
         node = self.node
-        ours = node.portfolio.net_quantity(self.iid)
-        theirs = sizes.get(self.config.symbol, Decimal(0))
-        if ours != theirs:
+        if self._position_gaps(sizes):
             # a fill may be on its way: bring the orders up to date and read again
             self.venue.reconcile([])
             self._drain()
             wallet, sizes = self.venue.account(timeout)
-            ours = node.portfolio.net_quantity(self.iid)
-            theirs = sizes.get(self.config.symbol, Decimal(0))
         ts = time.time_ns()
-        if ours != theirs:
+        gaps = self._position_gaps(sizes)
+        for inst, ours, theirs in gaps:
             diff = theirs - ours
-            last = node.last.get(self.iid)
+            last = node.last.get(inst.id)
             price = to_decimal(last) if last is not None else Decimal(0)
             side = OrderSide.BUY if diff > 0 else OrderSide.SELL
             node.portfolio.apply_fill(
-                self.strategy_id, self.iid, side, abs(diff), price, Decimal(0), ts
+                self.strategy_id, inst.id, side, abs(diff), price, Decimal(0), ts
             )
-            self.journal.restore_adapter(self.trader)
+            detail: dict[str, object] = {"store": str(ours), "exchange": str(theirs)}
+            detail["price"] = str(price)
+            market = ""
+            if len(self.instruments) > 1:
+                market = f"{inst.id.symbol}: "
+                detail["symbol"] = inst.id.symbol
             self._record(
-                f"position {ours} in the store, {theirs} on the exchange: the exchange's "
-                f"adopted (at {price})",
-                {"store": str(ours), "exchange": str(theirs), "price": str(price)},
+                f"{market}position {ours} in the store, {theirs} on the exchange: the "
+                f"exchange's adopted (at {price})",
+                detail,
             )
+        if gaps:
+            self.journal.restore_adapter(self.trader)
         account = node.portfolio.account
         ccy = self.instrument.settlement
         cash = account.balance(ccy)
@@ -527,23 +598,28 @@ class LiveSession:
                 return
             time.sleep(0.01)
 
-    def _on_bar(self, bar: Bar) -> None:
+    def _on_bars(self, bars: list[Bar]) -> None:
+        """The bars of one bar time (one per market, or fewer after a late market) to
+        the node; `bars_seen` counts bar times."""
         node = self.node
+        tf = self.source.timeframe_ns
         if not self.config.paper:  # the simulated venue fills in process_bar
             self._await_market_orders(MARKET_WAIT_S)
-        node.process_bar(bar, self.source.timeframe_ns)
+        for bar in bars:
+            node.process_bar(bar, tf)
         self.bars_seen += 1
         events = len(self.monitor.events) if self.monitor is not None else 0
         if events != self._risk_events or self.bars_seen % 60 == 1:
             self._risk_events = events
-            snap = node.portfolio.snapshot(
-                bar.ts_ns + self.source.timeframe_ns, {self.iid: to_decimal(bar.close, "close")}
-            )
+            marks = {iid: to_decimal(px) for iid, px in node.last.items() if iid in self._iids}
+            marks |= {bar.instrument_id: to_decimal(bar.close, "close") for bar in bars}
+            snap = node.portfolio.snapshot(bars[0].ts_ns + tf, marks)
             self.store.save_equity_snapshot(snap, run_id=self.run_id)
             self.journal.publish_equity(snap)
         else:
             self.journal.publish_equity()
-        self.journal.publish_bar(bar, self.source.timeframe_ns)
+        for bar in bars:
+            self.journal.publish_bar(bar, tf)
 
     def run(
         self,
@@ -568,8 +644,8 @@ class LiveSession:
                     self._publish_status()
                 if self.status != "running":
                     break
-                for bar in self.source.poll(0.2):
-                    self._on_bar(bar)
+                for bars in _by_time(self.source.poll(0.2)):
+                    self._on_bars(bars)
                 self._drain()
                 now = time.monotonic()
                 if now >= self._next_reconcile:
@@ -634,7 +710,9 @@ class LiveSession:
         """Disconnect the venue, the market data and the event stream (nothing else)."""
         already = self._closed
         self._closed = True
-        for part in (self.venue, self.source):
+        # the sources themselves when the set-up failed before the lockstep was made
+        parts = (self.venue, self.source) if self.source is not None else (self.venue, *self.feeds)
+        for part in parts:
             closer = getattr(part, "close", None)
             if closer is not None:
                 closer()
@@ -649,7 +727,7 @@ class LiveSession:
         node = self.node
         pos = node.portfolio.position(self.strategy_id, self.iid)
         last = node.last.get(self.iid)
-        marks = {self.iid: to_decimal(last)} if last is not None else {}
+        marks = {iid: to_decimal(px) for iid, px in node.last.items() if iid in self._iids}
         account = node.portfolio.account
         ccy = self.instrument.settlement
         orders = node.orders.values()
@@ -672,4 +750,39 @@ class LiveSession:
                 e.reason for o in orders for e in o.events
                 if isinstance(e, OrderDenied | OrderRejected)
             ),
+            positions=(
+                {str(i): str(node.portfolio.net_quantity(i)) for i in self._iids}
+                if len(self._iids) > 1 else {}
+            ),
         )  # fmt: skip
+
+
+def _check_markets(instruments: list[Instrument]) -> None:
+    """Several markets trade in one account: linear perpetuals of one settlement coin
+    (the one wallet reconciled); a ValueError names the market that is not."""
+    from sapphire.domain import ContractType
+
+    ccy = instruments[0].settlement
+    for inst in instruments:
+        if inst.contract_type is not ContractType.PERPETUAL:
+            raise ValueError(
+                f"symbol {inst.id.symbol!r} is a {inst.contract_type.value.lower()} market: "
+                "a rebalancing session trades linear perpetuals (e.g. ETH/USDT:USDT)"
+            )
+        if inst.settlement != ccy:
+            raise ValueError(
+                f"symbol {inst.id.symbol!r} settles in {inst.settlement}, "
+                f"{instruments[0].id.symbol!r} in {ccy}: the markets of one session "
+                "settle in one coin"
+            )
+
+
+def _by_time(bars: list[Bar]) -> list[list[Bar]]:
+    """`bars` (ordered by time) cut into the runs of one bar time each."""
+    out: list[list[Bar]] = []
+    for bar in bars:
+        if out and out[-1][0].ts_ns == bar.ts_ns:
+            out[-1].append(bar)
+        else:
+            out.append([bar])
+    return out

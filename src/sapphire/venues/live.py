@@ -447,9 +447,11 @@ class BybitVenue:
                         wallet = Decimal(str(row["walletBalance"]))
             if wallet is None:
                 raise ValueError(f"the wallet has no {self.currency} balance")
-            rows = await self.guard.request(
-                "position/list", self._client.fetch_positions, self.symbols, repeatable=True
-            )
+            rows = []
+            for symbol in self.symbols:  # Bybit's position list takes one symbol a request
+                rows += await self.guard.request(
+                    "position/list", self._client.fetch_positions, [symbol], repeatable=True
+                )
             sizes = dict.fromkeys(self.symbols, Decimal(0))
             for row in rows:
                 info = row["info"]

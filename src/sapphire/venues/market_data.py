@@ -14,6 +14,12 @@ read public data only (no credentials), on their own event-loop thread.
 `history(n)` reads the last `n` confirmed bars (the warm-up window of a vectorised
 strategy).
 
+Several markets (a rebalancing session): `Lockstep` takes one source per market and
+hands on a bar time once every market's bar for it has arrived (the markets' bars of
+one time together, in the order of the sources), or, when one market's bar is late by
+more than `wait_s`, the bars that came, with a warning naming the markets missing; a
+bar that arrives after its time was handed on is dropped (with a warning too).
+
 Failures: a read the exchange did not answer (a timeout, a 5xx, a dropped connection) or
 refused before processing (a rate limit) is tried again, `retry` (`RetryPolicy`: 8
 tries, 0.2 s doubling to 2 s) for the start and `history`; a `KlinePoller.poll` that
@@ -24,9 +30,10 @@ kept in `errors` (the last 100). A definite refusal (an unlisted symbol...) is r
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import ccxt.async_support as ccxt_async
@@ -38,9 +45,13 @@ from sapphire.venues.bybit import BybitConnection, BybitEnvironment, _local_urls
 from sapphire.venues.loop import LoopThread
 from sapphire.venues.resilience import FAILURES, Outcome, RetryPolicy, classify
 
-__all__ = ["KlinePoller", "KlineStream", "public_client"]
+__all__ = ["LOCKSTEP_WAIT_S", "KlinePoller", "KlineStream", "Lockstep", "public_client"]
+
+log = logging.getLogger(__name__)
 
 _MAX_LIMIT = 1000  # Bybit's largest kline page
+#: seconds a bar time waits for the markets whose bar for it has not come yet
+LOCKSTEP_WAIT_S = 10.0
 
 
 def public_client(connection: BybitConnection, *, pro: bool = False) -> Any:
@@ -259,3 +270,104 @@ async def _rows(read: Any) -> list[list[Any]]:
     """`read()` on the source's loop (ccxt's cache is that loop's)."""
     rows: list[list[Any]] = read()
     return rows
+
+
+class Lockstep:
+    """The confirmed bars of several markets, one bar time at a time (see the module
+    docstring): the interface of one source (`poll`, `history`, `close`, `timeframe_ns`,
+    `errors`) over `sources`, all of one timeframe. `late` counts the bar times handed
+    on without every market (after `wait_s`), `dropped` the bars that came too late for
+    their time."""
+
+    def __init__(self, sources: Sequence[_Source], *, wait_s: float = LOCKSTEP_WAIT_S) -> None:
+        if not sources:
+            raise ValueError("a Lockstep needs at least one source")
+        if not wait_s > 0:
+            raise ValueError(f"wait_s={wait_s!r} is invalid: expected > 0 seconds")
+        frames = {s.timeframe for s in sources}
+        if len(frames) != 1:
+            raise ValueError(f"the sources' timeframes {sorted(frames)} differ: expected one")
+        ids = [s.instrument_id for s in sources]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"markets {[str(i) for i in ids]} name one market twice")
+        self.sources = list(sources)
+        self.timeframe = sources[0].timeframe
+        self.timeframe_ns = sources[0].timeframe_ns
+        self.wait_s = wait_s
+        #: the open time (ns) of the last bar time handed on; earlier bars are dropped
+        self.last_ns = -1
+        self.late = 0
+        self.dropped = 0
+        self._held: dict[int, dict[InstrumentId, Bar]] = {}
+        self._since: dict[int, float] = {}  # when the first bar of each held time came
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Every source's failed reads (each source keeps its last 100)."""
+        return [e for s in self.sources for e in s.errors]
+
+    def history(self, n: int) -> dict[InstrumentId, list[Bar]]:
+        """The last `n` confirmed bars of every market, oldest first; the next `poll`
+        hands on only the bar times after the latest of them."""
+        out = {s.instrument_id: s.history(n) for s in self.sources}
+        last = [bars[-1].ts_ns for bars in out.values() if bars]
+        self.last_ns = max(last, default=-1)
+        self._held.clear()
+        self._since.clear()
+        return out
+
+    def poll(self, timeout_s: float) -> list[Bar]:
+        """The bars of the bar times complete (or waited for `wait_s`) since the last
+        call, time by time in the sources' order; waits up to `timeout_s` for one."""
+        deadline = time.monotonic() + timeout_s
+        share = timeout_s / len(self.sources)
+        while True:
+            for source in self.sources:
+                for bar in source.poll(share):
+                    self._hold(bar)
+            bars = self._ready(time.monotonic())
+            if bars or time.monotonic() >= deadline:
+                return bars
+
+    def _hold(self, bar: Bar) -> None:
+        if bar.ts_ns <= self.last_ns:
+            self.dropped += 1
+            log.warning(
+                "%s bar at %s came after its time was handed on without it: dropped",
+                bar.instrument_id, _when(bar.ts_ns),
+            )  # fmt: skip
+            return
+        self._held.setdefault(bar.ts_ns, {})[bar.instrument_id] = bar
+        self._since.setdefault(bar.ts_ns, time.monotonic())
+
+    def _ready(self, now: float) -> list[Bar]:
+        """The held bar times that are complete or waited long enough, oldest first (a
+        later time waits for an earlier one)."""
+        out: list[Bar] = []
+        for ts in sorted(self._held):
+            got = self._held[ts]
+            if len(got) < len(self.sources):
+                if now - self._since[ts] < self.wait_s:
+                    break
+                self.late += 1
+                missing = [str(s.instrument_id) for s in self.sources
+                           if s.instrument_id not in got]  # fmt: skip
+                log.warning(
+                    "bar at %s: no bar of %s after %.1f s; handed on with the other markets' "
+                    "only", _when(ts), ", ".join(missing), self.wait_s,
+                )  # fmt: skip
+            out += [got[s.instrument_id] for s in self.sources if s.instrument_id in got]
+            del self._held[ts], self._since[ts]
+            self.last_ns = ts
+        return out
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+
+
+def _when(ts_ns: int) -> str:
+    """`ts_ns` as UTC ISO text, for log lines."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).isoformat()
