@@ -73,6 +73,7 @@ LIVE_OPTIONS = frozenset({
     "env", "url", "symbol", "timeframe", "paper", "cash", "size", "size_mode", "leverage",
     "stop_loss", "take_profit", "trailing_stop", "risk_profile", "warmup", "reconcile_every",
     "on_exit", "market_data", "poll_interval", "key",
+    "symbols", "weights", "allocation", "rebalance_every", "rebalance_drift", "lookback",
 })  # fmt: skip
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SYMBOL = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,10}(:[A-Z0-9]{1,10})?")
@@ -185,7 +186,7 @@ class NodeManager:
         if spec.mode == "paper":
             self._check_paper(options, spec.strategy)
         else:
-            self._check_live(options, spec.confirm_mainnet)
+            self._check_live(options, spec.confirm_mainnet, spec.strategy)
         run_id = spec.run_id or self._new_run_id(spec.mode)
         if not RUN_ID.fullmatch(run_id):
             raise ValueError(
@@ -262,17 +263,21 @@ class NodeManager:
         )
 
     @staticmethod
-    def _check_live(options: dict[str, Any], confirm_mainnet: bool) -> None:
+    def _check_live(options: dict[str, Any], confirm_mainnet: bool, strategy: str) -> None:
         from sapphire.live.config import LiveConfig
+        from sapphire.paper.config import REBALANCE
 
         env = options.get("env", "testnet")
         if env not in LIVE_ENVS:
             raise ValueError(f"env={env!r} is invalid: expected {', '.join(LIVE_ENVS)}")
-        symbol = options.get("symbol", "BTC/USDT:USDT")
-        if not isinstance(symbol, str) or not SYMBOL.fullmatch(symbol):
-            raise ValueError(
-                f"symbol={symbol!r} is invalid: expected a market such as BTC/USDT:USDT"
-            )
+        markets = [options.get("symbol", "BTC/USDT:USDT")]
+        if options.get("symbols") is not None:
+            markets = str(options["symbols"]).split(",")
+        for symbol in markets:
+            if not isinstance(symbol, str) or not SYMBOL.fullmatch(symbol.strip()):
+                raise ValueError(
+                    f"symbol={symbol!r} is invalid: expected a market such as BTC/USDT:USDT"
+                )
         url = options.get("url")
         if url is not None and not (isinstance(url, str) and _LOOPBACK.fullmatch(url)):
             raise ValueError(
@@ -280,7 +285,9 @@ class NodeManager:
                 "(http://127.0.0.1:PORT)"
             )
         _check_profile(options.get("risk_profile"))
-        LiveConfig.from_options(**options)  # every value checked, named when bad
+        # every value checked, named when bad (the rebalancer's settings with it)
+        rebalance = {"strategy": strategy} if strategy == REBALANCE else {}
+        LiveConfig.from_options(**options, **rebalance)
         if env == "mainnet" and not options.get("paper") and not confirm_mainnet:
             raise ValueError(
                 "env='mainnet' trades real money: confirm_mainnet must be true (and the "

@@ -209,6 +209,25 @@ def test_the_command_line_is_the_clis_own(manager: NodeManager) -> None:
         NodeSpec("paper", "rebalance", {}, {"data": "A=sample,B=sample", "weights": "A=0.5,B=0.4",
                  "rebalance_every": "1D", "rebalance_drift": 0.02}, run_id="p-2")
     )  # fmt: skip
+    _, live_portfolio = manager.check(
+        NodeSpec("live", "rebalance", {}, {"env": "testnet", "symbols": "BTC/USDT:USDT,"
+                 "ETH/USDT:USDT", "weights": "BTC/USDT:USDT=0.5,ETH/USDT:USDT=0.3"})
+    )  # fmt: skip
+    assert live_portfolio[3:6] == ["live", "--strategy", "rebalance"]
+    assert live_portfolio[-6:] == [
+        "--env", "testnet", "--symbols", "BTC/USDT:USDT,ETH/USDT:USDT", "--weights",
+        "BTC/USDT:USDT=0.5,ETH/USDT:USDT=0.3",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="symbol='eth usdt' is invalid"):
+        manager.check(
+            NodeSpec("live", "rebalance", {}, {"symbols": "BTC/USDT:USDT,eth usdt",
+                     "weights": "BTC/USDT:USDT=0.5"})
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="weights"):
+        manager.check(
+            NodeSpec("live", "rebalance", {}, {"symbols": "BTC/USDT:USDT,ETH/USDT:USDT",
+                     "weights": "BTC/USDT:USDT=0.9,ETH/USDT:USDT=0.3"})
+        )  # fmt: skip
     assert portfolio[4:6] == ["--strategy", "rebalance"]
     assert portfolio[-8:] == [
         "--data", "A=sample,B=sample", "--rebalance-drift", "0.02", "--rebalance-every", "1D",

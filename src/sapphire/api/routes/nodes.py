@@ -115,26 +115,32 @@ class NodeOptionsIn(BaseModel):
         description="Paper: 'sample' or a catalog symbol (files are not read here); "
         "strategy rebalance: NAME=symbol,NAME=symbol.",
     )  # fmt: skip
+    symbols: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z0-9/:]{1,40}(,[A-Z0-9/:]{1,40}){0,49}$",
+        description="Live, strategy rebalance: the markets, e.g. BTC/USDT:USDT,ETH/USDT:USDT.",
+    )
     weights: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9_.=,-]{1,400}$",
-        description="Paper, strategy rebalance: target weights, e.g. ETH=0.6,BTC=0.35.",
+        pattern=r"^[A-Za-z0-9_.=,/:-]{1,800}$",
+        description="Strategy rebalance: target weights, e.g. ETH=0.6,BTC=0.35 (live: by "
+        "symbol, BTC/USDT:USDT=0.5).",
     )
     allocation: str | None = Field(
         default=None,
         pattern=r"^[a-z_]{1,40}$",
-        description="Paper, strategy rebalance: or weights by an allocation method (hrp...).",
+        description="Strategy rebalance: or weights by an allocation method (hrp...).",
     )
     rebalance_every: str | None = Field(
         default=None,
         pattern=r"^[0-9A-Za-z]{1,20}$",
-        description="Paper, strategy rebalance: bars, or a period (4h, 1D, 1W, 1M).",
+        description="Strategy rebalance: bars, or a period (4h, 1D, 1W, 1M).",
     )
     rebalance_drift: float | None = Field(
-        default=None, ge=0, lt=1, description="Paper, strategy rebalance: drift band."
+        default=None, ge=0, lt=1, description="Strategy rebalance: drift band."
     )
     lookback: int | None = Field(
-        default=None, ge=2, le=100_000, description="Paper, strategy rebalance: returns fitted."
+        default=None, ge=2, le=100_000, description="Strategy rebalance: returns fitted."
     )
     start: str | None = Field(default=None, max_length=40, description="Paper: first bar (UTC).")
     end: str | None = Field(
