@@ -14,6 +14,7 @@ nothing else is changed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import shlex
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,17 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (work / "my_strategies.py").write_text(f"{ema_rsi}\n\n{buy_the_dip}", encoding="utf-8")
     return work
+
+
+@pytest.fixture
+def exchange_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Held while a test serves the README's local exchange on its fixed port 8787: the two
+    examples that do never overlap, whichever pytest workers run them (the lock file is in
+    the folder all of a run's workers share)."""
+    lock = tmp_path_factory.getbasetemp().parent / "readme-port-8787.lock"
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _run(command: str, workdir: Path) -> subprocess.CompletedProcess[str]:
@@ -160,7 +173,7 @@ def test_the_machine_learning_examples(workdir: Path) -> None:
         _check(command, done, workdir)
 
 
-def test_the_local_exchange_example(workdir: Path) -> None:
+def test_the_local_exchange_example(workdir: Path, exchange_port: None) -> None:
     """Both commands serve on the documented port, stop by themselves after their bars,
     and the second goes on with the first's state."""
     (block,) = [b for b in _blocks("bash") if "sapphire exchange serve" in b and "&" not in b]
@@ -176,7 +189,7 @@ def test_the_local_exchange_example(workdir: Path) -> None:
     assert ops.count("advance") == 120 + 60
 
 
-def test_the_live_rehearsal_example(workdir: Path) -> None:
+def test_the_live_rehearsal_example(workdir: Path, exchange_port: None) -> None:
     """The offline rehearsal runs as a user's shell runs it (bash, the exchange in the
     background, `kill %1`): the live run trades on the local exchange, stops after its
     seconds leaving the run resumable, the resume goes on, and the exchange is stopped."""
