@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,11 @@ def test_paper_session_then_runs_list_and_show() -> None:
     assert view["run_id"] == "p1" and view["status"] == "finished"
     assert view["bar"] + 1 == view["bars"] == 120
     assert view["fills"] > 0 and view["position"] == "0.00"
+    # its logs: every order event and fill a JSON line in the run's run.log
+    log = Path(os.environ["SAPPHIRE_HOME"]) / "paper" / "p1" / "run.log"
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    fills = [x for x in lines if x["event"].startswith("fill ")]
+    assert len(fills) == view["fills"] and all(x["correlation_id"] for x in fills)
 
     listed = runner.invoke(app, ["runs", "list", "--json"])
     assert listed.exit_code == 0, listed.output

@@ -98,6 +98,23 @@ def surveil_node(session: Any) -> None:
     watch_node(session.node, session.run_id)
 
 
+def node_services(session: Any, mode: str, port: int | None, host: str) -> None:
+    """What a paper or live node process runs beside its loop: its logs (every order
+    event as a JSON line in the run's `run.log`, warnings on the terminal), its metrics
+    and probes (`--metrics-port`) and the surveillance of its orders."""
+    from sapphire.ops.config_sources import load_config
+    from sapphire.ops.logging import configure_run_logging
+
+    try:
+        logs = load_config().config.logging
+    except ValueError as exc:  # the run has started: it keeps the default logs
+        err_console.print(f"warning: logging configuration ignored: {exc}", highlight=False)
+        logs = None
+    configure_run_logging(session.run_dir, logs)
+    serve_metrics(session, mode, port, host)
+    surveil_node(session)
+
+
 def setup_logging(config: Any = None) -> None:
     """A long-running process's logs (serve, paper, live) from the configuration's
     `logging` section: structlog, readable on a terminal, JSON lines otherwise and in the

@@ -17,9 +17,8 @@ from sapphire.cli.common import (
     console,
     err_console,
     fail,
+    node_services,
     parse_params,
-    serve_metrics,
-    surveil_node,
 )
 from sapphire.cli.options import (
     JsonOpt,
@@ -166,8 +165,7 @@ def live_command(
         session = LiveSession.start(config, run_id=run_id, confirm_mainnet=confirmed)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
-    serve_metrics(session, "paper" if session.config.paper else "live", metrics_port, metrics_host)
-    surveil_node(session)
+    node_services(session, "paper" if session.config.paper else "live", metrics_port, metrics_host)
     _drive(session, seconds, None, as_json)
 
 
@@ -199,6 +197,5 @@ def live_resume_command(
         session = LiveSession.resume(run_id, confirm_mainnet=confirmed)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
-    serve_metrics(session, "paper" if session.config.paper else "live", metrics_port, metrics_host)
-    surveil_node(session)
+    node_services(session, "paper" if session.config.paper else "live", metrics_port, metrics_host)
     _drive(session, seconds, on_exit, as_json)

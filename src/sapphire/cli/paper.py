@@ -15,9 +15,8 @@ from sapphire.cli.common import (
     console,
     err_console,
     fail,
+    node_services,
     parse_params,
-    serve_metrics,
-    surveil_node,
 )
 from sapphire.cli.options import (
     JsonOpt,
@@ -162,8 +161,7 @@ def paper_command(
         session = PaperSession.start(config, run_id=run_id)
     except (DataError, ValueError, TypeError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
-    serve_metrics(session, "paper", metrics_port, metrics_host)
-    surveil_node(session)
+    node_services(session, "paper", metrics_port, metrics_host)
     _drive(session, live, as_json, seconds)
 
 
@@ -187,8 +185,7 @@ def paper_resume_command(
         session = PaperSession.resume(run_id, speed=speed)
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
-    serve_metrics(session, "paper", metrics_port, metrics_host)
-    surveil_node(session)
+    node_services(session, "paper", metrics_port, metrics_host)
     _drive(session, live, as_json, seconds)
 
 

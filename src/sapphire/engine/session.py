@@ -26,9 +26,9 @@ one `$SAPPHIRE_REDIS_URL` names, else the local files under `$SAPPHIRE_HOME/even
 While a session's loop runs, its process id is in the run directory's `node.pid`
 (`write_pid`), which is how the service finds the nodes that are running.
 
-Logs: each committed order event is a log line of `sapphire.node` (INFO; a denial or a
-rejection WARNING, with the reason), each fill one more, each risk event and trading-state
-change a WARNING. The node binds an order's correlation id (its signal's: the parent
+Logs: each committed order event is a log line of `sapphire.node` (INFO, a denial with
+its reason; a venue's rejection WARNING), each fill one more, each risk event and
+trading-state change a WARNING. The node binds an order's correlation id (its signal's: the parent
 order's id, else its own) while it publishes the order's events, so these lines and the
 published events (`correlation_id`, which a notification carries on) share it.
 """
@@ -49,7 +49,6 @@ from sapphire.domain import (
     AccountState,
     Bar,
     ClientOrderIdGenerator,
-    OrderDenied,
     OrderEvent,
     OrderFilled,
     OrderRejected,
@@ -202,8 +201,9 @@ class SessionJournal:
                 self.events.publish(self.channel, self._fill_payload(order, event))
 
     def _log_order(self, order: Any, event: OrderEvent) -> None:
-        refused = isinstance(event, OrderDenied | OrderRejected)
-        level = logging.WARNING if refused else logging.INFO
+        # a venue's rejection is a warning; a risk denial is routine (counted in the run's
+        # summary and metrics), logged with its reason like any other order event
+        level = logging.WARNING if isinstance(event, OrderRejected) else logging.INFO
         if not log.isEnabledFor(level):
             return
         cid = str(order.client_order_id)

@@ -328,7 +328,7 @@ def test_a_paper_run_logs_its_orders_with_their_signals_id(
         for _ in range(200):
             s.pump(advance=True)
         huge = s.adapter.market(s.iid, OrderSide.BUY, Decimal("1000"))
-        assert not s.node.submit_order(s.adapter, huge)  # denied: a warning
+        assert not s.node.submit_order(s.adapter, huge)  # denied: logged with its reason
         assert s.events.flush(5.0)
         published = [
             e.event for e in s.stream.read({node_channel(s.run_id): START}, count=100_000)
@@ -354,6 +354,7 @@ def test_a_paper_run_logs_its_orders_with_their_signals_id(
     assert all(submitted[x["client_order_id"]] == x["correlation_id"] for x in fills)
     by_order = {e["client_order_id"]: e["correlation_id"] for e in published if e["type"] == "fill"}
     assert by_order == {x["client_order_id"]: x["correlation_id"] for x in fills}
-    err = capsys.readouterr().err
-    assert "OrderSubmitted" not in err and "fill " not in err
-    assert f"order {huge.client_order_id} OrderDenied" in err
+    denied = [x for x in lines if x.get("client_order_id") == str(huge.client_order_id)]
+    assert [(x["order_event"], x["level"]) for x in denied] == [("OrderDenied", "info")]
+    assert denied[0]["reason"] and denied[0]["reason"] in denied[0]["event"]
+    assert "order " not in capsys.readouterr().err  # the terminal: warnings only
