@@ -25,7 +25,8 @@ def _free_port() -> int:
 def test_a_paper_node_serves_its_metrics(tmp_path: Path) -> None:
     port = _free_port()
     exe = Path(sys.executable).parent / "sapphire"
-    env = {**os.environ, "SAPPHIRE_HOME": str(tmp_path / "home")}
+    # the venue process idles out soon after its node is gone (no stray process left)
+    env = {**os.environ, "SAPPHIRE_HOME": str(tmp_path / "home"), "SAPPHIRE_PAPER_VENUE_IDLE": "20"}
     cmd = [str(exe), "paper", "--strategy", "sma_cross", "--end", "2022-01-02", "--speed",
            "200x", "--seconds", "8", "--run-id", "m1", "--no-live",
            "--metrics-port", str(port)]  # fmt: skip
@@ -53,7 +54,8 @@ def test_a_paper_node_serves_its_metrics(tmp_path: Path) -> None:
 
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "sapphire"
-    env = {**os.environ, "SAPPHIRE_HOME": str(tmp_path / "home")}
+    # the venue process idles out soon after its node is gone (no stray process left)
+    env = {**os.environ, "SAPPHIRE_HOME": str(tmp_path / "home"), "SAPPHIRE_PAPER_VENUE_IDLE": "20"}
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
