@@ -330,9 +330,7 @@ def test_a_paper_run_logs_its_orders_with_their_signals_id(
         huge = s.adapter.market(s.iid, OrderSide.BUY, Decimal("1000"))
         assert not s.node.submit_order(s.adapter, huge)  # denied: logged with its reason
         assert s.events.flush(5.0)
-        published = [
-            e.event for e in s.stream.read({node_channel(s.run_id): START}, count=100_000)
-        ]
+        published = [e.event for e in s.stream.read({node_channel(s.run_id): START}, count=100_000)]
     finally:
         s.shutdown_venue()
         s.close_events()
