@@ -194,14 +194,16 @@ class StreamHub:
                 # under the lock: the reader cannot hand out what comes after the hub's
                 # position before this client has what comes up to it
                 replay = self._since(channel, since, self._positions[channel])
-                if replay:
-                    with contextlib.suppress(RuntimeError):  # its loop has closed
-                        client.loop.call_soon_threadsafe(client.offer, replay)
+            # the channel is the client's before its replay reaches its loop (the loop
+            # runs now, in its own thread: it keeps only its channels' events)
             if channel not in client.channels:
                 client.channels[channel] = kinds
             else:  # a second subscription to the channel: the union of the two
                 old = client.channels[channel]
                 client.channels[channel] = None if old is None or kinds is None else old | kinds
+            if replay:
+                with contextlib.suppress(RuntimeError):  # its loop has closed
+                    client.loop.call_soon_threadsafe(client.offer, replay)
             self._clients.add(client)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="sapphire-ws", daemon=True)
