@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,17 +30,17 @@ import pandas as pd
 import pytest
 from local_exchange import CREDS, Exchange, frame, no_internet
 from rich.console import Console
+from test_live_session import step, wait
 from typer.testing import CliRunner
 
 from sapphire.cli.live import _table
-from sapphire.domain import InstrumentId, OrderSide, OrderType
+from sapphire.domain import InstrumentId, OrderSide
 from sapphire.engine.rebalance import Rebalancer
 from sapphire.live import RECONCILIATION, LiveConfig, LiveSession
 from sapphire.live.session import REBALANCER_STATE, live_dir
 from sapphire.store import Store
 from sapphire.venues.bybit import BybitConnection, BybitEnvironment
 from sapphire.venues.exchange import default_markets, markets_for
-from sapphire.venues.live import OrderState
 from sapphire.venues.market_data import KlinePoller, Lockstep
 
 __all__ = ["frame", "no_internet"]  # the shared fixtures, used by name
@@ -79,35 +79,6 @@ def config(ex: Exchange, **kw: Any) -> LiveConfig:
         "reconcile_every": 3600.0,
     }  # fmt: skip
     return LiveConfig(**(options | kw))
-
-
-def wait(done: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-def step(session: LiveSession, ex: Exchange) -> None:
-    """The exchange replays one bar (every market's); the session takes the fills, then
-    the bar time (the rebalancer acts); what it sent reaches the exchange first."""
-    ex.state.advance()
-    node, venue = session.node, session.venue
-    if not session.config.paper:
-
-        def market_done() -> bool:
-            venue.drain()
-            return not any(o.type is OrderType.MARKET for o in node.open_orders())
-
-        wait(market_done)
-    session.run(max_bars=session.bars_seen + 1, max_seconds=10)
-    if not session.config.paper:
-        wait(
-            lambda: all(
-                venue.order_state(str(o.client_order_id)) is not OrderState.SENDING
-                for o in node.open_orders()
-            )
-        )
 
 
 def fill_what_was_sent(session: LiveSession, ex: Exchange) -> None:
