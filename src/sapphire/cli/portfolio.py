@@ -156,22 +156,6 @@ def allocate_cmd(
         console.print(f"report: {path}")
 
 
-def _weights(text: str) -> dict[str, float]:
-    """`ETH=0.6,ADA=0.4` as a mapping (a clear error naming a bad item)."""
-    out: dict[str, float] = {}
-    for item in text.split(","):
-        name, sep, value = item.partition("=")
-        try:
-            if not sep or not name.strip():
-                raise ValueError
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(
-                f"--weights item {item!r} is invalid: expected SYMBOL=fraction, e.g. ETH=0.6"
-            ) from None
-    return out
-
-
 def _sources(data: list[str]) -> dict[str, str] | list[str]:
     """`--data` values: files (named by their stem), or NAME=file for each."""
     if not any("=" in d for d in data):
@@ -222,10 +206,11 @@ def rebalance_cmd(
     """Backtest holding target weights across instruments, rebalanced on a schedule
     through the node's pre-trade risk engine."""
     from sapphire.backtest.rebalance import run_rebalance
+    from sapphire.engine.rebalance import parse_weights
 
     try:
         result = run_rebalance(
-            _sources(data), weights=_weights(weights) if weights is not None else None,
+            _sources(data), weights=parse_weights(weights) if weights is not None else None,
             method=method, every=int(every) if every.isdigit() else every, drift=drift,
             lookback=lookback, max_weight=max_weight, budget=budget, cash=cash, fee=fee,
             lot_size=lot_size, leverage=leverage, risk_profile=risk_profile,

@@ -55,7 +55,7 @@ from sapphire.domain.instrument import to_decimal
 from sapphire.engine.strategy import EventStrategy
 from sapphire.portfolio.allocation import METHODS, allocate, target_orders
 
-__all__ = ["REBALANCE_TAG", "Rebalance", "Rebalancer", "RefusedOrder", "Schedule"]
+__all__ = ["REBALANCE_TAG", "Rebalance", "Rebalancer", "RefusedOrder", "Schedule", "parse_weights"]
 
 #: the tag of every order a `Rebalancer` sends
 REBALANCE_TAG = "rebalance"
@@ -468,4 +468,22 @@ def _weights(
             f"weights {', '.join(f'{i.symbol}={w:g}' for i, w in out.items())} sum to "
             f"{total:g} (in absolute value): expected at most 1, the rest held as cash"
         )
+    return out
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """`"ETH=0.6,ADA=0.35"` as a mapping of name to weight (the command lines' and the
+    paper and live configurations' form); a ValueError names a bad item. The weights
+    themselves are checked by `Rebalancer`."""
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"weights item {item!r} is invalid: expected NAME=fraction, e.g. ETH=0.6"
+            ) from None
     return out

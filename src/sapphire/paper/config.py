@@ -174,23 +174,11 @@ class PaperConfig(RunConfig):
 
     def rebalancer(self, strategy_id: str = "s") -> Any:
         """The `Rebalancer` of a `rebalance` session, over `instrument_ids`."""
-        from sapphire.engine.rebalance import Rebalancer
+        from sapphire.engine.rebalance import Rebalancer, parse_weights
 
         if self.weights is None and self.allocation is None:
             raise ValueError("strategy rebalance needs --weights or --allocation")
-        weights = None
-        if self.weights is not None:
-            weights = {}
-            for item in self.weights.split(","):
-                name, sep, value = item.partition("=")
-                try:
-                    if not sep or not name.strip():
-                        raise ValueError
-                    weights[name.strip()] = float(value)
-                except ValueError:
-                    raise ValueError(
-                        f"weights item {item!r} is invalid: expected NAME=fraction, e.g. ETH=0.6"
-                    ) from None
+        weights = None if self.weights is None else parse_weights(self.weights)
         every = self.rebalance_every
         return Rebalancer(
             self.instrument_ids, weights=weights, method=self.allocation,

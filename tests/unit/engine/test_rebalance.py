@@ -292,3 +292,13 @@ def test_a_bar_schedule_fires_after_a_block_whose_first_bar_went_by() -> None:
     # bars 100-102 went by (a paper node down, its venue paced): bar 103 starts block 1
     got = [schedule.due(i, 0) for i in (0, 1, 99, 103, 150, 200)]
     assert got == [True, False, False, True, False, True]
+
+
+def test_weights_text_is_parsed_in_one_place() -> None:
+    """`parse_weights`: the CLI's and the paper and live configurations' weights."""
+    from sapphire.engine.rebalance import parse_weights
+
+    assert parse_weights("ETH=0.6, ADA =0.35") == {"ETH": 0.6, "ADA": 0.35}
+    for bad in ("ETH", "=0.5", "ETH=half"):
+        with pytest.raises(ValueError, match=f"weights item '{bad}' is invalid"):
+            parse_weights(bad)
